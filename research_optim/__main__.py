@@ -1,0 +1,3 @@
+from research_optim.app import main
+
+main()

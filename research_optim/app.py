@@ -1,0 +1,61 @@
+"""The Hydra application: compose → validate → run here (the cluster group decides where; `local` = this process)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from research_optim.config_checks import ConfigError, validate
+
+# conf/ sits beside the package (editable install); an absolute path works for `python -m` and the script alike.
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def run(cfg: DictConfig) -> dict:
+    """Validate ``cfg`` and train it in this process; returns the run's summary."""
+    validate(cfg)
+    from research_optim.train import train  # imported late: `--help` and config errors stay fast
+
+    return train(cfg)
+
+
+def print_summary(summary: dict) -> None:
+    if summary.get("status") != "completed":
+        print(f"\nrun {summary.get('status')}: {summary.get('error')}\nrun directory: {summary.get('run_dir')}")
+        return
+    lines = [
+        f"final train loss   {summary['train_loss']:.4f}   (accuracy {summary['train_accuracy']:.4f})",
+        f"final val loss     {summary['val_loss']:.4f}   (accuracy {summary['val_accuracy']:.4f})",
+    ]
+    if "val_gap_to_optimum" in summary:
+        lines.append(f"gap to the optimum {summary['val_gap_to_optimum']:.4f} nats/token")
+    lines += [
+        f"steps              {summary['step']}   ({summary['steps_per_s']:.1f} steps/s, "
+        f"train {summary['train_time']:.1f} s, eval {summary['eval_time']:.1f} s)",
+        f"run directory      {summary['run_dir']}",
+    ]
+    print("\n" + "\n".join(lines))
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        summary = run(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if multirun:
+            raise
+        sys.exit(2)
+    print_summary(summary)
+    if summary.get("status") != "completed" and not multirun:
+        sys.exit(1)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

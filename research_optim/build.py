@@ -1,0 +1,53 @@
+"""Turn config nodes into objects: data set, model, optimizer (with its param groups) and schedule.
+
+Every group node is ``{name: ..., _target_: ..., **kwargs}``; ``name`` (and the other keys in ``META_KEYS``) label
+the choice for reports and checks and are not passed to the constructor.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import hydra.utils
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.optim import Optimizer
+
+from research_optim.data.base import Dataset
+from research_optim.schedules import build_schedule
+
+META_KEYS = ("name", "accepts", "kind")
+
+
+def constructor_args(node: DictConfig) -> dict[str, Any]:
+    args = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(args, dict)
+    for key in META_KEYS:
+        args.pop(key, None)
+    return args
+
+
+def build_data(node: DictConfig) -> Dataset:
+    return hydra.utils.instantiate(constructor_args(node), _convert_="all")
+
+
+def build_model(node: DictConfig, dataset: Dataset) -> nn.Module:
+    return hydra.utils.instantiate(constructor_args(node), _convert_="all")(dataset.spec)
+
+
+def param_groups(model: nn.Module, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
+    """One group, or two: matrices/embeddings (decayed) and 1-D tensors — biases, norm scales (no decay)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_norm_and_bias:
+        return [{"params": params}]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+
+def build_optimizer(node: DictConfig, model: nn.Module, decay_norm_and_bias: bool) -> Optimizer:
+    factory = hydra.utils.instantiate(constructor_args(node), _convert_="all")
+    return factory(param_groups(model, decay_norm_and_bias))
+
+
+def build_lr_schedule(node: DictConfig, optimizer: Optimizer, total_steps: int):
+    return build_schedule(optimizer, node.name, total_steps, node.warmup_steps, node.final_lr_ratio)

@@ -1,0 +1,86 @@
+"""Where am I running? One function detects the environment: torchrun → SLURM → a single process.
+
+The same training entry runs everywhere; only these variables differ. SLURM tasks started by ``srun`` (one task
+per GPU/process) read SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID and rendezvous at the first node of the job.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Env:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    launcher: str = "single"          # single | torchrun | slurm
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _first_slurm_host() -> str:
+    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "127.0.0.1")
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+        return out.stdout.split()[0]
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        return nodelist.split(",")[0]
+
+
+def detect(device: str = "auto") -> Env:
+    """Read the launcher's variables (without initialising anything)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+        launcher = "torchrun"
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+        rank, world = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"])
+        local, launcher = int(os.environ.get("SLURM_LOCALID", "0")), "slurm"
+    else:
+        rank, world, local, launcher = 0, 1, 0, "single"
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    dev = torch.device("cuda", local % max(1, torch.cuda.device_count())) if use_cuda else torch.device("cpu")
+    return Env(rank, world, local, launcher, dev)
+
+
+def setup(device: str = "auto") -> Env:
+    """Detect the environment and join the process group when there is more than one process."""
+    env = detect(device)
+    if env.distributed and not dist.is_initialized():
+        if env.launcher == "slurm":
+            os.environ.setdefault("MASTER_ADDR", _first_slurm_host())
+            os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+            os.environ.setdefault("RANK", str(env.rank))
+            os.environ.setdefault("WORLD_SIZE", str(env.world_size))
+        if env.device.type == "cuda":
+            torch.cuda.set_device(env.device)
+        dist.init_process_group("nccl" if env.device.type == "cuda" else "gloo", rank=env.rank,
+                                world_size=env.world_size)
+    return env
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()

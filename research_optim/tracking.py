@@ -1,0 +1,135 @@
+"""Where metrics go: always a local ``metrics.jsonl`` (+ ``summary.json``); W&B mirrors it from rank 0.
+
+W&B is a convenience, never a point of failure: no credentials or no server means offline mode, and any W&B error
+after start-up is logged once and W&B is switched off for the rest of the run; the local files are unaffected.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class MetricsFile:
+    """Append-only JSON lines; on resume, lines past the checkpoint's step are dropped (they will be redone)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+
+
+def write_summary(path: Path, status: str, final: dict[str, Any], error: str | None = None) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"status": status, "error": error, "final": final}, indent=2, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def _wandb_mode(requested: str) -> str:
+    if requested in ("online", "offline"):
+        return requested
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or Path.home().joinpath(".netrc").exists()
+    return "online" if has_key and os.environ.get("WANDB_MODE") != "offline" else "offline"
+
+
+class WandbRun:
+    """A thin, fail-safe wrapper around one wandb run (rank 0 only)."""
+
+    def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path) -> None:
+        import wandb
+
+        self._wandb = wandb
+        node = cfg.logger
+        init = dict(
+            project=node.project, entity=node.entity, id=run_id, resume="allow", dir=str(run_dir),
+            name=run_dir.name, group=str(cfg.run.group), job_type=str(node.job_type),
+            tags=sorted({*map(str, node.tags), *map(str, cfg.run.tags), f"optimizer:{cfg.optimizer.name}",
+                         f"task:{cfg.task or f'{cfg.model.name}/{cfg.data.name}'}"}),
+            config=OmegaConf.to_container(cfg, resolve=True),
+        )
+        mode = _wandb_mode(node.mode)
+        try:
+            self.run = wandb.init(mode=mode, **init)
+        except Exception as err:  # server unreachable, bad credentials, ...
+            if mode == "offline":
+                raise
+            log.warning("W&B online start failed (%s); continuing offline", err)
+            self.run = wandb.init(mode="offline", **init)
+        self.run.define_metric("step")
+        for axis in ("examples", "train_time"):
+            self.run.define_metric(axis)
+        self.run.define_metric("*", step_metric="step")
+        log.info("W&B run %s (%s mode) in %s", run_id, mode, self.run.dir)
+
+    def log(self, record: dict[str, Any]) -> None:
+        split = record.get("split", "train")
+        data = {f"{split}/{k}" if k not in ("step", "examples", "tokens", "train_time", "eval_time") else k: v
+                for k, v in record.items() if k != "split" and not (isinstance(v, float) and math.isnan(v))}
+        self.run.log(data)
+
+    def summary(self, final: dict[str, Any]) -> None:
+        self.run.summary.update(final)
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)
+
+
+class Tracker:
+    """The loop's single logging sink. Non-zero ranks hold a Tracker that writes nothing."""
+
+    def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path, is_main: bool) -> None:
+        self.is_main = is_main
+        self.metrics = MetricsFile(run_dir / "metrics.jsonl")
+        self.summary_path = run_dir / "summary.json"
+        self.wandb: WandbRun | None = None
+        if is_main and cfg.logger.name == "wandb":
+            try:
+                self.wandb = WandbRun(cfg, run_id, run_dir)
+            except Exception as err:
+                log.warning("W&B disabled for this run: %s", err)
+
+    def _mirror(self, fn: str, *args: Any) -> None:
+        if self.wandb is None:
+            return
+        try:
+            getattr(self.wandb, fn)(*args)
+        except Exception as err:
+            log.warning("W&B %s failed (%s); W&B disabled for the rest of the run", fn, err)
+            self.wandb = None
+
+    def start(self, resumed_from_step: int | None) -> None:
+        if not self.is_main:
+            return
+        if resumed_from_step is not None:
+            self.metrics.truncate_after(resumed_from_step)
+        write_summary(self.summary_path, "running", {})
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.metrics.write(record)
+        self._mirror("log", record)
+
+    def finish(self, status: str, final: dict[str, Any], error: str | None = None) -> None:
+        if not self.is_main:
+            return
+        write_summary(self.summary_path, status, final, error)
+        self._mirror("summary", final)
+        self._mirror("finish", 0 if status == "completed" else 1)

@@ -1,0 +1,65 @@
+"""Shared fixtures: compose the real Hydra config tree and run it in-process on tiny settings."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from research_optim.app import CONFIG_DIR
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+torch.set_num_threads(1)  # the CI machine has 2 cores; keep runs deterministic and cheap
+
+TINY = ["train.steps=40", "train.batch_size=16", "train.eval_every=20", "train.log_every=10",
+        "train.checkpoint_every=20", "train.progress=false", "train.eval_batch_size=128"]
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """``tiny_run(*overrides)`` composes the real config with tiny settings under tmp_path and trains it."""
+    from research_optim.app import run
+
+    def _run(*overrides: str, root: Path | None = None) -> dict:
+        cfg = compose_config([*TINY, f"run.root={root or tmp_path / 'runs'}", *overrides])
+        return run(cfg)
+
+    return _run
+
+
+@pytest.fixture
+def tiny_trainer(tmp_path):
+    """``tiny_trainer(*overrides)`` → (trainer, summary): like tiny_run, but keeps the Trainer to inspect."""
+    from research_optim import distributed
+    from research_optim.config_checks import validate
+    from research_optim.train import Trainer
+
+    def _run(*overrides: str, root: Path | None = None):
+        cfg = compose_config([*TINY, f"run.root={root or tmp_path / 'runs'}", *overrides])
+        validate(cfg)
+        trainer = Trainer(cfg, distributed.setup("cpu"))
+        return trainer, trainer.run()
+
+    return _run
+
+
+
+
+def toy_optimizer(cls: str) -> list[str]:
+    """Overrides that replace the optimizer by one of tests/toy_optimizers.py."""
+    return ["optimizer=sgd", "~optimizer.momentum", "~optimizer.nesterov", "~optimizer.weight_decay",
+            f"optimizer._target_=toy_optimizers.{cls}", f"optimizer.name=toy_{cls.lower()}", "optimizer.lr=0.05"]

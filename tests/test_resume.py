@@ -1,0 +1,63 @@
+"""A run interrupted after a checkpoint and resumed produces the same metrics, bit for bit, as one that was not."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import read_metrics, toy_optimizer
+from research_optim.train import Trainer
+
+TIMES = ("train_time", "eval_time")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _without_times(records):
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
+
+
+@pytest.mark.parametrize("optimizer", [
+    ["optimizer=adamw", "model.dropout=0.2"],
+    ["optimizer=sgd", "schedule=linear"],
+    toy_optimizer("ClosureSGD") + ["model.dropout=0.2"],
+    toy_optimizer("ModeSGD") + ["model.batch_norm=true"],
+], ids=["adamw-dropout", "sgd-linear", "closure", "modes-bn"])
+def test_resume_is_bit_exact(tiny_run, tmp_path, monkeypatch, optimizer):
+    straight = tiny_run(*optimizer, root=tmp_path / "a")
+    assert straight["status"] == "completed"
+
+    original = Trainer.save_checkpoint
+
+    def save_then_die(self):
+        original(self)
+        if self.state.step == 20:
+            raise Interrupted
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(Interrupted):
+        tiny_run(*optimizer, root=tmp_path / "b")
+    monkeypatch.setattr(Trainer, "save_checkpoint", original)
+    resumed = tiny_run(*optimizer, root=tmp_path / "b")
+
+    assert resumed["run_dir"].replace(str(tmp_path / "b"), "") == straight["run_dir"].replace(str(tmp_path / "a"), "")
+    a, b = read_metrics(straight["run_dir"]), read_metrics(resumed["run_dir"])
+    assert _without_times(a) == _without_times(b)
+    for key in ("train_loss", "val_loss", "val_accuracy", "train_accuracy"):
+        assert straight[key] == resumed[key]
+
+
+def test_rerunning_a_completed_run_does_not_train_again(tiny_run, tmp_path):
+    first = tiny_run(root=tmp_path)
+    lines = read_metrics(first["run_dir"])
+    second = tiny_run(root=tmp_path)
+    assert second["run_dir"] == first["run_dir"]
+    assert second["val_loss"] == first["val_loss"]
+    assert read_metrics(first["run_dir"]) == lines
+
+
+def test_different_configs_get_different_directories(tiny_run, tmp_path):
+    a = tiny_run("seed=1", root=tmp_path)
+    b = tiny_run("seed=2", root=tmp_path)
+    c = tiny_run("seed=1", "optimizer.lr=0.002", root=tmp_path)
+    assert len({a["run_dir"], b["run_dir"], c["run_dir"]}) == 3

@@ -1,0 +1,311 @@
+"""Load run directories written by the training loop into :class:`Run` objects.
+
+A run directory holds::
+
+    config.yaml     the resolved Hydra config
+    metrics.jsonl   one JSON object per logged point: step, split, examples, train_time, eval_time, loss, ...
+    summary.json    {"status": "completed" | "failed" | "running" | "diverged", "error": ..., "final": {...}}
+
+A *source* is any directory containing run directories at any depth (a Hydra multirun directory, a sweep's
+root, or a single run directory). :func:`load_runs` never drops a run silently: a run that did not complete, or
+that has no metrics, is returned in :attr:`RunSet.problems` with its status and error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+COMPLETED = "completed"
+# Statuses this module assigns itself (the training loop writes completed/failed/running/diverged).
+UNFINISHED = "unfinished"  # metrics but no summary.json: the process died without reaching the end
+MISSING = "missing"  # config.yaml only: the run never logged anything
+NO_METRICS = "no_metrics"  # summary says completed but metrics.jsonl is missing or empty
+UNREADABLE = "unreadable"  # a file could not be parsed
+
+# Keys of the optimizer node that are not hyperparameters.
+_NON_HPARAM_KEYS = frozenset({"name", "_target_", "_partial_", "_recursive_", "_convert_", "defaults"})
+# Sub-directories that never contain runs; hidden ones (.hydra, .submitit) are skipped as well.
+_SKIP_DIRS = frozenset({"checkpoints", "wandb", "__pycache__"})
+# Above this many run directories load_runs shows a progress bar.
+_PROGRESS_THRESHOLD = 20
+
+
+@dataclass
+class Run:
+    """One run directory, loaded.
+
+    ``metrics`` has one row per (split, step) — for resumed runs the last logged line wins — sorted by split
+    then step. ``varying`` holds the optimizer hyperparameters whose values differ between runs of the same
+    optimizer in the collection it was loaded with (filled by :func:`load_runs`; empty for :func:`load_run`).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    metrics: pd.DataFrame
+    status: str
+    error: str | None
+    summary: dict[str, Any]
+    optimizer: str
+    task: str
+    seed: int | None
+    run_id: str | None
+    sweep: str | None
+    group: str | None
+    hparams: dict[str, Any]
+    varying: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Completed and has at least one logged metric."""
+        return self.status == COMPLETED and not self.metrics.empty
+
+    @property
+    def label(self) -> str:
+        """Optimizer name plus the varying hyperparameters, e.g. ``adamw lr=0.001``."""
+        if not self.varying:
+            return self.optimizer
+        settings = " ".join(f"{key}={_format_value(value)}" for key, value in sorted(self.varying.items()))
+        return f"{self.optimizer} {settings}"
+
+    def curve(self, metric: str = "loss", split: str = "train", x: str = "step") -> pd.Series:
+        """The logged values of ``metric`` in ``split`` as a Series indexed by ``x`` (rows without it dropped)."""
+        rows = self.metrics
+        if rows.empty or metric not in rows or x not in rows:
+            return pd.Series(dtype=float, name=metric)
+        rows = rows[rows["split"] == split].dropna(subset=[metric, x])
+        rows = rows.sort_values(x, kind="stable").drop_duplicates(subset=x, keep="last")
+        return pd.Series(rows[metric].to_numpy(dtype=float), index=rows[x].to_numpy(), name=metric)
+
+
+@dataclass
+class Problem:
+    """A run that cannot be used as a result: its directory, status, error, and the run when it could be read."""
+
+    path: Path
+    status: str
+    error: str | None
+    run: Run | None = None
+
+
+@dataclass
+class RunSet:
+    """The usable runs of a source, plus every run that did not complete. Iterating yields the usable runs."""
+
+    runs: list[Run]
+    problems: list[Problem]
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def problems_table(self) -> pd.DataFrame:
+        """The problems as a DataFrame (path, status, error), for printing at the top of a report."""
+        return pd.DataFrame(
+            [(str(p.path), p.status, p.error) for p in self.problems], columns=["path", "status", "error"]
+        )
+
+
+def find_runs(source: str | os.PathLike[str]) -> list[Path]:
+    """Every run directory under ``source`` (``source`` itself included), sorted.
+
+    A run directory is one that holds ``config.yaml``. The search does not descend into run directories nor
+    into hidden directories — Hydra's ``.hydra/config.yaml`` is a copy, not a run.
+    """
+    root = Path(source)
+    if not root.is_dir():
+        raise FileNotFoundError(f"report source {root} is not a directory")
+    found: list[Path] = []
+    for directory, subdirs, files in os.walk(root):
+        if CONFIG_FILE in files:
+            found.append(Path(directory))
+            subdirs.clear()
+            continue
+        subdirs[:] = [d for d in subdirs if not d.startswith(".") and d not in _SKIP_DIRS]
+    return sorted(found)
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    """Read one run directory. Raises ``ValueError``/``OSError`` when ``config.yaml`` or a metrics line is corrupt."""
+    path = Path(path)
+    config = _read_config(path / CONFIG_FILE)
+    metrics = read_metrics(path / METRICS_FILE)
+    summary = _read_summary(path / SUMMARY_FILE)
+    status, error = _status(summary, metrics, has_metrics_file=(path / METRICS_FILE).exists())
+    optimizer_node = config.get("optimizer") or {}
+    return Run(
+        path=path,
+        config=config,
+        metrics=metrics,
+        status=status,
+        error=error,
+        summary=summary or {},
+        optimizer=str(optimizer_node.get("name", "unknown")),
+        task=task_name(config),
+        seed=_as_int(config.get("seed")),
+        run_id=_get(config, "run.id"),
+        sweep=_get(config, "run.sweep"),
+        group=_get(config, "run.group"),
+        hparams={k: v for k, v in optimizer_node.items() if k not in _NON_HPARAM_KEYS},
+    )
+
+
+def load_runs(
+    source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], progress: bool = True
+) -> RunSet:
+    """Load every run directory under ``source`` (one directory or several).
+
+    Completed runs with metrics go to :attr:`RunSet.runs`; all others — failed, diverged, still running,
+    unfinished (no summary.json), without metrics, or unreadable — go to :attr:`RunSet.problems`.
+    A tqdm progress bar is shown when ``progress`` and there are more than 20 run directories.
+    """
+    sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    paths = sorted({p for s in sources for p in find_runs(s)})
+    iterator: Iterable[Path] = paths
+    if progress and len(paths) > _PROGRESS_THRESHOLD:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(paths, desc="loading runs", unit="run")
+
+    runs: list[Run] = []
+    problems: list[Problem] = []
+    for path in iterator:
+        try:
+            run = load_run(path)
+        except (OSError, ValueError) as exc:  # a corrupt file must not hide the other runs
+            problems.append(Problem(path, UNREADABLE, f"{type(exc).__name__}: {exc}"))
+            continue
+        if run.ok:
+            runs.append(run)
+        else:
+            problems.append(Problem(path, run.status, run.error, run))
+    _fill_varying(runs + [p.run for p in problems if p.run is not None])
+    return RunSet(runs, problems)
+
+
+def read_metrics(path: Path) -> pd.DataFrame:
+    """Parse ``metrics.jsonl``: last line per (split, step) wins, rows sorted by split then step.
+
+    A partial *last* line (the process died mid-write) is ignored; a corrupt line elsewhere raises ValueError.
+    """
+    if not path.exists():
+        return pd.DataFrame(columns=["step", "split"])
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: not a JSON object ({exc})") from exc
+    if not records:
+        return pd.DataFrame(columns=["step", "split"])
+    frame = pd.DataFrame.from_records(records)
+    missing = {"step", "split"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: lines lack the keys {sorted(missing)}")
+    frame = frame.drop_duplicates(subset=["split", "step"], keep="last")
+    return frame.sort_values(["split", "step"], kind="stable").reset_index(drop=True)
+
+
+def task_name(config: dict[str, Any]) -> str:
+    """``config["task"]`` when the config sets it, otherwise ``"<model.name>/<data.name>"``."""
+    if config.get("task"):
+        return str(config["task"])
+    return f"{_get(config, 'model.name') or 'unknown'}/{_get(config, 'data.name') or 'unknown'}"
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    try:
+        node = OmegaConf.load(path)
+    except Exception as exc:  # OmegaConf raises yaml and its own errors; report them uniformly
+        raise ValueError(f"{path}: cannot parse ({exc})") from exc
+    try:
+        config = OmegaConf.to_container(node, resolve=True)
+    except Exception:  # an interpolation that only resolves inside Hydra (e.g. ${hydra:...}): keep it raw
+        config = OmegaConf.to_container(node, resolve=False)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return config
+
+
+def _read_summary(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return summary
+
+
+def _status(summary: dict[str, Any] | None, metrics: pd.DataFrame, has_metrics_file: bool) -> tuple[str, str | None]:
+    if summary is None:
+        if metrics.empty:
+            return MISSING, "no summary.json and no metrics: the run never started or logged nothing"
+        return UNFINISHED, "no summary.json: the run never finished"
+    status = str(summary.get("status", "unknown"))
+    error = summary.get("error")
+    if status == COMPLETED and metrics.empty:
+        what = "empty" if has_metrics_file else "missing"
+        return NO_METRICS, f"summary says completed but metrics.jsonl is {what}"
+    return status, error
+
+
+def _fill_varying(runs: Sequence[Run]) -> None:
+    """Per optimizer, set ``run.varying`` to the hyperparameters whose values differ between its runs."""
+    by_optimizer: dict[str, list[Run]] = {}
+    for run in runs:
+        by_optimizer.setdefault(run.optimizer, []).append(run)
+    for group in by_optimizer.values():
+        keys = {key for run in group for key in run.hparams}
+        varying = [key for key in sorted(keys) if len({_hashable(run.hparams.get(key)) for run in group}) > 1]
+        for run in group:
+            run.varying = {key: run.hparams.get(key) for key in varying}
+
+
+def _get(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _as_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:g}"
+    return str(value)

@@ -18,38 +18,46 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["PHI_FUNCTIONS", "aligned", "cautious_mask", "cautious_direction", "check_phi", "MaskedFraction"]
+__all__ = [
+    "PHI_FUNCTIONS", "aligned", "cautious_mask", "cautious_direction", "check_phi", "mask_dtype", "MaskedFraction",
+]
 
 
-def _indicator_mean(aligned: Tensor, factor: float) -> Tensor:
-    """I(u·g>0) / max(mean(I), 1e-3) — current C-Optim C-AdamW and timm."""
-    mask = aligned.to(torch.float32)
+def _indicator_mean(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
+    """I(u·g>0) / max(mean(I), 1e-3) — current C-Optim C-AdamW and timm ``cadamw`` / ``clion``."""
+    mask = aligned.to(dtype)
     return mask / mask.mean().clamp(min=1e-3)
 
 
-def _indicator_ratio(aligned: Tensor, factor: float) -> Tensor:
+def _indicator_ratio(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """I(u·g>0) · numel / (ΣI + 1) — the paper's v1."""
-    mask = aligned.to(torch.float32)
+    mask = aligned.to(dtype)
     return mask * (mask.numel() / (mask.sum() + 1))
 
 
-def _indicator(aligned: Tensor, factor: float) -> Tensor:
+def _indicator(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """I(u·g>0), no rescaling."""
-    return aligned.to(torch.float32)
+    return aligned.to(dtype)
 
 
-def _soft(aligned: Tensor, factor: float) -> Tensor:
-    """1 where aligned, ``cautious_factor`` elsewhere, divided by its mean — lion-pytorch ``cautious_factor``."""
-    scale = torch.where(aligned, 1.0, float(factor))
+def _soft(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
+    """1 where aligned, ``cautious_factor`` elsewhere, divided by its mean — lion-pytorch ``cautious_factor``.
+
+    factor 1 keeps everything (lion-pytorch skips caution then); factor 0 is ``indicator_mean`` with a 1e-5 clamp.
+    """
+    one = torch.ones((), dtype=dtype, device=aligned.device)
+    scale = torch.where(aligned, one, one * float(factor))
     return scale / scale.mean().clamp(min=1e-5)
 
 
-def _signxor(kept: Tensor, factor: float) -> Tensor:
+def _signxor(kept: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """HeavyBall: zero only where signs strictly disagree (exact zeros kept); rescale numel / max(kept, 1)."""
-    return kept.to(torch.float32) * (kept.numel() / kept.sum().clamp(min=1))
+    mask = kept.to(dtype)
+    return mask * (kept.numel() / mask.sum().clamp(min=1))
 
 
-PhiFn = Callable[[Tensor, float], Tensor]
+# phi(aligned, cautious_factor, dtype) -> mask of ``aligned``'s shape, computed in ``dtype``
+PhiFn = Callable[[Tensor, float, torch.dtype], Tensor]
 
 # name -> phi applied to the boolean "aligned" tensor (u·g > 0; u·g >= 0 for signxor)
 PHI_FUNCTIONS: dict[str, PhiFn] = {
@@ -76,27 +84,39 @@ def aligned(u: Tensor, g: Tensor, phi: str) -> Tensor:
     return (u * g) >= 0 if phi == "signxor" else (u * g) > 0
 
 
+def mask_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Precision the mask and its rescaling are computed in: the direction's own for float32/float64 (so a float64
+    run matches a float64 reference to the last bits), float32 for half types (a mean over a large tensor in
+    bfloat16 would be badly rounded)."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
 def cautious_mask(u: Tensor, g: Tensor, phi: str, cautious_factor: float = 0.0) -> Tensor:
-    """The float32 mask phi(u ∘ g) for one tensor (same shape as ``u``)."""
-    return PHI_FUNCTIONS[phi](aligned(u, g, phi), cautious_factor)
+    """The mask phi(u ∘ g) for one tensor (same shape as ``u``; float64 if ``u`` is, else float32)."""
+    return PHI_FUNCTIONS[phi](aligned(u, g, phi), cautious_factor, mask_dtype(u.dtype))
 
 
 def cautious_direction(
     u: Tensor, g: Tensor, phi: str | None, cautious_factor: float = 0.0, counter: "MaskedFraction | None" = None
 ) -> Tensor:
-    """Return ``u ∘ phi(u ∘ g)`` (or ``u`` unchanged when ``phi`` is None), counting masked coordinates."""
+    """Return ``u ∘ phi(u ∘ g)`` (or ``u`` itself when ``phi`` is None), counting masked coordinates.
+
+    Never modifies ``u`` or ``g`` in place, so ``u`` may be the gradient or a state buffer.
+    """
     if phi is None:
         return u
     keep = aligned(u, g, phi)
     if counter is not None:
         counter.add(keep)
-    return u * PHI_FUNCTIONS[phi](keep, cautious_factor).to(u.dtype)
+    return u * PHI_FUNCTIONS[phi](keep, cautious_factor, mask_dtype(u.dtype)).to(u.dtype)
 
 
 class MaskedFraction:
-    """Fraction of coordinates the cautious mask zeroed (or down-weighted, for ``soft``) in the last step.
+    """Fraction of coordinates the cautious mask zeroed (or down-weighted, for ``soft``) since the last reset.
 
-    Accumulates on the device; ``value()`` is the only host sync and is called at logging time.
+    ``add`` accumulates the count on the device (no host sync); ``value`` / ``pop`` are the only host syncs and
+    are meant for logging time. Optimizers report ``pop()`` from ``diagnostics()``, i.e. the fraction over all
+    tensors and all steps since the previous log.
     """
 
     def __init__(self) -> None:
@@ -112,6 +132,13 @@ class MaskedFraction:
         self._total += keep.numel()
 
     def value(self) -> float:
+        """Masked fraction accumulated so far (0.0 before anything was counted)."""
         if self._masked is None or self._total == 0:
             return 0.0
         return float(self._masked) / self._total
+
+    def pop(self) -> float:
+        """``value()``, then ``reset()``."""
+        fraction = self.value()
+        self.reset()
+        return fraction

@@ -1,0 +1,318 @@
+"""SaLSA — Stable Armijo Line Search Adaptation (Kenneweg et al., IJCNN 2024, arXiv 2407.20650).
+
+One global step size η, Adam statistics and a smoothed Armijo test (t counts steps from 1)::
+
+    loss = f(p), g = ∇f(p)                              # the step's one forward + backward
+    p ← p − wd·η·p                                      # decoupled decay with the previous η
+    m ← β1·m + (1−β1)·g ;  v ← β2·v + (1−β2)·g² ;  P = 1/(√v̂ + eps)
+    η_try = growth·η
+    L = min(cadence_cap, 1/(|η_fast/η_slow − 1| + 1e-8))   # line-search cadence
+    since_ls += 1
+    if t < search_warmup or since_ls ≥ L or not speed_up:  # line-search step, d = P·g
+        Ḡ ← β3·Ḡ + (1−β3)·⟨g, d⟩
+        backtrack η_try ← backtrack·η_try until  D̄_try ≥ c·η_try·Ḡ,
+            D̄_try = β3·D̄ + (1−β3)·(loss − f(p − η_try·d));  then D̄ ← D̄_try, p ← p − η_try·d
+        η ← η_try ; η_fast ← lerp(η, η_fast, 0.9) ; η_slow ← lerp(η, η_slow, 0.99) ; since_ls ← 0
+    else:                                               # speed-up step: no search, no extra forward
+        p ← p − η_try·P·m̂                               # η itself is unchanged
+
+Variants search along other directions (``direction="sgd"``: d = g / m̂; ``"sign"``: sign(g) / sign(m)) and may
+mask the direction with a cautious φ (``research_optim.optim.cautious``).
+
+Deliberate differences from the seed code (``salsa-optimizer`` 0.1.0, ``salsa/SaLSA.py``):
+
+* no deep copy of all parameters per line-search step: ``p0`` lives in buffers allocated once (:class:`ParameterRay`);
+* no host sync on speed-up steps: the search decision depends only on host counters, and the seed's per-step NaN
+  check (``torch.isnan(params[0][0])``) and ``loss.item()`` are gone; syncs happen only on line-search steps;
+* bias correction uses the textbook exponent t; the seed divides by 1 − β^(t+1) (its step counter is already
+  incremented when it adds one) — ``seed_compat=True`` restores the seed's exponent;
+* DDP: the loss values and the slope are averaged over ranks (:func:`mean_over_ranks`), so every rank takes the
+  same decision; the seed compared per-rank losses and the replicas drifted apart;
+* param groups (per-group ``weight_decay``; η is global); the seed has a single group and no weight decay;
+* the dropout randomness is replayed from a saved RNG state instead of reseeding from the wall clock;
+* GradScaler is refused (``grad_scaler=`` raises; a non-float32/64 loss raises);
+* when the loss is 0 or Ḡ < 1e-8 the seed steps along the momentum direction and then evaluates the loss once more,
+  unused — that forward is skipped here (the parameters are the same);
+* when all ``max_tries`` trials fail, the parameters are at the last trial point and η is that trial's step size
+  (the seed keeps the parameters there but records η one more backtrack smaller — ``seed_compat`` restores it);
+* the Armijo test runs in float64 host arithmetic; the seed keeps D̄ and Ḡ as default-dtype tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from research_optim.optim.cautious import MaskedFraction, cautious_direction, check_phi
+from research_optim.optim.line_search import (
+    RULES,
+    LossEvaluator,
+    ParameterRay,
+    SearchStats,
+    backtracking_armijo,
+    check_betas,
+    check_count,
+    check_open_unit,
+    check_positive,
+    check_unit_interval,
+    mean_over_ranks,
+    refuse_grad_scaler,
+)
+
+__all__ = ["SaLSA"]
+
+_SLOPE_FLOOR = 1e-8       # below this smoothed slope the seed does not search (the test would be meaningless)
+_STEP_SIZE_EMA_INIT = 1e-8  # the seed's starting value of both step-size EMAs (ratio 1 → cadence at its cap)
+
+
+@dataclass
+class _SearchState:
+    """Global (not per-parameter) state of the step-size controller; saved under ``state_dict()["salsa"]``."""
+
+    step: int = 0
+    step_size: float = 1.0
+    avg_decrease: float = 0.0      # D̄
+    avg_slope: float = 0.0         # Ḡ
+    step_size_fast: float = _STEP_SIZE_EMA_INIT
+    step_size_slow: float = _STEP_SIZE_EMA_INIT
+    since_search: int = 100        # the seed's starting value: the first step past the warmup searches
+
+
+class SaLSA(Optimizer):
+    """SaLSA: Adam (or SGD / sign) directions with one global step size set by a smoothed Armijo line search.
+
+    Args:
+        params: parameters or param groups (a group may set its own ``weight_decay``).
+        init_step_size: initial η (the seed's 1.0; it grows by ``growth`` per step, so "a bit high" is fine).
+        c: Armijo constant in (0, 1) (the paper used 0.3; the seed defaults to 0.5; 0.7 was needed for Mamba).
+        betas: (β1, β2) of the Adam statistics.
+        weight_decay: decoupled decay p ← p − wd·η·p, applied with the previous η before the step.
+        beta3: EMA rate of the smoothed decrease D̄ and slope Ḡ.
+        growth: η_try = growth·η at every step.
+        backtrack: factor applied to η_try after a failed trial.
+        max_tries: trials per line search.
+        cadence_cap: upper bound of the line-search cadence L.
+        search_warmup: every step t < search_warmup searches.
+        step_size_ema: (fast, slow) EMA rates of η that set the cadence.
+        speed_up: skip searches between cadence points; False searches every step.
+        eps: added to √v̂ in the preconditioner.
+        direction: ``"adam"`` (SaLSA), ``"sgd"`` or ``"sign"``.
+        cautious, cautious_factor: φ name of ``cautious.PHI_FUNCTIONS`` (or None) masking the direction.
+        seed_compat: reproduce the seed's arithmetic (bias-correction exponent t+1, η after an exhausted search)
+            so the trajectory can be compared with ``salsa.SaLSA`` exactly.
+        grad_scaler: must be None — AMP GradScaler is refused (see :func:`refuse_grad_scaler`).
+
+    ``step(closure)`` requires a closure: the seed's ``closure(backwards: bool)`` or a plain ``closure()`` that
+    returns the loss (see :class:`~research_optim.optim.line_search.LossEvaluator`). Each group's ``lr`` is a
+    read-only mirror of η for loggers; LR schedules do not apply (use the constant schedule).
+    """
+
+    requires_closure = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        init_step_size: float = 1.0,
+        c: float = 0.5,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        *,
+        beta3: float = 0.9,
+        growth: float = 1.1,
+        backtrack: float = 0.8,
+        max_tries: int = 100,
+        cadence_cap: float = 10.0,
+        search_warmup: int = 10,
+        step_size_ema: tuple[float, float] = (0.9, 0.99),
+        speed_up: bool = True,
+        eps: float = 1e-8,
+        direction: str = "adam",
+        cautious: str | None = None,
+        cautious_factor: float = 0.0,
+        seed_compat: bool = False,
+        grad_scaler: Any = None,
+    ) -> None:
+        owner = type(self).__name__
+        refuse_grad_scaler(grad_scaler, owner)
+        check_positive("init_step_size", init_step_size, owner)
+        check_open_unit("c", c, owner)
+        check_betas("betas", betas, owner)
+        check_unit_interval("beta3", beta3, owner)
+        if not growth >= 1.0:
+            raise ValueError(f"{owner}: growth must be >= 1, got {growth}")
+        check_open_unit("backtrack", backtrack, owner)
+        check_count("max_tries", max_tries, owner)
+        if not cadence_cap >= 1.0:
+            raise ValueError(f"{owner}: cadence_cap must be >= 1, got {cadence_cap}")
+        check_count("search_warmup", search_warmup, owner, minimum=0)
+        check_betas("step_size_ema", step_size_ema, owner)
+        if not eps >= 0.0:
+            raise ValueError(f"{owner}: eps must be >= 0, got {eps}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"{owner}: weight_decay must be >= 0, got {weight_decay}")
+        if direction not in RULES:
+            raise ValueError(f"{owner}: direction must be one of {sorted(RULES)}, got {direction!r}")
+        check_phi(cautious, cautious_factor)
+
+        self.c, self.beta3, self.growth, self.backtrack = c, beta3, growth, backtrack
+        self.max_tries, self.cadence_cap, self.search_warmup = max_tries, cadence_cap, search_warmup
+        self.step_size_ema, self.speed_up, self.seed_compat = tuple(step_size_ema), speed_up, seed_compat
+        self.direction, self.cautious, self.cautious_factor = direction, cautious, cautious_factor
+        self.rule = RULES[direction](tuple(betas), eps)
+        self._search = _SearchState(step_size=float(init_step_size))
+        self._ray = ParameterRay()
+        self._masked = MaskedFraction()
+        self._stats = SearchStats()
+        super().__init__(params, {"weight_decay": weight_decay, "lr": float(init_step_size)})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        wd = self.param_groups[-1]["weight_decay"]
+        if not wd >= 0.0:
+            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {wd}")
+
+    # -- the step ---------------------------------------------------------------------------------------------
+    def cadence(self) -> float:
+        """L = min(cadence_cap, 1/(|η_fast/η_slow − 1| + 1e-8)), with |·| as the seed's max(r, 1/r)."""
+        ratio = self._search.step_size_fast / self._search.step_size_slow
+        if ratio < 1.0:
+            ratio = 1.0 / ratio
+        return min(self.cadence_cap, 1.0 / ((ratio - 1.0) + 1e-8))
+
+    def step(self, closure: Callable[..., Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        if closure is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.step() needs a closure: pass closure(backwards: bool) -> loss (the seed's "
+                "form) or closure() -> loss; the line search evaluates the loss at trial points itself."
+            )
+        s = self._search
+        cadence = self.cadence()
+        s.since_search += 1
+        t = s.step + 1
+        # Host-side decision only: speed-up steps never wait for the device (the seed synced on every step).
+        search = not self.speed_up or t < self.search_warmup or s.since_search >= cadence
+        evaluator = LossEvaluator(closure, lambda: self.zero_grad(set_to_none=True), type(self).__name__,
+                                  replay_rng=search)
+        loss = evaluator.with_backward()
+        s.step = t
+        # The seed's bias-correction exponent is t+1 (it adds one to an already incremented counter).
+        k = t + 1 if self.seed_compat else t
+        self._masked.reset()
+        with torch.no_grad():
+            params, grads, states = self._prepare(s.step_size)
+            if search:
+                forwards, backtracks = self._line_search(params, grads, states, k, loss, evaluator)
+            else:
+                self._take_step(params, self._step_directions(grads, states, k), s.step_size * self.growth)
+                forwards, backtracks = 0, 0
+        evaluator.finish()
+        self._stats.record(1 + forwards, backtracks, search)
+        for group in self.param_groups:
+            group["lr"] = s.step_size
+        return loss
+
+    def _prepare(self, step_size: float) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
+        """Apply the decoupled decay with the previous η and update the direction statistics."""
+        params, grads, states = [], [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    self.rule.init_state(p, state)
+                if group["weight_decay"] != 0.0:
+                    p.mul_(1.0 - group["weight_decay"] * step_size)
+                self.rule.update(state, p.grad)
+                params.append(p)
+                grads.append(p.grad)
+                states.append(state)
+        return params, grads, states
+
+    def _mask(self, d: Tensor, g: Tensor) -> Tensor:
+        return cautious_direction(d, g, self.cautious, self.cautious_factor, self._masked)
+
+    def _step_directions(self, grads: list[Tensor], states: list[dict[str, Any]], k: int) -> list[Tensor]:
+        return [self._mask(self.rule.step(state, g, k), g) for g, state in zip(grads, states)]
+
+    @staticmethod
+    def _take_step(params: list[Tensor], directions: list[Tensor], step_size: float) -> None:
+        for p, d in zip(params, directions):
+            p.add_(d, alpha=-step_size)
+
+    def _line_search(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]], k: int,
+                     loss: Tensor, evaluator: LossEvaluator) -> tuple[int, int]:
+        s = self._search
+        directions, slope = [], 0  # summed tensor by tensor, in parameter order (the seed's summation order)
+        for g, state in zip(grads, states):
+            d, tensor_slope = self.rule.search(state, g, k)
+            if self.cautious is not None:
+                d = self._mask(d, g)
+                tensor_slope = (g * d).sum()
+            directions.append(d)
+            slope = slope + tensor_slope
+        device = params[0].device if params else loss.device
+        loss_value, slope_value = mean_over_ranks([loss, slope], device)
+        s.avg_slope = s.avg_slope * self.beta3 + slope_value * (1.0 - self.beta3)
+        s.since_search = 0
+        step_size = s.step_size * self.growth
+        forwards = backtracks = 0
+        if loss_value != 0.0 and s.avg_slope >= _SLOPE_FLOOR:
+            self._ray.start(params, directions)
+
+            def loss_at(eta: float) -> float:
+                self._ray.move_to(eta)
+                return mean_over_ranks([evaluator.forward_only()], device)[0]
+
+            result = backtracking_armijo(
+                loss_at, loss_value, s.avg_slope, step_size, c=self.c, backtrack=self.backtrack,
+                max_tries=self.max_tries, smoothing=self.beta3, avg_decrease=s.avg_decrease, accept_equal_loss=True,
+            )
+            self._ray.release()
+            s.avg_decrease = result.avg_decrease
+            step_size = result.step_size
+            if not result.accepted and self.seed_compat:
+                step_size = step_size * self.backtrack
+            forwards, backtracks = result.forwards, result.backtracks
+        else:
+            self._take_step(params, self._step_directions(grads, states, k), step_size)
+        s.step_size = step_size
+        fast, slow = self.step_size_ema
+        s.step_size_slow = s.step_size_slow * slow + step_size * (1.0 - slow)
+        s.step_size_fast = s.step_size_fast * fast + step_size * (1.0 - fast)
+        return forwards, backtracks
+
+    # -- state and diagnostics ---------------------------------------------------------------------------------
+    @property
+    def step_size(self) -> float:
+        return self._search.step_size
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["salsa"] = asdict(self._search)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        search = state_dict.pop("salsa", None)
+        if search is None:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: no 'salsa' entry (not a SaLSA state dict)")
+        super().load_state_dict(state_dict)
+        self._search = _SearchState(**search)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._masked = MaskedFraction()
+
+    def diagnostics(self) -> dict[str, float]:
+        """η, cadence L, forwards/backtracks of the last step, whether it searched, mean forwards per step since
+        the previous call (the line search's compute overhead) and, with caution on, the masked fraction."""
+        out = {"step_size": self._search.step_size, "cadence": self.cadence(), **self._stats.report()}
+        if self.cautious is not None:
+            out["masked_fraction"] = self._masked.value()
+        return out

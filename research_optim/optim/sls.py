@@ -1,0 +1,212 @@
+"""Line-search baselines: classic SLS (Vaswani et al. 2019, arXiv 1905.09997) and Adam-SLS.
+
+Both search every step, with the plain (unsmoothed) Armijo test and a step size that is reset upward each step::
+
+    η ← η · γ^(1/n_batches_per_epoch)                       # "reset option 1", γ = 2
+    backtrack η ← β_b·η until  f(p) − f(p − η·d) ≥ c·η·⟨g, d⟩
+
+* :class:`SLS`: d = g, so the test is f(p − η·g) ≤ f(p) − c·η·‖g‖²; c 0.1, β_b 0.9; the step is the accepted
+  trial point p − η·g.
+* :class:`AdamSLS` (the seed's ``salsa/adam_sls.py`` baseline, one group, ``smooth=False``, ``speed_up=False``):
+  the test is along the preconditioned gradient d = P·g with P = 1/(√v̂ + eps); the step then moves from p along the
+  momentum direction P·m̂ with the accepted η.
+
+The Armijo loop, trial points, closure protocol and directions are shared with SaLSA
+(``research_optim.optim.line_search``). Deliberate differences from the seed's ``adam_sls.py``: its guard (skip the
+search when the loss is 0 or the slope < 1e-8) looks at an EMA of the slope (β 0.999) even with ``smooth=False``;
+here it looks at this step's slope. Its per-group cycling and 6-step joint warm-up are not reproduced (one global
+η). As in SaLSA: no parameter deep copy, the RNG is replayed rather than reseeded from the clock, losses and slope
+are averaged over DDP ranks, and GradScaler is refused. When all ``max_tries`` trials fail, η is backtracked once
+more and the step is taken with it (the seed's Adam-SLS does the same; the ``sls`` package steps by 1e-6).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from research_optim.optim.line_search import (
+    AdamRule,
+    LossEvaluator,
+    ParameterRay,
+    SearchStats,
+    SgdRule,
+    backtracking_armijo,
+    check_betas,
+    check_count,
+    check_open_unit,
+    check_positive,
+    mean_over_ranks,
+    refuse_grad_scaler,
+)
+
+__all__ = ["SLS", "AdamSLS"]
+
+_SLOPE_FLOOR = 1e-8
+
+
+@dataclass
+class _ResetState:
+    step: int = 0
+    step_size: float = 1.0
+
+
+class _ResettingArmijo(Optimizer):
+    """Armijo line search every step with the step size reset upward by γ^(1/n_batches_per_epoch) first.
+
+    Subclasses choose the direction rule and whether the step follows the searched direction or the momentum one.
+    """
+
+    requires_closure = True
+    _step_along_momentum = False
+
+    def __init__(self, params: Iterable[Any], rule: AdamRule | SgdRule, init_step_size: float, c: float,
+                 backtrack: float, n_batches_per_epoch: int, reset_factor: float, max_tries: int,
+                 weight_decay: float, grad_scaler: Any) -> None:
+        owner = type(self).__name__
+        refuse_grad_scaler(grad_scaler, owner)
+        check_positive("init_step_size", init_step_size, owner)
+        check_open_unit("c", c, owner)
+        check_open_unit("backtrack", backtrack, owner)
+        check_count("n_batches_per_epoch", n_batches_per_epoch, owner)
+        if not reset_factor >= 1.0:
+            raise ValueError(f"{owner}: reset_factor must be >= 1, got {reset_factor}")
+        check_count("max_tries", max_tries, owner)
+        if not weight_decay >= 0.0:
+            raise ValueError(f"{owner}: weight_decay must be >= 0, got {weight_decay}")
+        self.rule, self.c, self.backtrack, self.max_tries = rule, c, backtrack, max_tries
+        self.n_batches_per_epoch, self.reset_factor = n_batches_per_epoch, reset_factor
+        self._search = _ResetState(step_size=float(init_step_size))
+        self._ray = ParameterRay()
+        self._stats = SearchStats()
+        super().__init__(params, {"weight_decay": weight_decay, "lr": float(init_step_size)})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        wd = self.param_groups[-1]["weight_decay"]
+        if not wd >= 0.0:
+            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {wd}")
+
+    def step(self, closure: Callable[..., Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        if closure is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.step() needs a closure: pass closure(backwards: bool) -> loss or "
+                "closure() -> loss; the line search evaluates the loss at trial points itself."
+            )
+        s = self._search
+        evaluator = LossEvaluator(closure, lambda: self.zero_grad(set_to_none=True), type(self).__name__)
+        loss = evaluator.with_backward()
+        s.step += 1
+        with torch.no_grad():
+            params, grads, states = self._prepare(s.step_size)
+            step_size = s.step_size * self.reset_factor ** (1.0 / self.n_batches_per_epoch)
+            directions, slope = [], 0
+            for g, state in zip(grads, states):
+                d, tensor_slope = self.rule.search(state, g, s.step)
+                directions.append(d)
+                slope = slope + tensor_slope
+            device = params[0].device if params else loss.device
+            loss_value, slope_value = mean_over_ranks([loss, slope], device)
+            self._ray.start(params, directions)
+            forwards = backtracks = 0
+            if loss_value != 0.0 and slope_value >= _SLOPE_FLOOR:
+
+                def loss_at(eta: float) -> float:
+                    self._ray.move_to(eta)
+                    return mean_over_ranks([evaluator.forward_only()], device)[0]
+
+                result = backtracking_armijo(loss_at, loss_value, slope_value, step_size, c=self.c,
+                                             backtrack=self.backtrack, max_tries=self.max_tries)
+                step_size = result.step_size if result.accepted else result.step_size * self.backtrack
+                forwards, backtracks = result.forwards, result.backtracks
+                searched_point_is_final = result.accepted and not self._step_along_momentum
+            else:
+                searched_point_is_final = False
+            if not searched_point_is_final:
+                final = ([self.rule.step(state, g, s.step) for g, state in zip(grads, states)]
+                         if self._step_along_momentum else None)
+                self._ray.move_to(step_size, final)
+            self._ray.release()
+        evaluator.finish()
+        s.step_size = step_size
+        self._stats.record(1 + forwards, backtracks, True)
+        for group in self.param_groups:
+            group["lr"] = step_size
+        return loss
+
+    def _prepare(self, step_size: float) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
+        params, grads, states = [], [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    self.rule.init_state(p, state)
+                if group["weight_decay"] != 0.0:
+                    p.mul_(1.0 - group["weight_decay"] * step_size)
+                self.rule.update(state, p.grad)
+                params.append(p)
+                grads.append(p.grad)
+                states.append(state)
+        return params, grads, states
+
+    @property
+    def step_size(self) -> float:
+        return self._search.step_size
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["line_search"] = asdict(self._search)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        search = state_dict.pop("line_search", None)
+        if search is None:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: no 'line_search' entry")
+        super().load_state_dict(state_dict)
+        self._search = _ResetState(**search)
+
+    def diagnostics(self) -> dict[str, float]:
+        """η, and forwards / backtracks of the last step (plus forwards per step since the previous call)."""
+        return {"step_size": self._search.step_size, **self._stats.report()}
+
+
+class SLS(_ResettingArmijo):
+    """Classic SLS (Vaswani et al. 2019): SGD direction, Armijo f(p − η·g) ≤ f(p) − c·η·‖g‖² every step.
+
+    Args: init_step_size (1.0), c (0.1), backtrack β_b (0.9), n_batches_per_epoch and reset_factor γ (2.0) of the
+    per-step reset η ← η·γ^(1/n_batches_per_epoch), max_tries (100), weight_decay (decoupled, previous η).
+    """
+
+    def __init__(self, params: Iterable[Any], init_step_size: float = 1.0, c: float = 0.1, backtrack: float = 0.9,
+                 n_batches_per_epoch: int = 500, reset_factor: float = 2.0, max_tries: int = 100,
+                 weight_decay: float = 0.0, *, grad_scaler: Any = None) -> None:
+        super().__init__(params, SgdRule((0.0, 0.0), 0.0), init_step_size, c, backtrack, n_batches_per_epoch,
+                         reset_factor, max_tries, weight_decay, grad_scaler)
+
+
+class AdamSLS(_ResettingArmijo):
+    """Adam-SLS: the Armijo test along P·g (slope Σ g²·P), then the step p − η·P·m̂; no smoothing.
+
+    Defaults are the seed's ``adam_sls.py``: init_step_size 0.1, c 0.2, backtrack 0.9, γ 2, 500 batches per epoch,
+    betas (0.9, 0.999), eps 1e-8, max_tries 200. Bias correction uses the textbook exponent t, as the seed does here.
+    """
+
+    _step_along_momentum = True
+
+    def __init__(self, params: Iterable[Any], init_step_size: float = 0.1, c: float = 0.2,
+                 betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, *, backtrack: float = 0.9,
+                 n_batches_per_epoch: int = 500, reset_factor: float = 2.0, max_tries: int = 200, eps: float = 1e-8,
+                 grad_scaler: Any = None) -> None:
+        check_betas("betas", betas, type(self).__name__)
+        if not eps >= 0.0:
+            raise ValueError(f"{type(self).__name__}: eps must be >= 0, got {eps}")
+        super().__init__(params, AdamRule(tuple(betas), eps), init_step_size, c, backtrack, n_batches_per_epoch,
+                         reset_factor, max_tries, weight_decay, grad_scaler)

@@ -44,8 +44,16 @@ def param_groups(model: nn.Module, decay_norm_and_bias: bool) -> list[dict[str, 
     return [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
 
 
-def build_optimizer(node: DictConfig, model: nn.Module, decay_norm_and_bias: bool) -> Optimizer:
-    factory = hydra.utils.instantiate(constructor_args(node), _convert_="all")
+def build_optimizer(node: DictConfig, model: nn.Module, decay_norm_and_bias: bool,
+                    steps_per_epoch: int | None = None) -> Optimizer:
+    """``n_batches_per_epoch: null`` (classic SLS's step-size reset) is filled in from the data."""
+    args = constructor_args(node)
+    if "n_batches_per_epoch" in args and args["n_batches_per_epoch"] is None:
+        if steps_per_epoch is None:
+            del args["n_batches_per_epoch"]  # a stream has no epochs: the optimizer's default
+        else:
+            args["n_batches_per_epoch"] = steps_per_epoch
+    factory = hydra.utils.instantiate(args, _convert_="all")
     return factory(param_groups(model, decay_norm_and_bias))
 
 

@@ -89,8 +89,12 @@ class Trainer:
         self.dataset = build_data(cfg.data)
         self.spec: DataSpec = self.dataset.spec
         self.model = build_model(cfg.model, self.dataset).to(env.device)
-        self.optimizer = build_optimizer(cfg.optimizer, self.model, t.weight_decay_norm_and_bias)
+        train_size = len(self.dataset.train) if hasattr(self.dataset.train, "__len__") else None  # streams: None
+        steps_per_epoch = max(1, train_size // (t.batch_size * env.world_size)) if train_size else None
+        self.optimizer = build_optimizer(cfg.optimizer, self.model, t.weight_decay_norm_and_bias, steps_per_epoch)
         self.schedule = build_lr_schedule(cfg.schedule, self.optimizer, t.steps)
+        if protocols.has_modes(self.optimizer):
+            self.optimizer.train()  # Schedule-Free optimizers start in eval mode, as in the package
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.net: nn.Module = DistributedDataParallel(self.model) if env.distributed else self.model
         # Dropout differs per rank; parameters were initialised identically above (same seed everywhere).

@@ -164,9 +164,11 @@ class Trainer:
             self.model.eval()
             totals = torch.zeros(3, dtype=torch.float64, device=self.env.device)  # loss·n, correct, n
             limit = math.inf if split == "val" else max(1, len(self.dataset.val) // self.env.world_size)
+            examples = 0
             for batch in data.eval_batches(self.cfg.train.eval_batch_size, self.env.rank, self.env.world_size):
-                if totals[2] >= limit:
+                if examples >= limit:
                     break
+                examples += len(batch[1])
                 x, y = _to(batch, self.env.device)
                 with self.autocast:
                     loss, correct = loss_and_correct(self.net(x), y)

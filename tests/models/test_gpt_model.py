@@ -1,0 +1,69 @@
+"""The small GPT: shapes, causality, weight tying, learning, and refusal of non-text data."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from research_optim.data.base import DataSpec
+from research_optim.models.gpt import GPT
+
+TEXT = DataSpec(task="lm", input_shape=(16,), num_classes=50)
+
+
+def tiny_gpt(**overrides) -> GPT:
+    torch.manual_seed(0)
+    return GPT(TEXT, **{"n_layer": 2, "n_head": 2, "n_embd": 32, **overrides})
+
+
+def test_forward_backward_shapes_and_tied_weights():
+    model = tiny_gpt(dropout=0.1)
+    tokens = torch.randint(0, 50, (3, 16))
+    logits = model(tokens)
+    assert logits.shape == (3, 16, 50)
+    F.cross_entropy(logits.flatten(0, 1), tokens.roll(-1, 1).flatten()).backward()
+    assert model.head.weight is model.tok_emb.weight
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_initial_loss_is_near_uniform():
+    """Small N(0, 0.02) init: predictions start close to uniform (loss ≈ ln V)."""
+    model = tiny_gpt().eval()
+    tokens, targets = torch.randint(0, 50, (2, 8, 16))
+    loss = F.cross_entropy(model(tokens).flatten(0, 1), targets.flatten())
+    assert abs(loss.item() - torch.log(torch.tensor(50.0)).item()) < 0.1
+
+
+def test_attention_is_causal():
+    model = tiny_gpt().eval()
+    tokens = torch.randint(0, 50, (1, 16))
+    changed = tokens.clone()
+    changed[0, 10:] = (changed[0, 10:] + 1) % 50
+    with torch.no_grad():
+        a, b = model(tokens), model(changed)
+    torch.testing.assert_close(a[0, :10], b[0, :10])
+    assert not torch.allclose(a[0, 10:], b[0, 10:])
+
+
+def test_learns_a_deterministic_sequence():
+    model = tiny_gpt()
+    tokens = torch.arange(17).remainder(50).unsqueeze(0).repeat(4, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        loss = F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5
+
+
+def test_refuses_image_data():
+    with pytest.raises(ValueError, match="model=gpt needs text \\(lm\\) data, got data of kind 'image'"):
+        GPT(DataSpec(task="classification", input_shape=(1, 8, 8), num_classes=10))
+
+
+def test_rejects_width_not_divisible_by_heads_and_too_long_input():
+    with pytest.raises(ValueError, match="model.n_embd=30 must be divisible by model.n_head=4"):
+        GPT(TEXT, n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="exceeds the model's context 16"):
+        tiny_gpt()(torch.zeros(1, 17, dtype=torch.long))

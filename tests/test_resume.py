@@ -22,7 +22,11 @@ def _without_times(records):
     ["optimizer=sgd", "schedule=linear"],
     toy_optimizer("ClosureSGD") + ["model.dropout=0.2"],
     toy_optimizer("ModeSGD") + ["model.batch_norm=true"],
-], ids=["adamw-dropout", "sgd-linear", "closure", "modes-bn"])
+    ["optimizer=c_lion", "model.dropout=0.2"],
+    ["optimizer=sf_adamw", "model.batch_norm=true", "model.dropout=0.2"],
+    ["optimizer=salsa", "model.dropout=0.2"],
+    ["optimizer=sls"],
+], ids=["adamw-dropout", "sgd-linear", "closure", "modes-bn", "c_lion", "sf_adamw-bn", "salsa", "sls"])
 def test_resume_is_bit_exact(tiny_run, tmp_path, monkeypatch, optimizer):
     straight = tiny_run(*optimizer, root=tmp_path / "a")
     assert straight["status"] == "completed"

@@ -16,14 +16,21 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def run(cfg: DictConfig) -> dict:
-    """Validate ``cfg`` and train it in this process; returns the run's summary."""
+    """Validate ``cfg``, then run it where ``cluster`` says (here, torchrun, SLURM); returns the run's summary."""
     validate(cfg)
-    from research_optim.train import train  # imported late: `--help` and config errors stay fast
+    from research_optim.dispatch import launch  # imported late: `--help` and config errors stay fast
 
-    return train(cfg)
+    return launch(cfg)
 
 
 def print_summary(summary: dict) -> None:
+    if summary.get("status") == "submitted":
+        return  # the dispatcher printed the job id, log and run directory
+    if summary.get("status") == "preempted":
+        print(f"\nrun preempted at step {summary.get('step')}, checkpoint written"
+              f"{' and SLURM job requeued' if summary.get('requeued') else ''}; run the same command again to resume."
+              f"\nrun directory: {summary.get('run_dir')}")
+        return
     if summary.get("status") != "completed":
         print(f"\nrun {summary.get('status')}: {summary.get('error')}\nrun directory: {summary.get('run_dir')}")
         return
@@ -52,8 +59,8 @@ def main(cfg: DictConfig) -> dict | None:
             raise
         sys.exit(2)
     print_summary(summary)
-    if summary.get("status") != "completed" and not multirun:
-        sys.exit(1)
+    if summary.get("status") not in ("completed", "submitted") and not multirun:
+        sys.exit(143 if summary.get("status") == "preempted" else 1)
     return summary
 
 

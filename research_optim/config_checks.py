@@ -47,6 +47,46 @@ def _check_model_data(cfg: DictConfig, problems: list[str]) -> None:
                         f"{kind} data: choose a model for {kind} data or another data set")
 
 
+CLUSTER_KEYS = {
+    "local": {"name", "launcher"},
+    "torchrun": {"name", "launcher", "nproc_per_node"},
+    "slurm": {"name", "launcher", "partition", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb",
+              "timeout_min", "signal_delay_s", "account", "qos", "constraint", "setup", "additional_parameters",
+              "wait"},
+}
+
+
+def _positive_int(node: DictConfig, key: str, prefix: str, problems: list[str], minimum: int = 1) -> None:
+    value = node.get(key)
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+        problems.append(f"{prefix}.{key}={value}: must be an integer >= {minimum}")
+
+
+def _check_cluster(c: DictConfig, problems: list[str]) -> None:
+    launcher = c.get("launcher")
+    if launcher not in CLUSTER_KEYS:
+        problems.append(f"cluster.launcher={launcher!r}: choose one of {', '.join(CLUSTER_KEYS)}")
+        return
+    unknown = sorted(set(c.keys()) - CLUSTER_KEYS[launcher])
+    if unknown:
+        problems.append(f"cluster={c.name} has unknown keys {unknown}; allowed: {sorted(CLUSTER_KEYS[launcher])}")
+    if launcher == "torchrun":
+        _positive_int(c, "nproc_per_node", "cluster", problems)
+    if launcher == "slurm":
+        if not c.partition:
+            problems.append(f"cluster.partition is not set: cluster={c.name} needs one (`sinfo -s` lists them), "
+                            "e.g. cluster.partition=gpu")
+        for key in ("nodes", "tasks_per_node", "cpus_per_task", "timeout_min"):
+            _positive_int(c, key, "cluster", problems)
+        _positive_int(c, "gpus_per_node", "cluster", problems, minimum=0)
+        _positive_int(c, "signal_delay_s", "cluster", problems, minimum=0)
+        if isinstance(c.gpus_per_node, int) and c.gpus_per_node > 0 and c.tasks_per_node > c.gpus_per_node:
+            problems.append(f"cluster.tasks_per_node={c.tasks_per_node} is more than cluster.gpus_per_node="
+                            f"{c.gpus_per_node}: one task drives one GPU")
+        if not (_num(c.mem_gb) and c.mem_gb > 0):
+            problems.append(f"cluster.mem_gb={c.mem_gb}: must be > 0")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every problem in ``cfg``."""
     problems: list[str] = []
@@ -71,5 +111,6 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"schedule.warmup_steps={cfg.schedule.warmup_steps}: must be >= 0")
     _check_optimizer(cfg.optimizer, problems)
     _check_model_data(cfg, problems)
+    _check_cluster(cfg.cluster, problems)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from research_optim import checkpoint, distributed, protocols
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
 from research_optim.data.base import DataSpec
+from research_optim.preemption import Preempted, StopFlag, requeue_slurm_job
 from research_optim.run_dir import RunLock, run_dir, run_id
 from research_optim.tracking import Tracker
 
@@ -41,6 +43,7 @@ class TrainState:
     tokens: int = 0
     train_time: float = 0.0
     eval_time: float = 0.0
+    window: tuple[float, float] = (0.0, 0.0)  # (loss sum, count) since the last log line, at the checkpoint
 
 
 def loss_and_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,18 +120,20 @@ class Trainer:
         return self.spec.input_shape[0] if self.spec.task == "lm" else 0
 
     # ------------------------------------------------------------------ checkpoint
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, window: torch.Tensor) -> None:
+        self.state.window = tuple(window.tolist())  # local to each rank; a preemption may land mid-window
         rng = checkpoint.rng_state()
-        rngs = [rng]
+        rngs, windows = [rng], [self.state.window]
         if self.env.distributed:
-            rngs = [None] * self.env.world_size
+            rngs, windows = [None] * self.env.world_size, [None] * self.env.world_size
             torch.distributed.all_gather_object(rngs, rng)
+            torch.distributed.all_gather_object(windows, self.state.window)
         with protocols.evaluation_mode(self.optimizer):
             if self.env.is_main:
                 checkpoint.save_atomic({
                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "schedule": self.schedule.state_dict(), "state": dataclasses.asdict(self.state),
-                    "rng": rngs, "run_id": self.id,
+                    "rng": rngs, "run_id": self.id, "windows": windows,
                 }, self.ckpt_path)
         distributed.barrier()
 
@@ -145,6 +150,7 @@ class Trainer:
         rngs = ckpt["rng"]
         if len(rngs) == self.env.world_size:
             checkpoint.set_rng_state(rngs[self.env.rank])
+            self.state.window = tuple(ckpt["windows"][self.env.rank])
         else:
             log.warning("checkpoint has RNG states for %d ranks, this run has %d: reseeding", len(rngs),
                         self.env.world_size)
@@ -181,6 +187,17 @@ class Trainer:
         if self.spec.optimum_loss is not None:
             result["gap_to_optimum"] = result["loss"] - self.spec.optimum_loss
         return result
+
+    def replicas_identical(self) -> bool:
+        """Whether every rank holds bit-identical parameters (elementwise max == min across ranks)."""
+        flat = torch.cat([p.detach().reshape(-1).double() for p in self.params])
+        high, low = flat.clone(), flat.clone()
+        torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
+        same = bool(torch.equal(high, low))
+        if not same:
+            log.warning("DDP replicas differ: max |Δ| = %.3g", (high - low).abs().max().item())
+        return same
 
     # ------------------------------------------------------------------ logging
     def record(self, split: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -232,11 +249,18 @@ class Trainer:
         log.info("run %s → %s%s", self.id, self.dir,
                  f" (resumed at step {resumed_from})" if resumed_from is not None else "")
         try:
-            final = self._loop(tracker)
+            with StopFlag() as stop:
+                final = self._loop(tracker, stop)
         except NonFiniteLoss as err:
             log.error("%s", err)
             tracker.finish("diverged", {"step": self.state.step}, str(err))
             return {"status": "diverged", "error": str(err), "run_dir": str(self.dir)}
+        except Preempted as err:
+            log.warning("%s", err)
+            tracker.finish("preempted", {"step": self.state.step}, str(err))
+            requeued = env.is_main and err.signum == signal.SIGUSR2 and requeue_slurm_job()
+            return {"status": "preempted", "error": str(err), "run_dir": str(self.dir), "requeued": requeued,
+                    "step": self.state.step}
         except BaseException as err:
             tracker.finish("failed", {"step": self.state.step}, f"{type(err).__name__}: {err}")
             raise
@@ -245,14 +269,13 @@ class Trainer:
         tracker.finish("completed", final)
         return {"status": "completed", **final, "run_dir": str(self.dir)}
 
-    def _loop(self, tracker: Tracker) -> dict[str, Any]:
+    def _loop(self, tracker: Tracker, stop: StopFlag) -> dict[str, Any]:
         cfg, env, t, s = self.cfg, self.env, self.cfg.train, self.state
         global_batch = t.batch_size * env.world_size
         batches: Iterator = self.dataset.train.train_batches(t.batch_size, seed=cfg.seed, start_step=s.step,
                                                              rank=env.rank, world_size=env.world_size)
-        # (sum of losses, number of losses) since the last log line. Checkpoints always follow a log line, so a
-        # resumed run starts with an empty window, as the uninterrupted run does at that step.
-        window = torch.zeros(2, dtype=torch.float64, device=env.device)
+        # (sum of losses, number of losses) since the last log line; restored from a checkpoint taken mid-window.
+        window = torch.tensor(s.window, dtype=torch.float64, device=env.device)
         one = torch.ones((), dtype=torch.float64, device=env.device)
         skip = t.nonfinite == "skip"
         start_step, last_train_loss, last_eval = s.step, math.nan, {}
@@ -289,8 +312,14 @@ class Trainer:
                     tracker.log(self.record("val", last_eval))
                     bar.write(f"step {s.step}: val loss {last_eval['loss']:.4f} accuracy {last_eval['accuracy']:.4f}")
                 if ckpt_now:
-                    self.save_checkpoint()
+                    self.save_checkpoint(window)
                 segment = time.perf_counter()
+            signum = stop.agreed(env.device)
+            if signum and not at_end:
+                s.train_time += time.perf_counter() - segment
+                self.save_checkpoint(window)
+                bar.close()
+                raise Preempted(signum, s.step)
         bar.close()
         train_eval = self.evaluate("train")
         steps_done = s.step - start_step
@@ -299,6 +328,8 @@ class Trainer:
                  "val_loss": last_eval.get("loss", math.nan), "val_accuracy": last_eval.get("accuracy", math.nan),
                  "steps_per_s": steps_done / s.train_time if s.train_time > 0 else math.nan,
                  "train_time": s.train_time, "eval_time": s.eval_time}
+        if env.distributed:
+            final["replicas_identical"] = self.replicas_identical()
         if "gap_to_optimum" in last_eval:
             final["val_gap_to_optimum"] = last_eval["gap_to_optimum"]
         return final

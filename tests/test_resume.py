@@ -33,8 +33,8 @@ def test_resume_is_bit_exact(tiny_run, tmp_path, monkeypatch, optimizer):
 
     original = Trainer.save_checkpoint
 
-    def save_then_die(self):
-        original(self)
+    def save_then_die(self, window):
+        original(self, window)
         if self.state.step == 20:
             raise Interrupted
 

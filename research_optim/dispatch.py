@@ -1,0 +1,121 @@
+"""Where a composed, validated run executes — decided by ``cluster.launcher``; nothing else changes.
+
+* ``local``: this process;
+* ``torchrun``: ``torchrun --standalone --nproc_per_node N -m research_optim.worker <run_dir>/config.yaml``;
+* ``slurm``: a submitit job whose tasks (``nodes × tasks_per_node``, one per GPU, started by ``srun``) each run
+  ``worker.SlurmTask``. Submission returns at once with the job id, log and run directory; every submission is
+  appended to ``<run.root>/<run.group>/jobs.jsonl`` for ``python -m research_optim.jobs``.
+
+We submit a picklable task ourselves instead of using hydra-submitit-launcher: the launcher blocks until every job
+of a sweep ends, reports failed jobs as COMPLETED and has no hook for our step-boundary checkpoint on preemption.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from research_optim.run_dir import run_dir
+
+
+def _absolute_root(cfg: DictConfig) -> DictConfig:
+    """Jobs may start elsewhere: pin run.root to an absolute path (run.* is not part of the run identity)."""
+    cfg = cfg.copy()
+    cfg.run.root = str(Path(cfg.run.root).resolve())
+    return cfg
+
+
+def _summary_from_dir(directory: Path) -> dict[str, Any]:
+    path = directory / "summary.json"
+    if not path.exists():
+        return {"status": "failed", "error": "no summary.json was written", "run_dir": str(directory)}
+    summary = json.loads(path.read_text())
+    return {"status": summary["status"], "error": summary.get("error"), **summary["final"], "run_dir": str(directory)}
+
+
+def run_torchrun(cfg: DictConfig) -> dict[str, Any]:
+    cfg = _absolute_root(cfg)
+    directory = run_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "config.yaml"
+    config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={cfg.cluster.nproc_per_node}", "-m", "research_optim.worker", str(config_path)]
+    proc = subprocess.Popen(cmd)
+    # Forward SIGTERM/SIGINT to torchrun, which forwards them to the ranks: they checkpoint and stop together.
+    forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return _summary_from_dir(directory)
+
+
+def slurm_executor(cfg: DictConfig, folder: Path):
+    import submitit
+
+    c = cfg.cluster
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    executor.update_parameters(
+        name=f"ro-{directory_name(cfg)}", nodes=c.nodes, tasks_per_node=c.tasks_per_node,
+        cpus_per_task=c.cpus_per_task, gpus_per_node=c.gpus_per_node or None, mem_gb=c.mem_gb,
+        timeout_min=c.timeout_min, slurm_partition=c.partition, slurm_account=c.account, slurm_qos=c.qos,
+        slurm_constraint=c.constraint, slurm_setup=list(c.setup), slurm_signal_delay_s=c.signal_delay_s,
+        slurm_additional_parameters={"requeue": True, **OmegaConf.to_container(c.additional_parameters)},
+    )
+    return executor
+
+
+def directory_name(cfg: DictConfig) -> str:
+    return run_dir(cfg).name
+
+
+def submit_slurm(cfg: DictConfig) -> dict[str, Any]:
+    from research_optim.worker import SlurmTask
+
+    cfg = _absolute_root(cfg)
+    directory = run_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    folder = directory / "slurm"
+    job = slurm_executor(cfg, folder).submit(SlurmTask(OmegaConf.to_yaml(cfg, resolve=True)))
+    record = {"job_id": job.job_id, "run_dir": str(directory), "folder": str(folder),
+              "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
+              "submitted": dt.datetime.now().isoformat(timespec="seconds"),
+              "nodes": cfg.cluster.nodes, "tasks_per_node": cfg.cluster.tasks_per_node}
+    jobs_file = directory.parent / "jobs.jsonl"
+    with open(jobs_file, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(f"submitted SLURM job {job.job_id}\n  run directory {directory}\n  log           {job.paths.stdout}\n"
+          f"  status        python -m research_optim.jobs {directory.parent}", flush=True)
+    if not cfg.cluster.wait:
+        return {"status": "submitted", **record}
+    try:
+        job.results()  # every task; raises with the remote traceback if the job failed
+    except Exception as err:  # noqa: BLE001 — reported, not hidden
+        return {"status": "failed", "error": f"{type(err).__name__}: {err}", "log": record["stdout"],
+                **_job_ids(record)}
+    return {**_summary_from_dir(directory), **_job_ids(record)}
+
+
+def _job_ids(record: dict[str, Any]) -> dict[str, Any]:
+    return {"job_id": record["job_id"], "run_dir": record["run_dir"]}
+
+
+def launch(cfg: DictConfig) -> dict[str, Any]:
+    """Run or submit ``cfg`` according to ``cfg.cluster.launcher``; returns a summary dict."""
+    launcher = cfg.cluster.get("launcher", "local")
+    if launcher == "torchrun":
+        return run_torchrun(cfg)
+    if launcher == "slurm":
+        return submit_slurm(cfg)
+    from research_optim.train import train
+
+    return train(cfg)

@@ -1,0 +1,116 @@
+"""`python -m research_optim cluster=slurm ...` end to end on the real local SLURM cluster.
+
+Single-node job, 2-node × 2-task DDP job, a `-m` sweep, a crashing job reported FAILED, and a job preempted by
+SLURM's time-limit signal that checkpoints, requeues itself and finishes with the metrics of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from research_optim.jobs import job_table
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(240)]
+
+TINY = ["train.steps=40", "train.batch_size=16", "train.eval_every=20", "train.log_every=10",
+        "train.checkpoint_every=20", "train.progress=false", "model.dropout=0"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "research_optim", *args], capture_output=True, text=True,
+                         timeout=200)
+    return out
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in ("train_time", "eval_time")}
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def wait_for_jobs(root: Path, n: int, timeout: float = 150) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = job_table(root)
+        if len(rows) >= n and all(r["state"] not in ("PENDING", "RUNNING", "REQUEUED", "UNKNOWN") for r in rows):
+            return rows
+        time.sleep(2)
+    raise AssertionError(f"jobs under {root} did not finish: {job_table(root)}")
+
+
+def test_single_node_job_waits_and_prints_summary(partitions, tmp_path):
+    out = cli("cluster=slurm", "cluster.partition=debug", "cluster.wait=true", f"run.root={tmp_path}", *TINY)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "submitted SLURM job" in out.stdout and "final val loss" in out.stdout
+    rows = wait_for_jobs(tmp_path, 1)  # sacct may say RUNNING for a moment after the result is written
+    assert [r["state"] for r in rows] == ["COMPLETED"] and rows[0]["run_status"] == "completed"
+
+
+def test_two_nodes_two_tasks_ddp_matches_single_process(partitions, tmp_path):
+    out = cli("cluster=slurm_multinode", "cluster.partition=multi", "cluster.wait=true",
+              f"run.root={tmp_path / 'slurm'}", *TINY, "train.batch_size=8")
+    assert out.returncode == 0, out.stdout + out.stderr
+    single = cli(f"run.root={tmp_path / 'local'}", *TINY, "train.batch_size=32")
+    assert single.returncode == 0, single.stderr
+    ddp_dir = next((tmp_path / "slurm" / "default").glob("*/metrics.jsonl")).parent
+    one_dir = next((tmp_path / "local" / "default").glob("*/metrics.jsonl")).parent
+    a, b = metrics(ddp_dir), metrics(one_dir)
+    assert [(r["step"], r["split"], r["examples"]) for r in a] == [(r["step"], r["split"], r["examples"]) for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4), (ra, rb)
+
+
+def test_sweep_submits_every_point_and_returns(partitions, tmp_path):
+    start = time.time()
+    out = cli("-m", "cluster=slurm", "cluster.partition=debug", "seed=0,1", f"run.root={tmp_path}",
+              "run.group=sweep", *TINY)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("submitted SLURM job") == 2
+    assert time.time() - start < 60  # returns after submission, without waiting for the jobs
+    rows = wait_for_jobs(tmp_path / "sweep", 2)
+    assert sorted(r["state"] for r in rows) == ["COMPLETED", "COMPLETED"]
+    status = subprocess.run([sys.executable, "-m", "research_optim.jobs", str(tmp_path)], capture_output=True,
+                            text=True)
+    assert status.returncode == 0 and "COMPLETED: 2" in status.stdout
+
+
+def test_crashing_job_is_reported_failed_with_its_log(partitions, tmp_path):
+    out = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path}", *TINY,
+              "optimizer._target_=torch.optim.NoSuchOptimizer")
+    assert out.returncode == 0, out.stderr  # submission itself succeeds
+    rows = wait_for_jobs(tmp_path, 1)
+    assert rows[0]["state"] == "FAILED"
+    status = subprocess.run([sys.executable, "-m", "research_optim.jobs", str(tmp_path)], capture_output=True,
+                            text=True)
+    assert status.returncode == 1
+    assert "FAILED" in status.stdout and f"log: {rows[0]['stdout']}" in status.stdout
+    assert "NoSuchOptimizer" in Path(rows[0]["stderr"]).read_text() + Path(rows[0]["stdout"]).read_text()
+
+
+def test_preempted_job_requeues_and_matches_uninterrupted(partitions, tmp_path):
+    import submitit
+
+    long = [*TINY, "train.steps=3000", "train.eval_every=1000", "train.checkpoint_every=1000", "train.log_every=50",
+            "model.hidden=512"]
+    straight = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path / 'a'}", *long)
+    preempted = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path / 'b'}", *long)
+    assert straight.returncode == 0 and preempted.returncode == 0, preempted.stderr
+    row = job_table(tmp_path / "b")[0]
+    run_dir = Path(row["run_dir"])
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until training is under way
+        if (run_dir / "metrics.jsonl").exists() and len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.5)
+    submitit.SlurmJob(row["folder"], row["job_id"])._interrupt(timeout=True)  # SIGUSR2, as before a time limit
+    rows = wait_for_jobs(tmp_path / "b", 1, timeout=200)
+    assert rows[0]["state"] == "COMPLETED", rows
+    log = Path(rows[0]["stdout"]).read_text() + Path(rows[0]["stderr"]).read_text()
+    assert "requeued SLURM job" in log and "resumed at step" in log
+    wait_for_jobs(tmp_path / "a", 1)
+    straight_dir = next((tmp_path / "a" / "default").glob("*/metrics.jsonl")).parent
+    assert metrics(run_dir) == metrics(straight_dir)

@@ -1,0 +1,99 @@
+"""Real torchrun processes (gloo on CPU) and preemption by signal, for cluster=local and cluster=torchrun."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import read_metrics
+from research_optim import protocols
+
+pytestmark = pytest.mark.timeout(300)
+
+TINY = ["train.steps=40", "train.eval_every=20", "train.log_every=10", "train.checkpoint_every=20",
+        "train.progress=false", "model.dropout=0"]
+
+
+def cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "research_optim", *args], capture_output=True, text=True,
+                          timeout=240, **kw)
+
+
+def metrics_of(root: Path) -> list[dict]:
+    run = next(root.glob("default/*/metrics.jsonl")).parent
+    return [{k: v for k, v in r.items() if k not in ("train_time", "eval_time")} for r in read_metrics(run)]
+
+
+def summary_of(root: Path) -> dict:
+    return json.loads(next(root.glob("default/*/summary.json")).read_text())
+
+
+def test_torchrun_two_ranks_match_one_process_with_double_batch(tmp_path):
+    out = cli("cluster=torchrun", "cluster.nproc_per_node=2", "train.batch_size=8", f"run.root={tmp_path / 'ddp'}",
+              *TINY)
+    assert out.returncode == 0, out.stderr[-3000:]
+    one = cli("train.batch_size=16", f"run.root={tmp_path / 'one'}", *TINY)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = metrics_of(tmp_path / "ddp"), metrics_of(tmp_path / "one")
+    assert [(r["step"], r["split"], r["examples"]) for r in a] == [(r["step"], r["split"], r["examples"]) for r in b]
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4), (ra, rb)
+    assert summary_of(tmp_path / "ddp")["final"]["replicas_identical"] is True
+
+
+def test_torchrun_salsa_replicas_stay_identical(tmp_path):
+    out = cli("cluster=torchrun", "optimizer=salsa", "model.dropout=0.2", f"run.root={tmp_path}", *TINY[:-1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    final = summary_of(tmp_path)["final"]
+    assert final["replicas_identical"] is True
+
+
+def test_sigterm_in_process_checkpoints_and_resume_matches(tiny_run, tmp_path, monkeypatch):
+    straight = tiny_run("model.dropout=0.2", root=tmp_path / "a")
+    real, calls = protocols.optimizer_step, {"n": 0}
+
+    def step_then_signal(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 27:  # mid logging window: the checkpoint must carry the partial window
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocols, "optimizer_step", step_then_signal)
+    stopped = tiny_run("model.dropout=0.2", root=tmp_path / "b")
+    assert stopped["status"] == "preempted" and stopped["step"] == 27
+    monkeypatch.setattr(protocols, "optimizer_step", real)
+    resumed = tiny_run("model.dropout=0.2", root=tmp_path / "b")
+    assert resumed["status"] == "completed"
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("train_time", "eval_time")} for r in rs]  # noqa
+    assert strip(read_metrics(resumed["run_dir"])) == strip(read_metrics(straight["run_dir"]))
+
+
+def test_sigterm_to_torchrun_launch_checkpoints_and_resumes(tmp_path):
+    args = ["cluster=torchrun", "train.steps=4000", "train.eval_every=0", "train.checkpoint_every=0",
+            "train.log_every=20", "train.progress=false", "model.dropout=0", f"run.root={tmp_path}"]
+    proc = subprocess.Popen([sys.executable, "-m", "research_optim", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        found = list(tmp_path.glob("default/*/metrics.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, output[-3000:]
+    assert "run preempted at step" in output
+    saved = summary_of(tmp_path)
+    assert saved["status"] == "preempted"
+    stopped_at = saved["final"]["step"]
+    assert 0 < stopped_at < 4000
+    again = cli(*args[:1], "train.steps=4000", *args[2:])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed at step {stopped_at}" in again.stderr + again.stdout
+    assert summary_of(tmp_path)["status"] == "completed"

@@ -51,7 +51,8 @@ def run_dir(cfg: DictConfig) -> Path:
 class RunLock:
     """Refuse to run twice in one directory at the same time (same config launched twice).
 
-    The lock file holds "host pid"; a lock left by a dead process on this host is taken over.
+    The lock file holds "host pid [slurm-job-id]"; a lock left by a dead process on this host, or by an earlier
+    run of this same SLURM job (requeued, possibly onto another node), is taken over.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -59,7 +60,7 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> None:
-        me = f"{socket.gethostname()} {os.getpid()}"
+        me = f"{socket.gethostname()} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '')}".strip()
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -79,8 +80,10 @@ class RunLock:
 
     def _stale(self) -> bool:
         try:
-            host, pid = self.path.read_text().split()
+            host, pid, *job = self.path.read_text().split()
         except (OSError, ValueError):
+            return True
+        if job and job[0] == os.environ.get("SLURM_JOB_ID"):
             return True
         if host != socket.gethostname():
             return False

@@ -94,3 +94,33 @@ def test_nonfinite_skip_keeps_training(tiny_trainer, monkeypatch):
     trainer, summary = tiny_trainer("train.nonfinite=skip", "train.eval_every=0")
     assert summary["status"] == "completed"
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["cluster=slurm"], "cluster.partition is not set"),
+    (["cluster=slurm", "cluster.partition=gpu", "cluster.gpus_per_node=2", "cluster.tasks_per_node=4"],
+     "cluster.tasks_per_node=4 is more than cluster.gpus_per_node=2"),
+    (["cluster=slurm_multinode", "cluster.partition=gpu", "cluster.nodes=0"], "cluster.nodes=0"),
+    (["cluster=slurm", "cluster.partition=gpu", "+cluster.gpu_type=a100"], "unknown keys \\['gpu_type'\\]"),
+    (["cluster=torchrun", "cluster.nproc_per_node=0"], "cluster.nproc_per_node=0"),
+])
+def test_bad_cluster_configs_fail_before_submission(tmp_path, overrides, message):
+    cfg = compose_config([f"run.root={tmp_path}", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        run(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_lock_refuses_a_concurrent_duplicate(tmp_path, monkeypatch):
+    from research_optim.run_dir import RunLock
+
+    first = RunLock(tmp_path)
+    first.acquire()
+    (tmp_path / ".lock").write_text("otherhost 1")  # held by a process elsewhere
+    with pytest.raises(RuntimeError, match="in use by another process"):
+        RunLock(tmp_path).acquire()
+    (tmp_path / ".lock").write_text("otherhost 1 4242")  # an earlier run of this very SLURM job: taken over
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    assert lock.held

@@ -65,17 +65,13 @@ def slurm_executor(cfg: DictConfig, folder: Path):
     c = cfg.cluster
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(
-        name=f"ro-{directory_name(cfg)}", nodes=c.nodes, tasks_per_node=c.tasks_per_node,
+        name=f"ro-{run_dir(cfg).name}", nodes=c.nodes, tasks_per_node=c.tasks_per_node,
         cpus_per_task=c.cpus_per_task, gpus_per_node=c.gpus_per_node or None, mem_gb=c.mem_gb,
         timeout_min=c.timeout_min, slurm_partition=c.partition, slurm_account=c.account, slurm_qos=c.qos,
         slurm_constraint=c.constraint, slurm_setup=list(c.setup), slurm_signal_delay_s=c.signal_delay_s,
         slurm_additional_parameters={"requeue": True, **OmegaConf.to_container(c.additional_parameters)},
     )
     return executor
-
-
-def directory_name(cfg: DictConfig) -> str:
-    return run_dir(cfg).name
 
 
 def submit_slurm(cfg: DictConfig) -> dict[str, Any]:

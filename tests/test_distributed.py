@@ -75,7 +75,7 @@ def test_sigterm_in_process_checkpoints_and_resume_matches(tiny_run, tmp_path, m
 
 
 def test_sigterm_to_torchrun_launch_checkpoints_and_resumes(tmp_path):
-    args = ["cluster=torchrun", "train.steps=4000", "train.eval_every=0", "train.checkpoint_every=0",
+    args = ["cluster=torchrun", "train.steps=1500", "train.eval_every=0", "train.checkpoint_every=0",
             "train.log_every=20", "train.progress=false", "model.dropout=0", f"run.root={tmp_path}"]
     proc = subprocess.Popen([sys.executable, "-m", "research_optim", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -92,8 +92,8 @@ def test_sigterm_to_torchrun_launch_checkpoints_and_resumes(tmp_path):
     saved = summary_of(tmp_path)
     assert saved["status"] == "preempted"
     stopped_at = saved["final"]["step"]
-    assert 0 < stopped_at < 4000
-    again = cli(*args[:1], "train.steps=4000", *args[2:])
+    assert 0 < stopped_at < 1500
+    again = cli(*args[:1], "train.steps=1500", *args[2:])
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed at step {stopped_at}" in again.stderr + again.stdout
     assert summary_of(tmp_path)["status"] == "completed"

@@ -36,9 +36,11 @@ class MetricsFile:
             f.write(json.dumps(record, allow_nan=True) + "\n")
 
 
-def write_summary(path: Path, status: str, final: dict[str, Any], error: str | None = None) -> None:
+def write_summary(path: Path, status: str, final: dict[str, Any], error: str | None = None,
+                  environment: dict[str, Any] | None = None) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"status": status, "error": error, "final": final}, indent=2, allow_nan=True))
+    summary = {"status": status, "error": error, "final": final, "environment": environment or {}}
+    tmp.write_text(json.dumps(summary, indent=2, allow_nan=True))
     os.replace(tmp, path)
 
 
@@ -47,6 +49,24 @@ def _wandb_mode(requested: str) -> str:
         return requested
     has_key = bool(os.environ.get("WANDB_API_KEY")) or Path.home().joinpath(".netrc").exists()
     return "online" if has_key and os.environ.get("WANDB_MODE") != "offline" else "offline"
+
+
+X_AXES = ("step", "examples", "train_time")
+
+
+def wandb_tags(cfg: DictConfig) -> list[str]:
+    """The run's W&B tags: the configured ones plus ``optimizer:``, ``task:`` and, where they apply, ``phi:`` (the
+    cautious mask: ``optimizer.phi`` of ``optimizer=cautious`` or ``optimizer.cautious`` of the others),
+    and ``base:`` (the cautious base), so runs filter by any of them. The sweep is the W&B group (``run.group``)."""
+    node = cfg.optimizer
+    phi = node.get("phi") if "phi" in node else node.get("cautious")
+    tags = {*map(str, cfg.logger.get("tags", [])), *map(str, cfg.run.tags), f"optimizer:{node.name}",
+            f"task:{cfg.task or f'{cfg.model.name}/{cfg.data.name}'}"}
+    if phi:
+        tags.add(f"phi:{phi}")
+    if node.get("base") is not None and isinstance(node.get("base"), str):
+        tags.add(f"base:{node.base}")
+    return sorted(tags)
 
 
 class WandbRun:
@@ -59,9 +79,7 @@ class WandbRun:
         node = cfg.logger
         init = dict(
             project=node.project, entity=node.entity, id=run_id, resume="allow", dir=str(run_dir),
-            name=run_dir.name, group=str(cfg.run.group), job_type=str(node.job_type),
-            tags=sorted({*map(str, node.tags), *map(str, cfg.run.tags), f"optimizer:{cfg.optimizer.name}",
-                         f"task:{cfg.task or f'{cfg.model.name}/{cfg.data.name}'}"}),
+            name=run_dir.name, group=str(cfg.run.group), job_type=str(node.job_type), tags=wandb_tags(cfg),
             config=OmegaConf.to_container(cfg, resolve=True),
         )
         mode = _wandb_mode(node.mode)
@@ -72,10 +90,14 @@ class WandbRun:
                 raise
             log.warning("W&B online start failed (%s); continuing offline", err)
             self.run = wandb.init(mode="offline", **init)
+        # Every train/* and val/* metric is plotted against `step` by default; `examples` and `train_time` are
+        # logged on the same rows, so the UI (and the report) can switch the x axis to either.
         self.run.define_metric("step")
-        for axis in ("examples", "train_time"):
-            self.run.define_metric(axis)
-        self.run.define_metric("*", step_metric="step")
+        for axis in X_AXES[1:]:
+            self.run.define_metric(axis, step_metric="step")
+        for split in ("train", "val"):
+            self.run.define_metric(f"{split}/*", step_metric="step")
+            self.run.define_metric(f"{split}/loss", step_metric="step", summary="min,last")
         log.info("W&B run %s (%s mode) in %s", run_id, mode, self.run.dir)
 
     def log(self, record: dict[str, Any]) -> None:
@@ -99,6 +121,7 @@ class Tracker:
         self.metrics = MetricsFile(run_dir / "metrics.jsonl")
         self.summary_path = run_dir / "summary.json"
         self.wandb: WandbRun | None = None
+        self.environment: dict[str, Any] = {}
         if is_main and cfg.logger.name == "wandb":
             try:
                 self.wandb = WandbRun(cfg, run_id, run_dir)
@@ -114,12 +137,13 @@ class Tracker:
             log.warning("W&B %s failed (%s); W&B disabled for the rest of the run", fn, err)
             self.wandb = None
 
-    def start(self, resumed_from_step: int | None) -> None:
+    def start(self, resumed_from_step: int | None, environment: dict[str, Any]) -> None:
+        self.environment = environment
         if not self.is_main:
             return
         if resumed_from_step is not None:
             self.metrics.truncate_after(resumed_from_step)
-        write_summary(self.summary_path, "running", {})
+        write_summary(self.summary_path, "running", {}, environment=environment)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
@@ -130,6 +154,6 @@ class Tracker:
     def finish(self, status: str, final: dict[str, Any], error: str | None = None) -> None:
         if not self.is_main:
             return
-        write_summary(self.summary_path, status, final, error)
+        write_summary(self.summary_path, status, final, error, self.environment)
         self._mirror("summary", final)
         self._mirror("finish", 0 if status == "completed" else 1)

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from research_optim import checkpoint, distributed, protocols
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
+from research_optim.environment import run_environment
 from research_optim.data.base import DataSpec
 from research_optim.preemption import Preempted, StopFlag, requeue_slurm_job
 from research_optim.run_dir import RunLock, run_dir, run_id
@@ -245,7 +246,7 @@ class Trainer:
             (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         setup_logging(self.dir, env.is_main)
         tracker = Tracker(cfg, self.id, self.dir, env.is_main)
-        tracker.start(resumed_from)
+        tracker.start(resumed_from, run_environment(str(env.device), env.world_size))
         log.info("run %s → %s%s", self.id, self.dir,
                  f" (resumed at step {resumed_from})" if resumed_from is not None else "")
         try:

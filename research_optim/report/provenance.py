@@ -1,0 +1,78 @@
+"""Where the numbers come from: code version, configs, seeds, hardware and dates of the runs in a report."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from research_optim.report.runs import Run
+
+# Run-level keys that name a run rather than describe the experiment (left out of the common config).
+_PER_RUN_KEYS = ("seed", "run")
+
+
+def run_dates(run: Run) -> tuple[str, str]:
+    """Start (config.yaml written) and end (summary.json last written) of a run, ISO minutes, local time."""
+    def stamp(path: Path) -> str:
+        if not path.exists():
+            return "–"
+        return dt.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="minutes")
+
+    return stamp(run.path / "config.yaml"), stamp(run.path / "summary.json")
+
+
+def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run: label, task, seed, status, run id, device, hosts, start, end, directory."""
+    rows = []
+    for run in sorted(runs, key=lambda r: (r.task, r.label, r.seed if r.seed is not None else -1)):
+        start, end = run_dates(run)
+        environment = run.summary.get("environment") or {}
+        rows.append(dict(
+            task=run.task, run=run.label, seed=run.seed, status=run.status, id=run.run_id,
+            device=environment.get("device") or _get(run.config, "train.device"),
+            host=environment.get("host", "–"), start=start, end=end, directory=run.path.name,
+        ))
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def common_config(runs: Sequence[Run]) -> dict[str, Any]:
+    """The dotted config keys with one value across all runs (the sweep's fixed settings)."""
+    flats = [_flatten({k: v for k, v in r.config.items() if k not in _PER_RUN_KEYS}) for r in runs]
+    if not flats:
+        return {}
+    keys = set(flats[0]).intersection(*flats[1:])
+    return {k: flats[0][k] for k in sorted(keys) if all(repr(f[k]) == repr(flats[0][k]) for f in flats)}
+
+
+def varying_config(runs: Sequence[Run]) -> dict[str, list[str]]:
+    """The dotted config keys whose values differ between runs, with the values seen."""
+    flats = [_flatten({k: v for k, v in r.config.items() if k not in ("run",)}) for r in runs]
+    keys = sorted({k for f in flats for k in f})
+    out = {}
+    for key in keys:
+        values = sorted({repr(f.get(key)) for f in flats})
+        if len(values) > 1:
+            out[key] = values
+    return out
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _get(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from research_optim import checkpoint, distributed, protocols
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
 from research_optim.environment import run_environment
+from research_optim.optim.implementation import set_compile_enabled
 from research_optim.data.base import DataSpec
 from research_optim.preemption import Preempted, StopFlag, requeue_slurm_job
 from research_optim.run_dir import RunLock, run_dir, run_id
@@ -95,6 +96,7 @@ class Trainer:
         self.model = build_model(cfg.model, self.dataset).to(env.device)
         train_size = len(self.dataset.train) if hasattr(self.dataset.train, "__len__") else None  # streams: None
         steps_per_epoch = max(1, train_size // (t.batch_size * env.world_size)) if train_size else None
+        set_compile_enabled(None if t.compile_optimizer else False)  # true: allowed (RESEARCH_OPTIM_COMPILE=0 wins)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, t.weight_decay_norm_and_bias, steps_per_epoch)
         self.schedule = build_lr_schedule(cfg.schedule, self.optimizer, t.steps)
         if protocols.has_modes(self.optimizer):
@@ -315,7 +317,8 @@ class Trainer:
                 if ckpt_now:
                     self.save_checkpoint(window)
                 segment = time.perf_counter()
-            signum = stop.agreed(env.device)
+            # Ranks agree on a stop signal at log steps (a collective + host sync); alone, at every step (free).
+            signum = stop.agreed(env.device) if (not env.distributed or s.step % t.log_every == 0) else 0
             if signum and not at_end:
                 s.train_time += time.perf_counter() - segment
                 self.save_checkpoint(window)

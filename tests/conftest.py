@@ -16,6 +16,7 @@ from research_optim.app import CONFIG_DIR
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("RESEARCH_OPTIM_COMPILE", "0")  # no compile cost in end-to-end tests; tests/optim/test_fast_* turn it on
 torch.set_num_threads(1)  # the CI machine has 2 cores; keep runs deterministic and cheap
 
 TINY = ["train.steps=40", "train.batch_size=16", "train.eval_every=20", "train.log_every=10",

@@ -57,10 +57,12 @@ class TensorDataset:
         per_epoch = len(self) // global_batch
         if per_epoch == 0:
             raise ValueError(f"data has {len(self)} examples, fewer than one global batch of {global_batch}")
-        step = start_step
+        step, perm_epoch, perm = start_step, None, None
         while True:
             epoch, offset = divmod(step, per_epoch)
-            perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed + epoch))
+            if epoch != perm_epoch:  # one permutation per epoch, drawn from seed + epoch alone
+                perm_epoch = epoch
+                perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed + epoch))
             lo = offset * global_batch
             idx = perm[lo : lo + global_batch][rank::world_size]
             yield self.inputs[idx], self.targets[idx]

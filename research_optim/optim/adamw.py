@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from research_optim.optim.direction import DirectionOptimizer, check_betas, check_eps
+from research_optim.optim.implementation import COMPILE_FAILED, call_compiled, scalar
 
 __all__ = ["AdamW", "CautiousAdamW", "adam_moments_update_", "adam_direction"]
 
@@ -49,6 +50,7 @@ class AdamW(DirectionOptimizer):
         weight_decay: decoupled weight decay λ (≥ 0); torch's default 1e-2.
         cautious: φ name for cautious masking (see ``research_optim.optim.cautious``) or None.
         cautious_factor: weight of misaligned coordinates for φ = ``soft`` (in [0, 1]).
+        implementation: ``"auto"`` | ``"reference"`` | ``"compiled"`` (see ``research_optim.optim.implementation``).
     """
 
     def __init__(
@@ -60,10 +62,11 @@ class AdamW(DirectionOptimizer):
         weight_decay: float = 1e-2,
         cautious: str | None = None,
         cautious_factor: float = 0.0,
+        implementation: str = "auto",
     ) -> None:
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, cautious=cautious,
                         cautious_factor=cautious_factor)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, implementation)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_betas(group["betas"], type(self).__name__)
@@ -79,6 +82,25 @@ class AdamW(DirectionOptimizer):
         state["step"] += 1
         adam_moments_update_(state["exp_avg"], state["exp_avg_sq"], grad, beta1, beta2)
         return adam_direction(state["exp_avg"], state["exp_avg_sq"], state["step"], beta1, beta2, group["eps"])
+
+    def _bucket_key(self, p: Tensor, state: dict[str, Any]) -> Any:
+        return (p.device, p.dtype, state["step"])  # one bias correction per compiled call
+
+    def _compiled_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                       states: list[dict[str, Any]]) -> Any:
+        from research_optim.optim.fused_direction import adamw_step  # imports lion, which imports direction
+
+        beta1, beta2 = group["betas"]
+        step = states[0]["step"] + 1
+        masked = call_compiled(
+            adamw_step, params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], scalar(group["lr"]),
+            scalar(group["weight_decay"]), scalar(beta1), scalar(beta2), scalar(group["eps"]),
+            scalar(1.0 - beta1**step), scalar((1.0 - beta2**step) ** 0.5), group["cautious"],
+            float(group["cautious_factor"]))
+        if masked is not COMPILE_FAILED:  # a failed compile changed nothing: the reference path takes the step
+            for state in states:
+                state["step"] = step
+        return masked
 
 
 class CautiousAdamW(AdamW):
@@ -96,6 +118,7 @@ class CautiousAdamW(AdamW):
         weight_decay: float = 1e-2,
         cautious: str | None = "indicator_mean",
         cautious_factor: float = 0.0,
+        implementation: str = "auto",
     ) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, cautious=cautious,
-                         cautious_factor=cautious_factor)
+                         cautious_factor=cautious_factor, implementation=implementation)

@@ -127,9 +127,12 @@ class MaskedFraction:
         self._masked, self._total = None, 0
 
     def add(self, keep: Tensor) -> None:
-        masked = keep.numel() - keep.sum()
+        self.add_count(keep.numel() - keep.sum(), keep.numel())
+
+    def add_count(self, masked: Tensor, total: int) -> None:
+        """Add ``masked`` (a device count) out of ``total`` coordinates — for fused steps that count themselves."""
         self._masked = masked if self._masked is None else self._masked + masked
-        self._total += keep.numel()
+        self._total += total
 
     def value(self) -> float:
         """Masked fraction accumulated so far (0.0 before anything was counted)."""

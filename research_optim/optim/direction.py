@@ -10,7 +10,10 @@ diagnostic are the same for all, so they live here once. A subclass defines
 * ``_after_update(grad, state, group)`` — optional, state updates that come after the parameter step (Lion).
 
 The per-tensor functions each subclass calls (``adam_direction``, ``lion_direction``, ...) are plain functions
-of tensors, so a later multi-tensor (foreach / compiled) path can be tested against them.
+of tensors. The fast path: a subclass also defines ``_compiled_step(group, params, grads, states)``, which runs
+its multi-tensor function of ``fused_direction`` compiled (see ``implementation``); ``implementation="auto"``
+(default) takes it for large groups, ``"reference"`` keeps the per-tensor loop below. State keys are the same in
+both, so a state_dict moves between implementations.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from research_optim.optim.cautious import MaskedFraction, cautious_direction, check_phi
+from research_optim.optim.implementation import COMPILE_FAILED, buckets, check_implementation, use_compiled
 
 __all__ = [
     "DirectionOptimizer",
@@ -84,13 +88,17 @@ class DirectionOptimizer(Optimizer):
     whenever some group has caution on.
     """
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    def __init__(self, params: Any, defaults: dict[str, Any], implementation: str = "auto") -> None:
+        check_implementation(implementation, type(self).__name__)
+        # an attribute, not a group option: state_dicts stay identical across implementations
+        self.implementation = implementation
         self._masked = MaskedFraction()
         super().__init__(params, defaults)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._masked = MaskedFraction()  # not part of Optimizer.__getstate__ (a diagnostic, not training state)
+        self.__dict__.setdefault("implementation", "auto")
 
     # -- subclass interface ---------------------------------------------------------------------------------------
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -104,6 +112,16 @@ class DirectionOptimizer(Optimizer):
 
     def _after_update(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         """State updates that must follow the parameter step (none by default)."""
+
+    def _compiled_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                       states: list[dict[str, Any]]) -> Any:
+        """The compiled multi-tensor step of one bucket (one device, dtype) through ``call_compiled``: the masked
+        count, None without caution, or ``COMPILE_FAILED`` (then nothing, state included, may have changed)."""
+        raise NotImplementedError
+
+    def _bucket_key(self, p: Tensor, state: dict[str, Any]) -> Any:
+        """Tensors stepped by one compiled call share this key (subclasses add e.g. the step count)."""
+        return (p.device, p.dtype)
 
     # -- shared machinery ---------------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -122,9 +140,10 @@ class DirectionOptimizer(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            params = [p for p in group["params"] if p.grad is not None]
+            if use_compiled(self.implementation, sum(p.numel() for p in params)):
+                params = self._fast_group_step(group, params)  # what is left if the compiler failed
+            for p in params:
                 grad = p.grad
                 if grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
@@ -136,6 +155,26 @@ class DirectionOptimizer(Optimizer):
                 decoupled_step_(p, u, group["lr"], group["weight_decay"])
                 self._after_update(grad, state, group)
         return loss
+
+    def _fast_group_step(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
+        """Step ``params`` bucket by bucket with the compiled step; returns the parameters left for the reference
+        path (none, unless compilation failed)."""
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if len(self.state[p]) == 0:
+                self._init_state(p, self.state[p], group)
+        keyed = [(self._bucket_key(p, self.state[p]), p) for p in params]
+        left = list(params)
+        for bucket in buckets(keyed).values():
+            masked = self._compiled_step(group, bucket, [p.grad for p in bucket], [self.state[p] for p in bucket])
+            if masked is COMPILE_FAILED:
+                return left
+            if masked is not None:
+                self._masked.add_count(masked, sum(p.numel() for p in bucket))
+            done = {id(p) for p in bucket}
+            left = [p for p in left if id(p) not in done]
+        return left
 
     @property
     def cautious_enabled(self) -> bool:

@@ -218,16 +218,18 @@ class ParameterRay:
     def start(self, params: list[Tensor], directions: list[Tensor]) -> None:
         if [(b.shape, b.dtype, b.device) for b in self._origin] != [(p.shape, p.dtype, p.device) for p in params]:
             self._origin = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
-        for buffer, p in zip(self._origin, params):
-            buffer.copy_(p)
+        if params:
+            torch._foreach_copy_(self._origin, params)  # multi-tensor: one call, not one per tensor
         self._params, self._directions = params, directions
 
     @torch.no_grad()
     def move_to(self, step_size: float, directions: list[Tensor] | None = None) -> None:
-        """Set the parameters to ``p0 − step_size·d`` (``directions`` overrides the searched ``d``)."""
-        for p, p0, d in zip(self._params, self._origin, directions or self._directions):
-            p.copy_(p0)
-            p.add_(d, alpha=-step_size)
+        """Set the parameters to ``p0 − step_size·d`` (``directions`` overrides the searched ``d``).
+
+        Multi-tensor ops: the same arithmetic per tensor as ``p.copy_(p0); p.add_(d, alpha=-step_size)``."""
+        if self._params:
+            torch._foreach_copy_(self._params, self._origin)
+            torch._foreach_add_(self._params, directions or self._directions, alpha=-step_size)
 
     def release(self) -> None:
         """Drop the references to this step's directions and parameters (the p0 buffers are kept)."""

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from research_optim.optim.direction import DirectionOptimizer, check_betas
+from research_optim.optim.implementation import call_compiled, scalar
 
 __all__ = ["Lion", "CautiousLion", "lion_direction", "lion_momentum_update_"]
 
@@ -45,6 +46,7 @@ class Lion(DirectionOptimizer):
         weight_decay: decoupled weight decay λ (≥ 0).
         cautious: φ name for cautious masking (see ``research_optim.optim.cautious``) or None.
         cautious_factor: weight of misaligned coordinates for φ = ``soft`` (in [0, 1]).
+        implementation: ``"auto"`` | ``"reference"`` | ``"compiled"`` (see ``research_optim.optim.implementation``).
     """
 
     def __init__(
@@ -55,10 +57,11 @@ class Lion(DirectionOptimizer):
         weight_decay: float = 0.0,
         cautious: str | None = None,
         cautious_factor: float = 0.0,
+        implementation: str = "auto",
     ) -> None:
         defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, cautious=cautious,
                         cautious_factor=cautious_factor)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, implementation)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         check_betas(group["betas"], type(self).__name__)
@@ -71,6 +74,15 @@ class Lion(DirectionOptimizer):
 
     def _after_update(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         lion_momentum_update_(state["exp_avg"], grad, group["betas"][1])
+
+    def _compiled_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                       states: list[dict[str, Any]]) -> Any:
+        from research_optim.optim.fused_direction import lion_step  # imports this module
+
+        beta1, beta2 = group["betas"]
+        return call_compiled(lion_step, params, grads, [s["exp_avg"] for s in states], scalar(group["lr"]),
+                                   scalar(group["weight_decay"]), scalar(beta1), scalar(beta2), group["cautious"],
+                                   float(group["cautious_factor"]))
 
 
 class CautiousLion(Lion):
@@ -87,6 +99,7 @@ class CautiousLion(Lion):
         weight_decay: float = 0.0,
         cautious: str | None = "indicator_mean",
         cautious_factor: float = 0.0,
+        implementation: str = "auto",
     ) -> None:
         super().__init__(params, lr=lr, betas=betas, weight_decay=weight_decay, cautious=cautious,
-                         cautious_factor=cautious_factor)
+                         cautious_factor=cautious_factor, implementation=implementation)

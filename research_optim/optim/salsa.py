@@ -242,8 +242,9 @@ class SaLSA(Optimizer):
 
     @staticmethod
     def _take_step(params: list[Tensor], directions: list[Tensor], step_size: float) -> None:
-        for p, d in zip(params, directions):
-            p.add_(d, alpha=-step_size)
+        """p ← p − η·d for every tensor, as one multi-tensor op (per tensor: ``p.add_(d, alpha=-η)``)."""
+        if params:
+            torch._foreach_add_(params, directions, alpha=-step_size)
 
     def _line_search(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]], k: int,
                      loss: Tensor, evaluator: LossEvaluator) -> tuple[int, int]:

@@ -31,6 +31,9 @@ import torch
 from torch import Tensor
 
 from research_optim.optim.cautious import cautious_direction
+from research_optim.optim.implementation import (
+    COMPILE_FAILED, buckets, call_compiled, check_implementation, scalar, use_compiled,
+)
 from research_optim.optim.schedule_free_core import (
     OwnDirectionScheduleFree,
     averaging_step,
@@ -44,6 +47,11 @@ from research_optim.optim.schedule_free_core import (
 )
 
 __all__ = ["AdamWScheduleFree", "SGDScheduleFree", "AdamWRule", "SGDRule"]
+
+
+def _set_implementation(optimizer: Any, implementation: str) -> None:
+    check_implementation(implementation, type(optimizer).__name__)
+    optimizer.implementation = implementation  # an attribute, not a group option: state_dicts stay identical
 
 
 class AdamWRule:
@@ -60,11 +68,16 @@ class AdamWRule:
         weight_lr_power: w_t ∝ lr_max^weight_lr_power (≥ 0; 0 disables lr weighting).
         cautious: φ name for cautious masking of the z direction, or None.
         cautious_factor: weight of misaligned coordinates for φ = ``soft`` (in [0, 1]).
+        implementation: ``"auto"`` | ``"reference"`` | ``"compiled"`` for the memory-efficient version (its eager
+            foreach step is the reference; see ``research_optim.optim.implementation``); the explicit-x/y/z
+            twins of ``schedule_free_reference`` have a single implementation and ignore it.
     """
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
-                 weight_lr_power: float = 2.0, cautious: str | None = None, cautious_factor: float = 0.0) -> None:
+                 weight_lr_power: float = 2.0, cautious: str | None = None, cautious_factor: float = 0.0,
+                 implementation: str = "auto") -> None:
+        _set_implementation(self, implementation)
         if len(betas) != 2:
             raise ValueError(f"{type(self).__name__}: betas must have 2 entries, got {betas}")
         defaults = dict(lr=lr, betas=tuple(float(b) for b in betas), eps=eps, weight_decay=weight_decay,
@@ -94,12 +107,14 @@ class SGDRule:
         params: parameters or param-group dicts.
         lr: peak learning rate (> 0); default 1.0.
         momentum: β ∈ (0, 1), interpolation of y between z and x; default 0.9.
-        weight_decay, warmup_steps, r, weight_lr_power, cautious, cautious_factor: as in ``AdamWRule``.
+        weight_decay, warmup_steps, r, weight_lr_power, cautious, cautious_factor, implementation: as in
+            ``AdamWRule``.
     """
 
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
                  warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0, cautious: str | None = None,
-                 cautious_factor: float = 0.0) -> None:
+                 cautious_factor: float = 0.0, implementation: str = "auto") -> None:
+        _set_implementation(self, implementation)
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
                         weight_lr_power=weight_lr_power, cautious=cautious, cautious_factor=cautious_factor)
         super().__init__(params, defaults)  # type: ignore[call-arg]
@@ -115,7 +130,17 @@ class SGDRule:
 
 
 class _FastScheduleFree(OwnDirectionScheduleFree):
-    """y in p, z in state; a subclass supplies the base directions of a list of gradients."""
+    """y in p, z in state; a subclass supplies the base directions of a list of gradients.
+
+    ``implementation``: ``"reference"`` is the eager ``torch._foreach_*`` step below, ``"compiled"`` the
+    same step compiled (``fused_schedule_free``), ``"auto"`` picks (see ``research_optim.optim.implementation``).
+    """
+
+    _adam = False  # whether the compiled step keeps the second moment (static argument of the compiled function)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("implementation", "auto")
 
     def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -153,6 +178,10 @@ class _FastScheduleFree(OwnDirectionScheduleFree):
                 if "z" not in state:  # first step: x = y = z = p
                     state["z"] = p.detach().clone(memory_format=torch.preserve_format)
                     self._init_state(p, state)
+            if use_compiled(self.implementation, sum(p.numel() for p in ys)):
+                ys = self._compiled_group_step(group, ys, avg.t, avg.lr, avg.c)  # left if the compiler failed
+                if not ys:
+                    continue
             grads = [p.grad for p in ys]
             states = [self.state[p] for p in ys]
             directions = self._directions(grads, states, group, avg.t)
@@ -165,9 +194,34 @@ class _FastScheduleFree(OwnDirectionScheduleFree):
             fast_step_(ys, [s["z"] for s in states], directions, avg.lr, avg.c, self._beta(group))
         return loss
 
+    def _compiled_group_step(self, group: dict[str, Any], ys: list[Tensor], t: int, lr: float,
+                             c: float) -> list[Tensor]:
+        """Step ``ys`` bucket by bucket, compiled; returns the parameters left for the foreach path (none, unless
+        compilation failed)."""
+        from research_optim.optim.fused_schedule_free import schedule_free_step
+
+        beta2, eps = (group["betas"][1], group["eps"]) if self._adam else (0.0, 0.0)
+        scalars = [scalar(v) for v in (lr, c, self._beta(group), group["weight_decay"], beta2, 1.0 - beta2**t, eps)]
+        left = list(ys)
+        for bucket in buckets([((p.device, p.dtype), p) for p in ys]).values():
+            states = [self.state[p] for p in bucket]
+            masked = call_compiled(
+                schedule_free_step, bucket, [s["z"] for s in states], [p.grad for p in bucket],
+                [s["exp_avg_sq"] for s in states] if self._adam else [], *scalars, self._adam, group["cautious"],
+                float(group["cautious_factor"]))
+            if masked is COMPILE_FAILED:
+                return left
+            if masked is not None:
+                self._masked.add_count(masked, sum(p.numel() for p in bucket))
+            done = {id(p) for p in bucket}
+            left = [p for p in left if id(p) not in done]
+        return left
+
 
 class AdamWScheduleFree(AdamWRule, _FastScheduleFree):
     """Schedule-Free AdamW, memory-efficient: state z and v; β = betas[0]. Arguments: see ``AdamWRule``."""
+
+    _adam = True
 
     def _directions(self, grads: list[Tensor], states: list[dict[str, Any]], group: dict[str, Any],
                     t: int) -> list[Tensor]:

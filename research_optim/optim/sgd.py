@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from research_optim.optim.direction import DirectionOptimizer, check_unit_interval
+from research_optim.optim.implementation import call_compiled, scalar
 
 __all__ = ["SGD", "momentum_direction"]
 
@@ -41,6 +42,7 @@ class SGD(DirectionOptimizer):
         weight_decay: decoupled weight decay λ (≥ 0).
         cautious: φ name for cautious masking (see ``research_optim.optim.cautious``) or None.
         cautious_factor: weight of misaligned coordinates for φ = ``soft`` (in [0, 1]).
+        implementation: ``"auto"`` | ``"reference"`` | ``"compiled"`` (see ``research_optim.optim.implementation``).
     """
 
     def __init__(
@@ -52,10 +54,11 @@ class SGD(DirectionOptimizer):
         weight_decay: float = 0.0,
         cautious: str | None = None,
         cautious_factor: float = 0.0,
+        implementation: str = "auto",
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, cautious=cautious,
                         cautious_factor=cautious_factor)
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, implementation)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         owner = type(self).__name__
@@ -71,3 +74,13 @@ class SGD(DirectionOptimizer):
         if group["momentum"] == 0.0:
             return grad
         return momentum_direction(state["momentum_buffer"], grad, group["momentum"], group["nesterov"])
+
+    def _compiled_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
+                       states: list[dict[str, Any]]) -> Any:
+        from research_optim.optim.fused_direction import sgd_step  # imports lion, which imports direction
+
+        has_momentum = group["momentum"] != 0.0
+        buffers = [s["momentum_buffer"] for s in states] if has_momentum else []
+        return call_compiled(sgd_step, params, grads, buffers, scalar(group["lr"]), scalar(group["weight_decay"]),
+                                  scalar(group["momentum"]), bool(group["nesterov"]), has_momentum,
+                                  group["cautious"], float(group["cautious_factor"]))

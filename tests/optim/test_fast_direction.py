@@ -1,0 +1,156 @@
+"""The compiled multi-tensor steps of Lion / AdamW / SGD (every φ, weight decay on and off) equal the reference.
+
+float32, 1e-6 relative per step (the compiled arithmetic differs from the reference only by rounding: products
+written out where the reference passes ``alpha=``), several shapes, param groups, bf16 parameters, a state_dict
+round trip between implementations and the masked-fraction diagnostic.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from research_optim.optim.adamw import AdamW
+from research_optim.optim.cautious import PHI_FUNCTIONS
+from research_optim.optim.implementation import (
+    COMPILE_MIN_NUMEL, compile_enabled, set_compile_enabled, use_compiled,
+)
+from research_optim.optim.lion import Lion
+from research_optim.optim.sgd import SGD
+from tests.optim.harness import make_params, run_side_by_side
+
+pytestmark = pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unavailable")
+
+
+@pytest.fixture(autouse=True)
+def compilation_on():
+    """These tests exercise the compiled path even where the process-wide switch is off (e.g. a test conftest)."""
+    set_compile_enabled(True)
+    yield
+    set_compile_enabled(None)
+
+PHIS = [None, *sorted(PHI_FUNCTIONS)]
+RULES = {
+    "lion": lambda ps, **kw: Lion(ps, lr=1e-3, **kw),
+    "adamw": lambda ps, **kw: AdamW(ps, lr=1e-2, **kw),
+    "sgd": lambda ps, **kw: SGD(ps, lr=1e-2, momentum=0.9, nesterov=True, **kw),
+}
+F32 = dict(dtype=torch.float32, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("phi", PHIS)
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_compiled_equals_reference(rule, phi, weight_decay):
+    kw = dict(weight_decay=weight_decay, cautious=phi, cautious_factor=0.3 if phi == "soft" else 0.0)
+    run_side_by_side(lambda ps: RULES[rule](ps, implementation="compiled", **kw),
+                     lambda ps: RULES[rule](ps, implementation="reference", **kw), steps=15, **F32)
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False)])
+def test_sgd_variants(momentum, nesterov):
+    make = lambda impl: lambda ps: SGD(ps, lr=1e-2, momentum=momentum, nesterov=nesterov, weight_decay=0.1,
+                                       cautious="indicator_mean", implementation=impl)
+    run_side_by_side(make("compiled"), make("reference"), steps=10, **F32)
+
+
+def test_param_groups_and_lr_changes():
+    """Two groups with their own lr, decay and φ; lr changes every step (a schedule) without diverging."""
+    def make(impl):
+        def build(ps):
+            return AdamW([{"params": ps[:2], "weight_decay": 0.0, "cautious": "soft", "cautious_factor": 0.5},
+                          {"params": ps[2:], "lr": 3e-3}], lr=1e-2, cautious="indicator_mean", implementation=impl)
+        return build
+
+    def schedule(t, ours, ref):
+        for opt in (ours, ref):
+            for group in opt.param_groups:
+                group["lr"] *= 0.9
+
+    run_side_by_side(make("compiled"), make("reference"), steps=10, between_steps=schedule, **F32)
+
+
+def test_bfloat16_params_follow_the_float32_trajectory():
+    """bf16 parameters: both implementations stay within bf16 rounding of each other."""
+    ps_fast = [torch.nn.Parameter(t.to(torch.bfloat16)) for t in make_params(dtype=torch.float32)]
+    ps_ref = [torch.nn.Parameter(t.detach().clone()) for t in ps_fast]
+    fast = Lion(ps_fast, lr=1e-2, weight_decay=0.1, cautious="indicator_mean", implementation="compiled")
+    ref = Lion(ps_ref, lr=1e-2, weight_decay=0.1, cautious="indicator_mean", implementation="reference")
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        for a, b in zip(ps_fast, ps_ref):
+            a.grad = torch.randn(a.shape, generator=gen).to(torch.bfloat16)
+            b.grad = a.grad.clone()
+        fast.step()
+        ref.step()
+    for a, b in zip(ps_fast, ps_ref):
+        assert a.dtype == torch.bfloat16 and fast.state[a]["exp_avg"].dtype == torch.bfloat16
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+
+
+def _train(opt, params, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in params:
+            p.grad = p.detach() + torch.randn(p.shape, generator=gen)
+        opt.step()
+
+
+@pytest.mark.parametrize("first,second", [("compiled", "reference"), ("reference", "compiled")])
+def test_state_dict_round_trip_between_implementations(first, second):
+    init = make_params(dtype=torch.float32)
+    a = [torch.nn.Parameter(t.clone()) for t in init]
+    b = [torch.nn.Parameter(t.clone()) for t in init]
+    opt_a = AdamW(a, lr=1e-2, cautious="indicator_mean", implementation=first)
+    _train(opt_a, a, 4, seed=1)
+    opt_b = AdamW(b, lr=1e-2, cautious="indicator_mean", implementation=second)
+    with torch.no_grad():
+        for pb, pa in zip(b, a):
+            pb.copy_(pa)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # load_state_dict would share the tensors
+    assert opt_a.state_dict()["state"].keys() == opt_b.state_dict()["state"].keys()
+    _train(opt_a, a, 4, seed=2)
+    _train(opt_b, b, 4, seed=2)
+    for pa, pb in zip(a, b):
+        torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
+
+
+def test_masked_fraction_matches_reference():
+    fractions = {}
+    for impl in ("compiled", "reference"):
+        ps = [torch.nn.Parameter(t) for t in make_params(dtype=torch.float32)]
+        opt = Lion(ps, lr=1e-3, cautious="indicator", implementation=impl)
+        _train(opt, ps, 3, seed=4)
+        fractions[impl] = opt.diagnostics()["masked_fraction"]
+    assert 0.0 < fractions["reference"] < 1.0
+    assert fractions["compiled"] == pytest.approx(fractions["reference"], abs=1e-9)
+
+
+def test_auto_switch_and_process_wide_switch():
+    assert use_compiled("auto", COMPILE_MIN_NUMEL) and not use_compiled("auto", COMPILE_MIN_NUMEL - 1)
+    assert use_compiled("compiled", 1) and not use_compiled("reference", COMPILE_MIN_NUMEL)
+    set_compile_enabled(False)
+    assert not use_compiled("compiled", COMPILE_MIN_NUMEL)
+    with pytest.raises(ValueError, match="implementation"):
+        Lion([torch.nn.Parameter(torch.zeros(2))], implementation="fast")
+
+
+def test_compiler_failure_falls_back_to_the_reference(monkeypatch):
+    """A failing compiler (no C++ toolchain, ...) warns, switches compilation off and steps with the reference."""
+    import research_optim.optim.implementation as implementation
+
+    def failing(fn):
+        def run(*args):
+            raise torch._dynamo.exc.InternalTorchDynamoError("no compiler here")
+        return run
+
+    monkeypatch.setattr(implementation, "compiled", failing)
+    try:
+        with pytest.warns(RuntimeWarning, match="reference optimizer steps"):
+            run_side_by_side(lambda ps: AdamW(ps, lr=1e-2, cautious="indicator_mean", implementation="compiled"),
+                             lambda ps: AdamW(ps, lr=1e-2, cautious="indicator_mean", implementation="reference"),
+                             steps=5, dtype=torch.float32, rtol=0.0, atol=0.0)
+        assert not compile_enabled()
+    finally:
+        set_compile_enabled(True)

@@ -45,7 +45,30 @@ class TrainState:
     tokens: int = 0
     train_time: float = 0.0
     eval_time: float = 0.0
-    window: tuple[float, float] = (0.0, 0.0)  # (loss sum, count) since the last log line, at the checkpoint
+    window: tuple[float, int] = (0.0, 0)  # (loss sum, count) since the last log line, at the checkpoint
+
+
+class LossWindow:
+    """Training losses since the last log line: a device-side sum (no host sync per step) and a count."""
+
+    def __init__(self, total: float, count: int, device: torch.device) -> None:
+        self.total = torch.tensor(total, dtype=torch.float64, device=device)
+        self.count = count
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss
+        self.count += 1
+
+    def state(self) -> tuple[float, int]:
+        return self.total.item(), self.count
+
+    def mean_over_ranks(self) -> float:
+        """Mean loss over the window's steps on every rank (the loop's one regular host sync); then empty it."""
+        both = torch.stack([self.total, self.total.new_tensor(float(self.count))])
+        total, count = distributed.all_reduce_sum(both).tolist()
+        self.total.zero_()
+        self.count = 0
+        return total / count if count else math.nan
 
 
 def loss_and_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,8 +146,8 @@ class Trainer:
         return self.spec.input_shape[0] if self.spec.task == "lm" else 0
 
     # ------------------------------------------------------------------ checkpoint
-    def save_checkpoint(self, window: torch.Tensor) -> None:
-        self.state.window = tuple(window.tolist())  # local to each rank; a preemption may land mid-window
+    def save_checkpoint(self, window: LossWindow) -> None:
+        self.state.window = window.state()  # local to each rank; a preemption may land mid-window
         rng = checkpoint.rng_state()
         rngs, windows = [rng], [self.state.window]
         if self.env.distributed:
@@ -211,11 +234,8 @@ class Trainer:
             rec["tokens"] = s.tokens
         return rec
 
-    def flush_train_window(self, tracker: Tracker, window: torch.Tensor) -> float:
-        """Average the window's (loss sum, count) over steps and ranks; the loop's one regular host sync."""
-        total, count = distributed.all_reduce_sum(window.clone()).tolist()
-        window.zero_()
-        mean = total / count if count else math.nan
+    def flush_train_window(self, tracker: Tracker, window: LossWindow) -> float:
+        mean = window.mean_over_ranks()
         if not math.isfinite(mean) and self.cfg.train.nonfinite == "stop":
             raise NonFiniteLoss(
                 f"loss became {mean} by step {self.state.step}; the run stops and keeps its last good checkpoint "
@@ -278,8 +298,7 @@ class Trainer:
         batches: Iterator = self.dataset.train.train_batches(t.batch_size, seed=cfg.seed, start_step=s.step,
                                                              rank=env.rank, world_size=env.world_size)
         # (sum of losses, number of losses) since the last log line; restored from a checkpoint taken mid-window.
-        window = torch.tensor(s.window, dtype=torch.float64, device=env.device)
-        one = torch.ones((), dtype=torch.float64, device=env.device)
+        window = LossWindow(*s.window, device=env.device)
         skip = t.nonfinite == "skip"
         start_step, last_train_loss, last_eval = s.step, math.nan, {}
         bar = _progress(t.steps, s.step, enabled=t.progress and env.is_main)
@@ -289,11 +308,8 @@ class Trainer:
             loss = protocols.optimizer_step(self.optimizer, lambda: self.compute_loss(x, y), self.params,
                                             t.grad_clip, skip_nonfinite=skip)
             self.schedule.step()
-            if skip:  # skipped (non-finite) steps are left out of the average
-                finite = torch.isfinite(loss)
-                window += torch.stack([torch.where(finite, loss.double(), 0.0), finite.double()])
-            else:
-                window += torch.stack([loss.double(), one])
+            if not skip or torch.isfinite(loss):  # skip mode (already synced per step) leaves them out
+                window.add(loss)
             s.step += 1
             s.examples += global_batch
             s.tokens += global_batch * self.tokens_per_example()

@@ -87,7 +87,9 @@ pid_alive() {  # pid_alive PIDFILE -> prints pid and succeeds if that process ru
     local pid
     [ -s "$1" ] || return 1
     pid="$(tr -dc 0-9 < "$1")"
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    # a zombie (killed, not yet reaped) answers kill -0 but is not running
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] \
+        && echo "$pid"
 }
 
 count_running() {

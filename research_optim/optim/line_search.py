@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.optim import Optimizer
 
 __all__ = [
     "LossEvaluator",
@@ -308,6 +309,30 @@ class SearchStats:
 def bias_correction(beta: float, step: int) -> float:
     """1 − β^max(1, step)."""
     return 1.0 - beta ** max(1, step)
+
+
+def prepare_directions(optimizer: Optimizer, rule: Any, step_size: float
+                       ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
+    """Shared first phase of every line-search step: for each parameter with a gradient, apply the decoupled
+    weight decay with the previous step size and update the direction rule's statistics. Returns the
+    parameters, their gradients and their states, in param-group order."""
+    params, grads, states = [], [], []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
+            state = optimizer.state[p]
+            if not state:
+                rule.init_state(p, state)
+            if group["weight_decay"] != 0.0:
+                p.mul_(1.0 - group["weight_decay"] * step_size)
+            rule.update(state, p.grad)
+            params.append(p)
+            grads.append(p.grad)
+            states.append(state)
+    return params, grads, states
 
 
 class AdamRule:

@@ -50,6 +50,7 @@ from research_optim.optim.cautious import MaskedFraction, cautious_direction, ch
 from research_optim.optim.line_search import (
     RULES,
     LossEvaluator,
+    prepare_directions,
     ParameterRay,
     SearchStats,
     backtracking_armijo,
@@ -215,24 +216,7 @@ class SaLSA(Optimizer):
         return loss
 
     def _prepare(self, step_size: float) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
-        """Apply the decoupled decay with the previous η and update the direction statistics."""
-        params, grads, states = [], [], []
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    self.rule.init_state(p, state)
-                if group["weight_decay"] != 0.0:
-                    p.mul_(1.0 - group["weight_decay"] * step_size)
-                self.rule.update(state, p.grad)
-                params.append(p)
-                grads.append(p.grad)
-                states.append(state)
-        return params, grads, states
+        return prepare_directions(self, self.rule, step_size)
 
     def _mask(self, d: Tensor, g: Tensor) -> Tensor:
         return cautious_direction(d, g, self.cautious, self.cautious_factor, self._masked)

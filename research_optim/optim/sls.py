@@ -31,6 +31,7 @@ from torch.optim import Optimizer
 from research_optim.optim.line_search import (
     AdamRule,
     LossEvaluator,
+    prepare_directions,
     ParameterRay,
     SearchStats,
     SgdRule,
@@ -138,23 +139,7 @@ class _ResettingArmijo(Optimizer):
         return loss
 
     def _prepare(self, step_size: float) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
-        params, grads, states = [], [], []
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    self.rule.init_state(p, state)
-                if group["weight_decay"] != 0.0:
-                    p.mul_(1.0 - group["weight_decay"] * step_size)
-                self.rule.update(state, p.grad)
-                params.append(p)
-                grads.append(p.grad)
-                states.append(state)
-        return params, grads, states
+        return prepare_directions(self, self.rule, step_size)
 
     @property
     def step_size(self) -> float:

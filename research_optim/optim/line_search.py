@@ -17,7 +17,7 @@ scalars the test compares (:func:`mean_over_ranks`) and the update directions se
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -309,6 +309,35 @@ class SearchStats:
 def bias_correction(beta: float, step: int) -> float:
     """1 − β^max(1, step)."""
     return 1.0 - beta ** max(1, step)
+
+
+class GlobalSearchState:
+    """Mixin for line searches with one global state (step size, its EMAs) beside the per-parameter state.
+
+    It travels in ``state_dict()[SEARCH_KEY]`` as a plain dict of the dataclass ``SEARCH_STATE``.
+    """
+
+    SEARCH_KEY: str
+    SEARCH_STATE: type
+    _search: Any
+
+    @property
+    def step_size(self) -> float:
+        return self._search.step_size
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()  # type: ignore[misc]
+        state[self.SEARCH_KEY] = asdict(self._search)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        search = state_dict.pop(self.SEARCH_KEY, None)
+        if search is None:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: no {self.SEARCH_KEY!r} entry "
+                           f"(not a {type(self).__name__} state dict)")
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        self._search = self.SEARCH_STATE(**search)
 
 
 def prepare_directions(optimizer: Optimizer, rule: Any, step_size: float

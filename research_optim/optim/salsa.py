@@ -39,7 +39,7 @@ Deliberate differences from the seed code (``salsa-optimizer`` 0.1.0, ``salsa/Sa
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
@@ -49,6 +49,7 @@ from torch.optim import Optimizer
 from research_optim.optim.cautious import MaskedFraction, cautious_direction, check_phi
 from research_optim.optim.line_search import (
     RULES,
+    GlobalSearchState,
     LossEvaluator,
     prepare_directions,
     ParameterRay,
@@ -82,7 +83,7 @@ class _SearchState:
     since_search: int = 100        # the seed's starting value: the first step past the warmup searches
 
 
-class SaLSA(Optimizer):
+class SaLSA(GlobalSearchState, Optimizer):
     """SaLSA: Adam (or SGD / sign) directions with one global step size set by a smoothed Armijo line search.
 
     Args:
@@ -111,6 +112,7 @@ class SaLSA(Optimizer):
     read-only mirror of η for loggers; LR schedules do not apply (use the constant schedule).
     """
 
+    SEARCH_KEY, SEARCH_STATE = "salsa", _SearchState
     requires_closure = True
 
     def __init__(
@@ -273,23 +275,6 @@ class SaLSA(Optimizer):
         return forwards, backtracks
 
     # -- state and diagnostics ---------------------------------------------------------------------------------
-    @property
-    def step_size(self) -> float:
-        return self._search.step_size
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["salsa"] = asdict(self._search)
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        search = state_dict.pop("salsa", None)
-        if search is None:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: no 'salsa' entry (not a SaLSA state dict)")
-        super().load_state_dict(state_dict)
-        self._search = _SearchState(**search)
-
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._masked = MaskedFraction()

@@ -21,7 +21,7 @@ more and the step is taken with it (the seed's Adam-SLS does the same; the ``sls
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
@@ -30,6 +30,7 @@ from torch.optim import Optimizer
 
 from research_optim.optim.line_search import (
     AdamRule,
+    GlobalSearchState,
     LossEvaluator,
     prepare_directions,
     ParameterRay,
@@ -55,12 +56,13 @@ class _ResetState:
     step_size: float = 1.0
 
 
-class _ResettingArmijo(Optimizer):
+class _ResettingArmijo(GlobalSearchState, Optimizer):
     """Armijo line search every step with the step size reset upward by γ^(1/n_batches_per_epoch) first.
 
     Subclasses choose the direction rule and whether the step follows the searched direction or the momentum one.
     """
 
+    SEARCH_KEY, SEARCH_STATE = "line_search", _ResetState
     requires_closure = True
     _step_along_momentum = False
 
@@ -140,23 +142,6 @@ class _ResettingArmijo(Optimizer):
 
     def _prepare(self, step_size: float) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
         return prepare_directions(self, self.rule, step_size)
-
-    @property
-    def step_size(self) -> float:
-        return self._search.step_size
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["line_search"] = asdict(self._search)
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        search = state_dict.pop("line_search", None)
-        if search is None:
-            raise KeyError(f"{type(self).__name__}.load_state_dict: no 'line_search' entry")
-        super().load_state_dict(state_dict)
-        self._search = _ResetState(**search)
 
     def diagnostics(self) -> dict[str, float]:
         """η, and forwards / backtracks of the last step (plus forwards per step since the previous call)."""

@@ -97,3 +97,15 @@ def test_sigterm_to_torchrun_launch_checkpoints_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed at step {stopped_at}" in again.stderr + again.stdout
     assert summary_of(tmp_path)["status"] == "completed"
+
+
+def test_torchrun_compiled_lion_keeps_replicas_identical(tmp_path):
+    """The compiled fast path under DDP: every rank compiles and steps, and the replicas stay bit-identical."""
+    env = {**os.environ, "RESEARCH_OPTIM_COMPILE": "1"}
+    out = cli("cluster=torchrun", "optimizer=lion", "optimizer.implementation=compiled", "optimizer.lr=1e-3",
+              f"run.root={tmp_path}", *TINY, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    final = summary_of(tmp_path)["final"]
+    assert final["replicas_identical"] is True
+    train = [r for r in metrics_of(tmp_path) if r["split"] == "train"]
+    assert train[-1]["loss"] < train[0]["loss"]

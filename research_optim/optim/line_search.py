@@ -25,6 +25,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
+from research_optim.optim.implementation import buckets
+
 __all__ = [
     "LossEvaluator",
     "ParameterRay",
@@ -44,6 +46,8 @@ __all__ = [
     "check_count",
     "refuse_grad_scaler",
     "SearchStats",
+    "device_dtype_groups",
+    "per_bucket",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -303,7 +307,9 @@ class SearchStats:
 # ---------------------------------------------------------------------------------------------------------------
 # Directions searched along. Each rule keeps per-tensor statistics and proposes two directions (p ← p − η·d):
 # ``search`` (built on the current gradient, a descent direction, with the slope ⟨g, d⟩ the Armijo test needs)
-# and ``step`` (built on the momentum, used where no search happens).
+# and ``step`` (built on the momentum, used where no search happens). ``update_many`` / ``step_many`` are the
+# multi-tensor forms of ``update`` / ``step`` (SaLSA's ``implementation="foreach"``): the same ops in the same
+# order, one ``torch._foreach_*`` call per op and (device, dtype) bucket instead of one kernel per tensor.
 
 
 def bias_correction(beta: float, step: int) -> float:
@@ -340,13 +346,37 @@ class GlobalSearchState:
         self._search = self.SEARCH_STATE(**search)
 
 
-def prepare_directions(optimizer: Optimizer, rule: Any, step_size: float
+def device_dtype_groups(tensors: Sequence[Tensor]) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype), in order: a multi-tensor kernel's fast route needs one
+    device and one dtype per call (mixed lists silently fall back to one kernel per tensor)."""
+    return list(buckets([((t.device, t.dtype), i) for i, t in enumerate(tensors)]).values())
+
+
+def per_bucket(fn: Callable[..., list[Tensor] | None], tensors: Sequence[Tensor], *others: Sequence[Any]
+               ) -> list[Tensor]:
+    """Call ``fn(tensors_b, *others_b)`` once per (device, dtype) bucket of ``tensors`` (``others`` are parallel
+    lists, split the same way) and return its per-tensor results in the original order (Nones when ``fn``
+    updates in place and returns None)."""
+    out: list[Any] = [None] * len(tensors)
+    for idx in device_dtype_groups(tensors):
+        result = fn([tensors[i] for i in idx], *[[other[i] for i in idx] for other in others])
+        if result is not None:
+            for i, r in zip(idx, result):
+                out[i] = r
+    return out
+
+
+def prepare_directions(optimizer: Optimizer, rule: Any, step_size: float, foreach: bool = False
                        ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
     """Shared first phase of every line-search step: for each parameter with a gradient, apply the decoupled
     weight decay with the previous step size and update the direction rule's statistics. Returns the
-    parameters, their gradients and their states, in param-group order."""
+    parameters, their gradients and their states, in param-group order.
+
+    ``foreach`` runs the decay and the statistics as multi-tensor ops (:meth:`update_many`), bucketed by
+    device and dtype — the same arithmetic, op for op, as the per-tensor reference (``rule.update``)."""
     params, grads, states = [], [], []
     for group in optimizer.param_groups:
+        decayed = []
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -356,12 +386,33 @@ def prepare_directions(optimizer: Optimizer, rule: Any, step_size: float
             if not state:
                 rule.init_state(p, state)
             if group["weight_decay"] != 0.0:
-                p.mul_(1.0 - group["weight_decay"] * step_size)
-            rule.update(state, p.grad)
+                if foreach:
+                    decayed.append(p)
+                else:
+                    p.mul_(1.0 - group["weight_decay"] * step_size)
+            if not foreach:
+                rule.update(state, p.grad)
             params.append(p)
             grads.append(p.grad)
             states.append(state)
+        if decayed:
+            factor = 1.0 - group["weight_decay"] * step_size
+            per_bucket(lambda ps: torch._foreach_mul_(ps, factor), decayed)
+    if foreach and params:
+        rule.update_many(states, grads)
     return params, grads, states
+
+
+def _stat(states: list[dict[str, Any]], key: str) -> list[Tensor]:
+    return [state[key] for state in states]
+
+
+def _ema_(averages: list[Tensor], values: list[Tensor], beta: float) -> None:
+    """a ← β·a + ((1−β)·x), two rounded products and a sum — op for op the reference's ``mul_(β).add_(x·(1−β))``
+    (``_foreach_lerp_`` or ``add_(alpha=)`` round differently and would break bit-for-bit seed equality)."""
+    torch._foreach_mul_(averages, beta)
+    scaled = torch._foreach_mul(values, 1.0 - beta)
+    torch._foreach_add_(averages, scaled)
 
 
 class AdamRule:
@@ -384,6 +435,27 @@ class AdamRule:
         # (β·v) + ((1−β)·g²) as two rounded products and a sum, the seed's arithmetic (bit-for-bit comparable).
         state["exp_avg_sq"].mul_(self.beta2).add_(g.square().mul_(1.0 - self.beta2))
         state["exp_avg"].mul_(self.beta1).add_(g.mul(1.0 - self.beta1))
+
+    def update_many(self, states: list[dict[str, Any]], grads: list[Tensor]) -> None:
+        """:meth:`update` for many tensors, multi-tensor ops per (device, dtype) bucket (same bits)."""
+        def bucket(gs: list[Tensor], ss: list[dict[str, Any]]) -> None:
+            torch._foreach_mul_(_stat(ss, "exp_avg_sq"), self.beta2)
+            squares = torch._foreach_mul(gs, gs)  # g·g is g.square()'s arithmetic
+            torch._foreach_mul_(squares, 1.0 - self.beta2)
+            torch._foreach_add_(_stat(ss, "exp_avg_sq"), squares)
+            _ema_(_stat(ss, "exp_avg"), gs, self.beta1)
+        per_bucket(bucket, grads, states)
+
+    def step_many(self, states: list[dict[str, Any]], grads: list[Tensor], k: int) -> list[Tensor]:
+        """:meth:`step` for many tensors: P·m̂ with multi-tensor ops per (device, dtype) bucket (same bits)."""
+        def bucket(gs: list[Tensor], ss: list[dict[str, Any]]) -> list[Tensor]:
+            precond = torch._foreach_div(_stat(ss, "exp_avg_sq"), bias_correction(self.beta2, k))
+            torch._foreach_sqrt_(precond)
+            torch._foreach_add_(precond, self.eps)
+            torch._foreach_reciprocal_(precond)
+            torch._foreach_mul_(precond, torch._foreach_div(_stat(ss, "exp_avg"), bias_correction(self.beta1, k)))
+            return precond
+        return per_bucket(bucket, grads, states)
 
     def _preconditioner(self, state: dict[str, Any], k: int) -> Tensor:
         v_hat = state["exp_avg_sq"] / bias_correction(self.beta2, k)
@@ -413,6 +485,16 @@ class SgdRule:
         if self.beta1 > 0.0:
             state["exp_avg"].mul_(self.beta1).add_(g.mul(1.0 - self.beta1))
 
+    def update_many(self, states: list[dict[str, Any]], grads: list[Tensor]) -> None:
+        if self.beta1 > 0.0:
+            per_bucket(lambda gs, ss: _ema_(_stat(ss, "exp_avg"), gs, self.beta1), grads, states)
+
+    def step_many(self, states: list[dict[str, Any]], grads: list[Tensor], k: int) -> list[Tensor]:
+        if self.beta1 == 0.0:
+            return [g.clone() for g in grads]
+        correction = bias_correction(self.beta1, k)
+        return per_bucket(lambda gs, ss: torch._foreach_div(_stat(ss, "exp_avg"), correction), grads, states)
+
     def search(self, state: dict[str, Any], g: Tensor, k: int) -> tuple[Tensor, Tensor]:
         return g.clone(), g.square().sum()
 
@@ -435,6 +517,12 @@ class SignRule:
 
     def update(self, state: dict[str, Any], g: Tensor) -> None:
         state["exp_avg"].mul_(self.beta1).add_(g.mul(1.0 - self.beta1))
+
+    def update_many(self, states: list[dict[str, Any]], grads: list[Tensor]) -> None:
+        per_bucket(lambda gs, ss: _ema_(_stat(ss, "exp_avg"), gs, self.beta1), grads, states)
+
+    def step_many(self, states: list[dict[str, Any]], grads: list[Tensor], k: int) -> list[Tensor]:
+        return per_bucket(lambda gs, ss: torch._foreach_sign(_stat(ss, "exp_avg")), grads, states)
 
     def search(self, state: dict[str, Any], g: Tensor, k: int) -> tuple[Tensor, Tensor]:
         return g.sign(), g.abs().sum()

@@ -64,7 +64,12 @@ from research_optim.optim.line_search import (
     refuse_grad_scaler,
 )
 
-__all__ = ["SaLSA"]
+__all__ = ["SaLSA", "IMPLEMENTATIONS"]
+
+# "foreach": the direction statistics and step directions as multi-tensor ops (``rule.update_many`` /
+# ``rule.step_many``), op for op the reference's arithmetic; "reference": one tensor at a time; "auto": foreach.
+# SaLSA has no compiled path: its per-step cost is Python overhead and trial forwards, not memory traffic.
+IMPLEMENTATIONS = ("auto", "reference", "foreach")
 
 _SLOPE_FLOOR = 1e-8       # below this smoothed slope the seed does not search (the test would be meaningless)
 _STEP_SIZE_EMA_INIT = 1e-8  # the seed's starting value of both step-size EMAs (ratio 1 → cadence at its cap)
@@ -105,6 +110,9 @@ class SaLSA(GlobalSearchState, Optimizer):
         cautious, cautious_factor: φ name of ``cautious.PHI_FUNCTIONS`` (or None) masking the direction.
         seed_compat: reproduce the seed's arithmetic (bias-correction exponent t+1, η after an exhausted search)
             so the trajectory can be compared with ``salsa.SaLSA`` exactly.
+        implementation: ``"auto"`` (= ``"foreach"``) | ``"foreach"`` | ``"reference"``: the decay, the direction
+            statistics and the speed-up step's direction as multi-tensor ops per (device, dtype) bucket, or one
+            tensor at a time (the readable reference). Same arithmetic op for op (bit-identical on CPU), same state.
         grad_scaler: must be None — AMP GradScaler is refused (see :func:`refuse_grad_scaler`).
 
     ``step(closure)`` requires a closure: the seed's ``closure(backwards: bool)`` or a plain ``closure()`` that
@@ -137,8 +145,11 @@ class SaLSA(GlobalSearchState, Optimizer):
         cautious_factor: float = 0.0,
         seed_compat: bool = False,
         grad_scaler: Any = None,
+        implementation: str = "auto",
     ) -> None:
         owner = type(self).__name__
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"{owner}: implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
         refuse_grad_scaler(grad_scaler, owner)
         check_positive("init_step_size", init_step_size, owner)
         check_open_unit("c", c, owner)
@@ -165,6 +176,8 @@ class SaLSA(GlobalSearchState, Optimizer):
         self.step_size_ema, self.speed_up, self.seed_compat = tuple(step_size_ema), speed_up, seed_compat
         self.direction, self.cautious, self.cautious_factor = direction, cautious, cautious_factor
         self.rule = RULES[direction](tuple(betas), eps)
+        # an attribute, not a group option: state_dicts stay identical across implementations
+        self.implementation = implementation
         self._search = _SearchState(step_size=float(init_step_size))
         self._ray = ParameterRay()
         self._masked = MaskedFraction()
@@ -217,14 +230,24 @@ class SaLSA(GlobalSearchState, Optimizer):
             group["lr"] = s.step_size
         return loss
 
+    @property
+    def _foreach(self) -> bool:
+        return self.implementation != "reference"
+
     def _prepare(self, step_size: float) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
-        return prepare_directions(self, self.rule, step_size)
+        return prepare_directions(self, self.rule, step_size, foreach=self._foreach)
 
     def _mask(self, d: Tensor, g: Tensor) -> Tensor:
         return cautious_direction(d, g, self.cautious, self.cautious_factor, self._masked)
 
     def _step_directions(self, grads: list[Tensor], states: list[dict[str, Any]], k: int) -> list[Tensor]:
-        return [self._mask(self.rule.step(state, g, k), g) for g, state in zip(grads, states)]
+        if self._foreach:
+            directions = self.rule.step_many(states, grads, k)
+        else:
+            directions = [self.rule.step(state, g, k) for g, state in zip(grads, states)]
+        if self.cautious is None:
+            return directions
+        return [self._mask(d, g) for d, g in zip(directions, grads)]
 
     @staticmethod
     def _take_step(params: list[Tensor], directions: list[Tensor], step_size: float) -> None:
@@ -277,6 +300,7 @@ class SaLSA(GlobalSearchState, Optimizer):
     # -- state and diagnostics ---------------------------------------------------------------------------------
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self.__dict__.setdefault("implementation", "auto")
         self._masked = MaskedFraction()
 
     def diagnostics(self) -> dict[str, float]:

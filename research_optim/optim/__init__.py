@@ -10,3 +10,19 @@ which an optimizer opts into by what it defines (see ``research_optim.protocols`
 An optimizer may also define ``diagnostics() -> dict[str, float]``; the loop calls it only when it logs, so it
 is the one place where an optimizer may synchronise with the device.
 """
+
+from research_optim.optim.adamw import AdamW, CautiousAdamW
+from research_optim.optim.lion import CautiousLion, Lion
+from research_optim.optim.registry import make_cautious
+from research_optim.optim.salsa import SaLSA
+from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
+from research_optim.optim.schedule_free_reference import AdamWScheduleFreeReference, SGDScheduleFreeReference
+from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper
+from research_optim.optim.sgd import SGD
+from research_optim.optim.sls import SLS, AdamSLS
+
+__all__ = [
+    "AdamW", "CautiousAdamW", "Lion", "CautiousLion", "SGD", "make_cautious", "AdamWScheduleFree",
+    "SGDScheduleFree", "AdamWScheduleFreeReference", "SGDScheduleFreeReference", "ScheduleFreeWrapper", "SaLSA",
+    "SLS", "AdamSLS",
+]

@@ -318,7 +318,8 @@ def bias_correction(beta: float, step: int) -> float:
 
 
 class GlobalSearchState:
-    """Mixin for line searches with one global state (step size, its EMAs) beside the per-parameter state.
+    """Mixin for line searches with one global state (step size, its EMAs) beside the per-parameter state,
+    and per-group decoupled weight decay (checked for every group, also groups added later).
 
     It travels in ``state_dict()[SEARCH_KEY]`` as a plain dict of the dataclass ``SEARCH_STATE``.
     """
@@ -330,6 +331,12 @@ class GlobalSearchState:
     @property
     def step_size(self) -> float:
         return self._search.step_size
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)  # type: ignore[misc]
+        wd = self.param_groups[-1]["weight_decay"]  # type: ignore[attr-defined]
+        if not wd >= 0.0:
+            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {wd}")
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()  # type: ignore[misc]

@@ -184,12 +184,6 @@ class SaLSA(GlobalSearchState, Optimizer):
         self._stats = SearchStats()
         super().__init__(params, {"weight_decay": weight_decay, "lr": float(init_step_size)})
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        wd = self.param_groups[-1]["weight_decay"]
-        if not wd >= 0.0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {wd}")
-
     # -- the step ---------------------------------------------------------------------------------------------
     def cadence(self) -> float:
         """L = min(cadence_cap, 1/(|η_fast/η_slow − 1| + 1e-8)), with |·| as the seed's max(r, 1/r)."""

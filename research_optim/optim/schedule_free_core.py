@@ -27,7 +27,7 @@ stored in every param group (``train_mode``, the package's key) so it travels wi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -143,7 +143,7 @@ class ScheduleFreeOptimizer(Optimizer):
 
     A subclass defines ``_beta(group)`` (the interpolation β of y), ``_to_eval_(group)``/``_to_train_(group)``
     (move the group's parameters from y to x and back) and ``_x_minus_y(p, state, group)`` (for ``xy_gap``),
-    and calls ``self._require_train_mode()`` at the start of ``step``.
+    and starts ``step`` with ``loss = self._begin_step(closure)``.
     """
 
     # -- subclass interface ---------------------------------------------------------------------------------------
@@ -185,11 +185,16 @@ class ScheduleFreeOptimizer(Optimizer):
                 self._to_eval_(group)
                 group["train_mode"] = False
 
-    def _require_train_mode(self) -> None:
+    def _begin_step(self, closure: Callable[[], Any] | None) -> Any:
+        """Refuse to step in eval mode, then evaluate the closure (if any) with gradients on; returns its loss."""
         if not all(group["train_mode"] for group in self.param_groups):
             raise RuntimeError(f"{type(self).__name__}.step() called in eval mode: the parameters hold the average "
                                "x, not the gradient point y. Call optimizer.train() before training steps "
                                "(and optimizer.eval() before evaluation or checkpointing).")
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
 
     def _init_group_bookkeeping(self, group: dict[str, Any]) -> None:
         """Give a group the averaging counters; a group added later joins in the optimizer's current mode."""

@@ -57,11 +57,7 @@ class _ReferenceScheduleFree(OwnDirectionScheduleFree):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        self._require_train_mode()
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._begin_step(closure)
         for group in self.param_groups:
             avg = averaging_step(group, group["lr"], group["warmup_steps"], group["r"], group["weight_lr_power"])
             beta = self._beta(group)

@@ -146,11 +146,7 @@ class ScheduleFreeWrapper(ScheduleFreeOptimizer):
     # -- the step -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        self._require_train_mode()
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._begin_step(closure)
         beta, decay = self.momentum, self.weight_decay_at_y
         active = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
         for group, params in zip(self.param_groups, active):

@@ -87,12 +87,6 @@ class _ResettingArmijo(GlobalSearchState, Optimizer):
         self._stats = SearchStats()
         super().__init__(params, {"weight_decay": weight_decay, "lr": float(init_step_size)})
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        wd = self.param_groups[-1]["weight_decay"]
-        if not wd >= 0.0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {wd}")
-
     def step(self, closure: Callable[..., Tensor] | None = None) -> Tensor:  # type: ignore[override]
         if closure is None:
             raise RuntimeError(

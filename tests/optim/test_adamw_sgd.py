@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-timm_optim = pytest.importorskip("timm.optim")
-from timm.optim.sgdw import SGDW  # noqa: E402
+import timm.optim as timm_optim
+from timm.optim.sgdw import SGDW
 
-from research_optim.optim.adamw import AdamW, CautiousAdamW  # noqa: E402
-from research_optim.optim.sgd import SGD  # noqa: E402
+from research_optim.optim.adamw import AdamW, CautiousAdamW
+from research_optim.optim.sgd import SGD
 
-try:  # tests/ as a package (python -m pytest from the root) or tests/optim on sys.path (pytest's default rootdir)
-    from tests.optim.harness import run_side_by_side
-except ImportError:
-    from harness import run_side_by_side
+from tests.optim.harness import run_side_by_side
 
 STEPS = 120
 

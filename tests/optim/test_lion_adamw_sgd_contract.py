@@ -12,10 +12,7 @@ from research_optim.optim.adamw import AdamW, CautiousAdamW
 from research_optim.optim.lion import CautiousLion, Lion
 from research_optim.optim.sgd import SGD
 
-try:  # tests/ as a package (python -m pytest from the root) or tests/optim on sys.path (pytest's default rootdir)
-    from tests.optim.harness import make_params
-except ImportError:
-    from harness import make_params
+from tests.optim.harness import make_params
 
 OPTIMIZERS = {
     "lion": lambda p: Lion(p, lr=1e-2, weight_decay=0.1),

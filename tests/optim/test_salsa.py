@@ -11,7 +11,7 @@ from torch import nn
 from research_optim.optim.line_search import LossEvaluator
 from research_optim.optim.salsa import SaLSA
 
-RefSaLSA = pytest.importorskip("salsa.SaLSA").SaLSA
+from salsa.SaLSA import SaLSA as RefSaLSA
 
 
 @pytest.fixture

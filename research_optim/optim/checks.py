@@ -10,7 +10,7 @@ import math
 from typing import Any, Sequence
 
 __all__ = [
-    "positive", "non_negative", "at_least", "unit_interval", "open_unit_interval", "closed_unit_interval",
+    "positive", "non_negative", "at_least", "at_most", "unit_interval", "open_unit_interval", "closed_unit_interval",
     "integer", "boolean", "betas", "choice", "finite",
 ]
 
@@ -49,6 +49,13 @@ def at_least(owner: str, name: str, value: Any, minimum: float) -> None:
     v = _number(owner, name, value)
     if not (v >= minimum and math.isfinite(v)):
         _fail(owner, name, f">= {minimum:g}", value)
+
+
+def at_most(owner: str, name: str, value: Any, maximum: float) -> None:
+    """``value`` ≤ ``maximum`` and finite — decay exponents."""
+    v = _number(owner, name, value)
+    if not (v <= maximum and math.isfinite(v)):
+        _fail(owner, name, f"<= {maximum:g}", value)
 
 
 def unit_interval(owner: str, name: str, value: Any) -> None:

@@ -133,7 +133,7 @@ class DirectionOptimizer(Optimizer):
                 s = rule.scalars(group, state["step"])
             u = rule.direction(p, p.grad, state, s)
             u = cautious_direction(u, p.grad, phi, factor, self._masked, rule.sign_source(p.grad, state))
-            decoupled_step_(p, u, lr, weight_decay, rule.step_size(p, u, state, lr))
+            decoupled_step_(p, u, lr, weight_decay, rule.step_size(p, u, state, group))
 
     def _buckets(self, rule: Rule, params: list[Tensor]) -> list[list[Tensor]]:
         steps = [self.state[p].get("step", 0) for p in params]  # one bias correction per multi-tensor call
@@ -153,7 +153,7 @@ class DirectionOptimizer(Optimizer):
             us = cautious_directions(us, grads, phi, factor, self._masked, signs)
             if weight_decay != 0.0:
                 torch._foreach_mul_(bucket, 1.0 - lr * weight_decay)
-            sizes = [rule.step_size(p, u, st, lr) for p, u, st in zip(bucket, us, states)]
+            sizes = [rule.step_size(p, u, st, group) for p, u, st in zip(bucket, us, states)]
             for idx in bucket_indices(bucket, sizes):  # one alpha per multi-tensor add (Muon: one per shape)
                 torch._foreach_add_([bucket[i] for i in idx], [us[i] for i in idx], alpha=-sizes[idx[0]])
 

@@ -30,11 +30,12 @@ from research_optim.optim.implementation import per_bucket
 from research_optim.optim.moments import (
     bias_correction, ema_, ema_many_, ema_square_, ema_square_many_, inverse_rms, inverse_rms_many,
 )
+from research_optim.optim.muon import ADJUST_LR, orthogonalize
 
 __all__ = [
     "LossEvaluator", "ParameterRay", "ArmijoResult", "backtracking_armijo", "mean_over_ranks", "takes_backwards_flag",
     "refuse_grad_scaler", "SearchStats", "GlobalSearchState", "prepare_directions", "AdamDirections",
-    "SgdDirections", "SignDirections", "DIRECTIONS",
+    "SgdDirections", "SignDirections", "MuonDirections", "DIRECTIONS",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -440,4 +441,61 @@ class SignDirections:
         return per_bucket(lambda gs, ss: torch._foreach_sign(_stat(ss, "exp_avg")), grads, states)
 
 
-DIRECTIONS: dict[str, type] = {"adam": AdamDirections, "sgd": SgdDirections, "sign": SignDirections}
+class MuonDirections:
+    """Muon for matrices, Adam for the rest (as the Muon optimizer): a parameter is a matrix when its group says
+    ``use_muon=True`` (``hidden_matrices: true`` in a config) or, without the key, when it is 2-D.
+
+    Matrices: B ← lerp(B, g, 1 − μ) with μ = betas[0]; search d = r·NS(g), slope ⟨g, d⟩; step d = r·NS(lerp(g, B, μ))
+    (Nesterov), NS the bfloat16 Newton–Schulz iteration of ``muon.orthogonalize`` and r = 0.2·√max(rows, cols)
+    (``match_rms_adamw``: the matrices' directions get the RMS of the Adam directions they share η with).
+    Other parameters: :class:`AdamDirections`.
+    """
+
+    def __init__(self, betas: Sequence[float], eps: float) -> None:
+        self.momentum = betas[0]
+        self.adam = AdamDirections(betas, eps)
+
+    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        if group.get("use_muon", p.ndim == 2):
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        else:
+            self.adam.init_state(p, state, group)
+
+    def update(self, state: dict[str, Any], g: Tensor) -> None:
+        if "momentum_buffer" in state:
+            ema_(state["momentum_buffer"], g, self.momentum)
+        else:
+            self.adam.update(state, g)
+
+    def update_many(self, states: list[dict[str, Any]], grads: list[Tensor]) -> None:
+        matrices = [i for i, st in enumerate(states) if "momentum_buffer" in st]
+        others = [i for i, st in enumerate(states) if "momentum_buffer" not in st]
+        per_bucket(lambda gs, ss: ema_many_(_stat(ss, "momentum_buffer"), gs, self.momentum),
+                   [grads[i] for i in matrices], [states[i] for i in matrices])
+        self.adam.update_many([states[i] for i in others], [grads[i] for i in others])
+
+    @staticmethod
+    def _scaled(x: Tensor) -> Tensor:
+        return orthogonalize(x).to(x.dtype).mul_(ADJUST_LR["match_rms_adamw"](*x.shape))
+
+    def search(self, state: dict[str, Any], g: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        if "momentum_buffer" not in state:
+            return self.adam.search(state, g, k)
+        d = self._scaled(g)
+        return d, (g * d).sum()
+
+    def step(self, state: dict[str, Any], g: Tensor, k: int) -> Tensor:
+        if "momentum_buffer" not in state:
+            return self.adam.step(state, g, k)
+        return self._scaled(g.lerp(state["momentum_buffer"], self.momentum))
+
+    def step_many(self, states: list[dict[str, Any]], grads: list[Tensor], k: int) -> list[Tensor]:
+        others = [i for i, st in enumerate(states) if "momentum_buffer" not in st]
+        out = [None if "momentum_buffer" not in st else self.step(st, g, k) for st, g in zip(states, grads)]
+        for i, d in zip(others, self.adam.step_many([states[i] for i in others], [grads[i] for i in others], k)):
+            out[i] = d
+        return out
+
+
+DIRECTIONS: dict[str, type] = {"adam": AdamDirections, "sgd": SgdDirections, "sign": SignDirections,
+                               "muon": MuonDirections}

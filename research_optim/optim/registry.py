@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from research_optim.optim.adafactor import Adafactor, CautiousAdafactor
 from research_optim.optim.adamw import AdamW, CautiousAdamW
 from research_optim.optim.cautious import check_phi
 from research_optim.optim.lion import CautiousLion, Lion
+from research_optim.optim.muon import CautiousMuon, Muon
 from research_optim.optim.salsa import SaLSA
 from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
 from research_optim.optim.sgd import SGD
@@ -34,6 +36,10 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "lib_sgd": SGD,
     "lion": Lion,
     "c_lion": CautiousLion,
+    "muon": Muon,
+    "c_muon": CautiousMuon,
+    "adafactor": Adafactor,
+    "c_adafactor": CautiousAdafactor,
     "sf_adamw": AdamWScheduleFree,
     "sf_sgd": SGDScheduleFree,
     "salsa": SaLSA,
@@ -42,7 +48,7 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 # The bases make_cautious builds: the library's optimizers that take cautious= (the c_* presets already fix φ).
-CAUTIOUS_BASES: tuple[str, ...] = ("lib_adamw", "lion", "lib_sgd", "sf_adamw", "sf_sgd", "salsa")
+CAUTIOUS_BASES: tuple[str, ...] = ("lib_adamw", "lion", "lib_sgd", "muon", "adafactor", "sf_adamw", "sf_sgd", "salsa")
 
 
 def make_cautious(

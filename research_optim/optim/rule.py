@@ -61,9 +61,9 @@ class Rule:
         """A tensor with u's signs that is cheaper for the cautious mask to read than u (None: u itself)."""
         return None
 
-    def step_size(self, p: Tensor, u: Tensor, state: dict[str, Any], lr: float) -> float:
+    def step_size(self, p: Tensor, u: Tensor, state: dict[str, Any], group: dict[str, Any]) -> float:
         """η of this tensor: the group's lr unless the rule scales it (per shape, per parameter norm)."""
-        return lr
+        return group["lr"]
 
 
 class GradientRule(Rule):

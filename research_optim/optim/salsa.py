@@ -16,8 +16,9 @@ One global step size η, Adam statistics and a smoothed Armijo test (t counts st
     else:                                               # speed-up step: no search, no extra forward
         p ← p − η_try·P·m̂                               # η itself is unchanged
 
-Variants search along other directions (``direction="sgd"``: d = g / m̂; ``"sign"``: sign(g) / sign(m)) and may
-mask the direction with a cautious φ (``research_optim.optim.cautious``).
+Variants search along other directions (``direction="sgd"``: d = g / m̂; ``"sign"``: sign(g) / sign(m); ``"muon"``:
+orthogonalised g / Nesterov momentum for the matrices, Adam for the rest — see ``line_search.MuonDirections``) and
+may mask the direction with a cautious φ (``research_optim.optim.cautious``).
 
 Deliberate differences from the seed code (``salsa-optimizer`` 0.1.0, ``salsa/SaLSA.py``):
 
@@ -86,7 +87,7 @@ class _SearchState:
 
 
 class SaLSA(GlobalSearchState, Optimizer):
-    """SaLSA: Adam (or SGD / sign) directions with one global step size set by a smoothed Armijo line search.
+    """SaLSA: Adam (or SGD / sign / Muon) directions with one global step size set by a smoothed Armijo line search.
 
     Args:
         params: parameters or param groups (a group may set its own ``weight_decay``).
@@ -103,7 +104,7 @@ class SaLSA(GlobalSearchState, Optimizer):
         step_size_ema: (fast, slow) EMA rates of η that set the cadence.
         speed_up: skip searches between cadence points; False searches every step.
         eps: added to √v̂ in the preconditioner.
-        direction: ``"adam"`` (SaLSA), ``"sgd"`` or ``"sign"``.
+        direction: ``"adam"`` (SaLSA), ``"sgd"``, ``"sign"`` or ``"muon"``.
         cautious, cautious_factor: φ name of ``cautious.PHI_FUNCTIONS`` (or None) masking the direction.
         seed_compat: reproduce the seed's arithmetic (bias-correction exponent t+1, η after an exhausted search)
             so the trajectory can be compared with ``salsa.SaLSA`` exactly.

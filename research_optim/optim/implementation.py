@@ -8,20 +8,23 @@ Every optimizer with a fast path takes ``implementation=`` with the same four me
 * ``"compiled"``  — one ``torch.compile``d multi-tensor step per bucket: inductor fuses each tensor's update into one
   pass over memory (Lion: read p, g, m; write p, m — 20 bytes per float32 parameter), which eager ops cannot do.
   Equal to the reference up to rounding (products written out where the reference passes ``alpha=``; tested to
-  1e-6 relative in float32). Without compilation (switched off, or the compiler fails) it runs the foreach path;
+  1e-6 relative in float32). Without compilation (switched off, or the compiler fails) it runs the eager path;
 * ``"auto"`` (default) — compiled when compilation is on and the group holds at least ``COMPILE_MIN_NUMEL``
-  elements (below that the first-step compile cost, seconds on CPU, is never repaid), else foreach.
+  elements (below that the first-step compile cost, seconds on CPU, is never repaid), else the eager path:
+  foreach where the optimizer has it, else the reference.
 
-An optimizer lists what it has in ``IMPLEMENTATIONS``-order subsets (e.g. SaLSA: reference and foreach; Muon:
-reference and foreach) and refuses the others by name. The readable twin of a *different algorithm* — the
-Schedule-Free Reference classes with explicit x, y, z — is a class of its own, not an ``implementation``.
+Each optimizer has the paths its rules have — AdamW, Lion, SGD, Schedule-Free AdamW/SGD: all three; Muon and SaLSA:
+reference and foreach (matrix products and trial forwards dominate, not memory traffic); Adafactor: reference
+only (torch's arithmetic reads two norms on the host per tensor) — and refuses the others by name. The readable twin
+of a *different algorithm* — the Schedule-Free Reference classes with explicit x, y, z — is a class of its own, not
+an ``implementation``.
 
 Process-wide switch: :func:`set_compile_enabled` or ``RESEARCH_OPTIM_COMPILE=0`` (a test conftest, a machine without
 a C++ compiler). Compiled functions take hyperparameters as 0-dim float64 tensors (:func:`scalar`), never Python
 floats: dynamo would specialise on a float and recompile whenever a schedule changes lr. So that one per-tensor
 function serves both the eager paths (Python numbers) and the compiled ones (0-dim tensors), :func:`add`,
-:func:`add_` and :func:`addcmul_` take either. Compiled artefacts are cached across processes by inductor's FX graph cache
-(``TORCHINDUCTOR_CACHE_DIR``).
+:func:`add_` and :func:`addcmul_` take either. Compiled artefacts are cached across processes by inductor's FX graph
+cache (``TORCHINDUCTOR_CACHE_DIR``).
 """
 from __future__ import annotations
 
@@ -51,8 +54,8 @@ def check_implementation(owner: str, implementation: Any, available: Sequence[st
     """Refuse a value outside the vocabulary, or one this optimizer does not have (``"auto"`` is always allowed)."""
     allowed = ("auto", *available)
     if implementation not in allowed:
-        raise ValueError(f"{owner}: implementation must be one of {list(allowed)}, got {implementation!r}"
-                         + ("" if implementation not in IMPLEMENTATIONS else f" ({owner} has no {implementation} path)"))
+        why = f" ({owner} has no {implementation} path)" if implementation in IMPLEMENTATIONS else ""
+        raise ValueError(f"{owner}: implementation must be one of {list(allowed)}, got {implementation!r}{why}")
 
 
 def resolve(implementation: str, available: Sequence[str], numel: int) -> str:

@@ -280,7 +280,8 @@ class GlobalSearchState:
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)  # type: ignore[misc]
-        checks.non_negative(type(self).__name__, "weight_decay", self.param_groups[-1]["weight_decay"])  # type: ignore[attr-defined]
+        group = self.param_groups[-1]  # type: ignore[attr-defined]
+        checks.non_negative(type(self).__name__, "weight_decay", group["weight_decay"])
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()  # type: ignore[misc]

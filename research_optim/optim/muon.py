@@ -170,7 +170,8 @@ class Muon(DirectionOptimizer):
     ) -> None:
         self._kind_defaults = {
             True: dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                       ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, ns_dtype=ns_dtype),
+                       ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
+                       ns_dtype=ns_dtype),
             False: dict(lr=adamw_lr, weight_decay=adamw_weight_decay, betas=adamw_betas, eps=adamw_eps),
         }
         super().__init__(params, dict(cautious=cautious, cautious_factor=cautious_factor), implementation)

@@ -214,8 +214,8 @@ class _FastScheduleFree(RuleScheduleFree):
             states = [self.state[p] for p in bucket]
             masked = call_compiled(
                 _compiled_step, self.rule, bucket, [st["z"] for st in states], [p.grad for p in bucket],
-                [{key: st[key] for key in self.rule.buffers if key in st} for st in states], s, *hyper, group["cautious"],
-                float(group["cautious_factor"]))
+                [{key: st[key] for key in self.rule.buffers if key in st} for st in states], s, *hyper,
+                group["cautious"], float(group["cautious_factor"]))
             if masked is COMPILE_FAILED:
                 return left
             if masked is not None:

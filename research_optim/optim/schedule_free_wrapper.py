@@ -194,5 +194,6 @@ def schedule_free_wrapped(params: Any, base: BaseSpec, base_kwargs: dict[str, An
                              "or pass an optimizer class or factory")
         base = OPTIMIZERS[base]
     if not callable(base):
-        raise TypeError(f"schedule_free_wrapped: base must be an optimizer, a class or factory, or a name; got {base!r}")
+        raise TypeError(f"schedule_free_wrapped: base must be an optimizer, a class or factory, or a name; "
+                        f"got {base!r}")
     return ScheduleFreeWrapper(base(params, **dict(base_kwargs or {})), **wrapper_kwargs)

@@ -1,8 +1,8 @@
 """The library's SGD with (Nesterov) momentum and decoupled weight decay, the base of cautious SGD.
 
-Plain baselines use ``torch.optim.SGD`` (config ``sgd``); this readable per-tensor rule (config ``lib_sgd``) exists so that
-cautious masking is one transform over every momentum optimizer. Per tensor (dampening 0, Sutskever et al. 2013 /
-PyTorch form)::
+Plain baselines use ``torch.optim.SGD`` (config ``sgd``); this readable per-tensor rule (config ``lib_sgd``) exists
+so that cautious masking is one transform over every momentum optimizer. Per tensor (dampening 0, Sutskever et al.
+2013 / PyTorch form)::
 
     b = μ·b + g                          # b starts at 0, so b_1 = g exactly as torch's clone of g
     u = g + μ·b  (Nesterov)   or   u = b

@@ -175,7 +175,8 @@ def test_configs_give_muon_the_hidden_matrices(name, cls):
 # -- checks and checkpoints -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs,name", [
     (dict(lr=0.0), "lr"), (dict(momentum=1.0), "momentum"), (dict(nesterov=1), "nesterov"),
-    (dict(ns_steps=0), "ns_steps"), (dict(ns_steps=2.5), "ns_steps"), (dict(ns_coefficients=(1.0, 2.0)), "ns_coefficients"),
+    (dict(ns_steps=0), "ns_steps"), (dict(ns_steps=2.5), "ns_steps"),
+    (dict(ns_coefficients=(1.0, 2.0)), "ns_coefficients"),
     (dict(eps=-1.0), "eps"), (dict(adjust_lr_fn="none"), "adjust_lr_fn"), (dict(ns_dtype="float16"), "ns_dtype"),
     (dict(weight_decay=-0.1), "weight_decay"), (dict(adamw_betas=(0.9, 1.0)), r"betas\[1\]"),
     (dict(adamw_eps=-1e-8), "eps"), (dict(adamw_lr=-1.0), "lr"), (dict(cautious="bogus"), "cautious"),

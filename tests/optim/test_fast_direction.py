@@ -39,22 +39,14 @@ F32 = dict(dtype=torch.float32, rtol=1e-6, atol=1e-7)
 EXACT = dict(dtype=torch.float32, rtol=0.0, atol=0.0)
 
 
+@pytest.mark.parametrize("implementation,tolerance", [("compiled", F32), ("foreach", EXACT)])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("phi", PHIS)
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_compiled_equals_reference(rule, phi, weight_decay):
+def test_fast_path_equals_reference(rule, phi, weight_decay, implementation, tolerance):
     kw = dict(weight_decay=weight_decay, cautious=phi, cautious_factor=0.3 if phi == "soft" else 0.0)
-    run_side_by_side(lambda ps: RULES[rule](ps, implementation="compiled", **kw),
-                     lambda ps: RULES[rule](ps, implementation="reference", **kw), steps=15, **F32)
-
-
-@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-@pytest.mark.parametrize("phi", PHIS)
-@pytest.mark.parametrize("rule", sorted(RULES))
-def test_foreach_equals_reference_bit_for_bit(rule, phi, weight_decay):
-    kw = dict(weight_decay=weight_decay, cautious=phi, cautious_factor=0.3 if phi == "soft" else 0.0)
-    run_side_by_side(lambda ps: RULES[rule](ps, implementation="foreach", **kw),
-                     lambda ps: RULES[rule](ps, implementation="reference", **kw), steps=15, **EXACT)
+    run_side_by_side(lambda ps: RULES[rule](ps, implementation=implementation, **kw),
+                     lambda ps: RULES[rule](ps, implementation="reference", **kw), steps=15, **tolerance)
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False)])

@@ -17,7 +17,7 @@ One global step size η, Adam statistics and a smoothed Armijo test (t counts st
         p ← p − η_try·P·m̂                               # η itself is unchanged
 
 Variants search along other directions (``direction="sgd"``: d = g / m̂; ``"sign"``: sign(g) / sign(m); ``"muon"``:
-orthogonalised g / Nesterov momentum for the matrices, Adam for the rest — see ``line_search.MuonDirections``) and
+orthogonalised g / Nesterov momentum for the matrices, Adam for the rest; ``search_directions``) and
 may mask the direction with a cautious φ (``research_optim.optim.cautious``).
 
 Deliberate differences from the seed code (``salsa-optimizer`` 0.1.0, ``salsa/SaLSA.py``):
@@ -51,7 +51,6 @@ from research_optim.optim import checks
 from research_optim.optim.cautious import MaskedFraction, cautious_direction, check_phi
 from research_optim.optim.implementation import check_implementation
 from research_optim.optim.line_search import (
-    DIRECTIONS,
     GlobalSearchState,
     LossEvaluator,
     ParameterRay,
@@ -61,6 +60,7 @@ from research_optim.optim.line_search import (
     prepare_directions,
     refuse_grad_scaler,
 )
+from research_optim.optim.search_directions import DIRECTIONS
 
 __all__ = ["SaLSA"]
 

@@ -30,17 +30,16 @@ from torch.optim import Optimizer
 
 from research_optim.optim import checks
 from research_optim.optim.line_search import (
-    AdamDirections,
     GlobalSearchState,
     LossEvaluator,
     ParameterRay,
     SearchStats,
-    SgdDirections,
     backtracking_armijo,
     mean_over_ranks,
     prepare_directions,
     refuse_grad_scaler,
 )
+from research_optim.optim.search_directions import AdamDirections, SgdDirections
 
 __all__ = ["SLS", "AdamSLS"]
 

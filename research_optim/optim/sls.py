@@ -12,7 +12,7 @@ Both search every step, with the plain (unsmoothed) Armijo test and a step size 
   momentum direction P·m̂ with the accepted η.
 
 The Armijo loop, trial points, closure protocol and directions are shared with SaLSA
-(``research_optim.optim.line_search``). Deliberate differences from the seed's ``adam_sls.py``: its guard (skip the
+(``line_search``, ``search_directions``). Deliberate differences from the seed's ``adam_sls.py``: its guard (skip the
 search when the loss is 0 or the slope < 1e-8) looks at an EMA of the slope (β 0.999) even with ``smooth=False``;
 here it looks at this step's slope. Its per-group cycling and 6-step joint warm-up are not reproduced (one global
 η). As in SaLSA: no parameter deep copy, the RNG is replayed rather than reseeded from the clock, losses and slope

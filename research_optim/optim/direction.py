@@ -89,7 +89,9 @@ class DirectionOptimizer(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        self._check_group(self.param_groups[-1])
+
+    def _check_group(self, group: dict[str, Any]) -> None:
         owner = type(self).__name__
         checks.positive(owner, "lr", group["lr"])
         checks.non_negative(owner, "weight_decay", group["weight_decay"])

@@ -174,7 +174,10 @@ class Muon(DirectionOptimizer):
                        ns_dtype=ns_dtype),
             False: dict(lr=adamw_lr, weight_decay=adamw_weight_decay, betas=adamw_betas, eps=adamw_eps),
         }
-        super().__init__(params, dict(cautious=cautious, cautious_factor=cautious_factor), implementation)
+        common = dict(cautious=cautious, cautious_factor=cautious_factor)
+        for use_muon, kind in self._kind_defaults.items():  # both kinds, even if the parameters use one
+            self._check_group({"params": [], "use_muon": use_muon, **common, **kind})
+        super().__init__(params, common, implementation)
 
     def rule_of(self, group: dict[str, Any]) -> Rule:
         return MUON if group["use_muon"] else ADAM

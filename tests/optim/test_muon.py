@@ -208,3 +208,18 @@ def test_sharded_matrices_are_refused(tmp_path):
             Muon([sharded])
     finally:
         dist.destroy_process_group()
+
+
+def test_every_hyperparameter_is_checked_even_without_a_matrix():
+    """The constructor is the source of truth for configs: Muon's values are checked with no 2-D parameter too."""
+    with pytest.raises(ValueError, match="ns_steps"):
+        Muon([nn.Parameter(torch.zeros(3))], ns_steps=0)
+
+
+def test_bfloat16_momentum_buffer_is_not_normalised_in_place():
+    """Deliberate difference: torch's iteration divides a bfloat16 buffer in place (nesterov=False); ours copies."""
+    p = nn.Parameter(torch.randn(6, 4).bfloat16())
+    opt = Muon([p], nesterov=False)
+    p.grad = torch.randn(6, 4).bfloat16() * 10
+    opt.step()
+    torch.testing.assert_close(opt.state[p]["momentum_buffer"], torch.zeros_like(p).lerp_(p.grad, 0.05))

@@ -56,6 +56,20 @@ def test_cadamw_matches_timm_cadamw(weight_decay, foreach):
     assert max(log) > 0.05  # the mask really removed coordinates during the comparison
 
 
+@pytest.mark.parametrize("implementation", ["reference", "foreach"])
+def test_cadamw_masks_from_m_like_timm_when_m_g_underflows(implementation):
+    """float32 gradients of ~1e-23: m·g underflows to 0 while u·g would not. Every path masks from m, as timm does."""
+    log, hook = _masked_fraction_log()
+    run_side_by_side(
+        lambda p: CautiousAdamW(p, lr=1e-2, weight_decay=0.1, implementation=implementation),
+        lambda p: timm_optim.create_optimizer_v2(p, "cadamw", lr=1e-2, weight_decay=0.1, foreach=False,
+                                                 filter_bias_and_bn=False),
+        steps=20, dtype=torch.float32, rtol=1e-6, atol=1e-7, between_steps=hook,
+        grad_fn=lambda p, g: 1e-23 * torch.randn(p.shape, generator=g, dtype=p.dtype),
+    )
+    assert max(log) > 0.99  # every product underflowed: the mask removed (nearly) everything
+
+
 def test_cadamw_defaults_are_timm_cadamw_defaults():
     ours = CautiousAdamW([torch.nn.Parameter(torch.zeros(1))])
     ref = timm_optim.AdamWLegacy([torch.nn.Parameter(torch.zeros(1))], caution=True)

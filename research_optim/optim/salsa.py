@@ -48,7 +48,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from research_optim.optim import checks
-from research_optim.optim.cautious import MaskedFraction, cautious_direction, check_phi
+from research_optim.optim.cautious import MaskedFraction, cautious_direction, cautious_directions, check_phi
 from research_optim.optim.implementation import check_implementation
 from research_optim.optim.line_search import (
     GlobalSearchState,
@@ -232,9 +232,7 @@ class SaLSA(GlobalSearchState, Optimizer):
             directions = self.directions.step_many(states, grads, k)
         else:
             directions = [self.directions.step(state, g, k) for g, state in zip(grads, states)]
-        if self.cautious is None:
-            return directions
-        return [self._mask(d, g) for d, g in zip(directions, grads)]
+        return cautious_directions(directions, grads, self.cautious, self.cautious_factor, self._masked)
 
     @staticmethod
     def _take_step(params: list[Tensor], directions: list[Tensor], step_size: float) -> None:

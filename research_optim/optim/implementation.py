@@ -44,7 +44,7 @@ __all__ = [
 IMPLEMENTATIONS = ("auto", "reference", "foreach", "compiled")
 COMPILE_MIN_NUMEL = 1 << 20  # ~1M elements: below this "auto" stays eager (compile cost not repaid)
 
-RECOMPILE_LIMIT = 64  # static arguments (φ × rule variants) each compile once; dynamo's default cap is 8
+RECOMPILE_LIMIT = 128  # one compiled step serves every rule: rules × φ × flags each compile once; dynamo's cap is 8
 
 _compile_override: bool | None = None
 _compiled_cache: dict[Callable[..., Any], Callable[..., Any]] = {}

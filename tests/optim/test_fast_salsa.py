@@ -77,9 +77,10 @@ def test_foreach_matches_reference_bit_for_bit(direction, cautious, weight_decay
     run_both(direction=direction, cautious=cautious, weight_decay=weight_decay)
 
 
-def test_sgd_without_momentum_and_seed_compat_match():
+def test_sgd_without_momentum_compat_and_use_mv_match():
     run_both(direction="sgd", betas=(0.0, 0.999))
-    run_both(direction="adam", seed_compat=True, weight_decay=0.01)
+    run_both(direction="adam", compat="717b41c", weight_decay=0.01)
+    run_both(direction="adam", use_mv=True, cautious="indicator_mean")
 
 
 def test_mixed_dtypes_are_bucketed_and_keep_parameter_order():

@@ -74,11 +74,13 @@ class AveragingStep:
 
 
 def averaging_step(group: dict[str, Any], base_lr: float, warmup_steps: int, r: float,
-                   weight_lr_power: float) -> AveragingStep:
-    """Advance the group's counters (k, lr_max, weight_sum, scheduled_lr) by one step and return (t, lr_t, c_t)."""
+                   weight_lr_power: float, lr_scale: float = 1.0) -> AveragingStep:
+    """Advance the group's counters (k, lr_max, weight_sum, scheduled_lr) by one step and return (t, lr_t, c_t).
+
+    ``lr_scale`` multiplies lr_t after the warmup (RAdam's rectification, the paper form's √(1 − β2^t))."""
     t = group["k"] + 1
     sched = t / warmup_steps if t <= warmup_steps else 1.0
-    lr = base_lr * sched
+    lr = base_lr * sched * lr_scale
     group["scheduled_lr"] = lr
     lr_max = group["lr_max"] = max(lr, group["lr_max"])
     weight = (t**r) * (lr_max**weight_lr_power)
@@ -288,7 +290,7 @@ class RuleScheduleFree(ScheduleFreeOptimizer):
         owner = type(self).__name__
         checks.positive(owner, "lr", group["lr"])
         checks.non_negative(owner, "weight_decay", group["weight_decay"])
-        checks.integer(owner, "warmup_steps", group["warmup_steps"])
+        checks.integer(owner, "warmup_steps", group.get("warmup_steps", 0))
         check_averaging(owner, group["r"], group["weight_lr_power"])
         check_phi(owner, group["cautious"], group["cautious_factor"])
         self.rule.check(owner, group)
@@ -297,6 +299,15 @@ class RuleScheduleFree(ScheduleFreeOptimizer):
 
     def _check_beta(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def _lr_scale(self, group: dict[str, Any], t: int) -> float:
+        """A factor on lr_t at step t beyond the warmup (1; RAdam's rectification, the paper form's √(1 − β2^t))."""
+        return 1.0
+
+    def _averaging_step(self, group: dict[str, Any]) -> AveragingStep:
+        """This step's (t, lr_t, c_t) for ``group``, advancing its counters."""
+        return averaging_step(group, group["lr"], group.get("warmup_steps", 0), group["r"], group["weight_lr_power"],
+                              self._lr_scale(group, group["k"] + 1))
 
     def _masked_fraction(self) -> dict[str, float]:
         if not any(group["cautious"] is not None for group in self.param_groups):

@@ -23,7 +23,7 @@ from torch import Tensor
 from research_optim.optim.cautious import cautious_direction
 from research_optim.optim.implementation import add
 from research_optim.optim.schedule_free import AdamWArguments, SGDArguments
-from research_optim.optim.schedule_free_core import RuleScheduleFree, averaging_step
+from research_optim.optim.schedule_free_core import RuleScheduleFree
 
 __all__ = ["AdamWScheduleFreeReference", "SGDScheduleFreeReference"]
 
@@ -48,7 +48,7 @@ class _ReferenceScheduleFree(RuleScheduleFree):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._begin_step(closure)
         for group in self.param_groups:
-            avg = averaging_step(group, group["lr"], group["warmup_steps"], group["r"], group["weight_lr_power"])
+            avg = self._averaging_step(group)
             s, beta = self.rule.scalars(group, avg.t), self._beta(group)
             for p in group["params"]:
                 if p.grad is None:

@@ -234,20 +234,22 @@ class ScheduleFreeWrapperReference(ScheduleFreeWrapper):
 
 
 def schedule_free_wrapped(params: Any, base: BaseSpec, base_kwargs: dict[str, Any] | None = None,
-                          **wrapper_kwargs: Any) -> ScheduleFreeWrapper:
+                          reference: bool = False, **wrapper_kwargs: Any) -> ScheduleFreeWrapper:
     """Build the base over ``params`` and wrap it — the config entry point.
 
     ``base`` is a constructed optimizer (used as is; ``params`` must then be None), a class or partial such as
     the one Hydra makes from ``{_target_: torch.optim.AdamW, _partial_: true, lr: ...}``, or a name of
     ``research_optim.optim.registry.OPTIMIZERS`` (a config name: ``"adamw"``, ``"lion"``, ``"muon"``, ...).
     ``base_kwargs`` go to the base's constructor, ``wrapper_kwargs`` (momentum, weight_decay_at_y, r,
-    weight_lr_power) to the wrapper.
+    weight_lr_power) to the wrapper; ``reference=True`` builds :class:`ScheduleFreeWrapperReference`.
     So ``hydra.utils.instantiate(node)(param_groups)`` of ``conf/optimizer/sf_wrapper.yaml`` returns the wrapper.
     """
+    checks.boolean("schedule_free_wrapped", "reference", reference)
+    wrapper = ScheduleFreeWrapperReference if reference else ScheduleFreeWrapper
     if isinstance(base, Optimizer):
         if params is not None or base_kwargs:
             raise ValueError("schedule_free_wrapped: base is already constructed; pass params=None and no base_kwargs")
-        return ScheduleFreeWrapper(base, **wrapper_kwargs)
+        return wrapper(base, **wrapper_kwargs)
     if isinstance(base, str):
         if base not in OPTIMIZERS:
             raise ValueError(f"schedule_free_wrapped: unknown base {base!r}; choose one of {sorted(OPTIMIZERS)}, "
@@ -256,4 +258,4 @@ def schedule_free_wrapped(params: Any, base: BaseSpec, base_kwargs: dict[str, An
     if not callable(base):
         raise TypeError(f"schedule_free_wrapped: base must be an optimizer, a class or factory, or a name; "
                         f"got {base!r}")
-    return ScheduleFreeWrapper(base(params, **dict(base_kwargs or {})), **wrapper_kwargs)
+    return wrapper(base(params, **dict(base_kwargs or {})), **wrapper_kwargs)

@@ -18,12 +18,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from research_optim.app import CONFIG_DIR
-from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
+from research_optim.optim.radam_schedule_free import RAdamScheduleFree, RAdamScheduleFreeClosure
+from research_optim.optim.schedule_free import AdamWScheduleFree, AdamWScheduleFreePaper, SGDScheduleFree
+from research_optim.optim.schedule_free_closure import AdamWScheduleFreeClosure, SGDScheduleFreeClosure
 from research_optim.optim.schedule_free_reference import (
     AdamWScheduleFreeReference,
     SGDScheduleFreeReference,
 )
-from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper
+from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper, ScheduleFreeWrapperReference
 
 from tests.optim.harness import SHAPES, run_side_by_side
 
@@ -328,7 +330,12 @@ def test_cautious_masks_the_z_direction_and_reports_the_fraction(cls):
 
 
 @pytest.mark.parametrize("name, cls", [("sf_adamw", AdamWScheduleFree), ("sf_sgd", SGDScheduleFree),
-                                       ("sf_wrapper", ScheduleFreeWrapper)])
+                                       ("sf_wrapper", ScheduleFreeWrapper),
+                                       ("sf_wrapper_reference", ScheduleFreeWrapperReference),
+                                       ("sf_adamw_closure", AdamWScheduleFreeClosure),
+                                       ("sf_sgd_closure", SGDScheduleFreeClosure),
+                                       ("sf_adamw_paper", AdamWScheduleFreePaper),
+                                       ("sf_radam", RAdamScheduleFree), ("sf_radam_closure", RAdamScheduleFreeClosure)])
 def test_configs_select_a_constant_schedule_and_build(name, cls):
     """conf/optimizer/<name>.yaml overrides the schedule to constant and builds through instantiate(node)(groups)."""
     with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):

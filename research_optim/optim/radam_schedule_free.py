@@ -54,8 +54,8 @@ class RAdamScheduleFree(_FastScheduleFree):
     """Schedule-Free RAdam, memory-efficient: state z and v; β = betas[0].
 
     Args:
-        params, lr, betas, eps, weight_decay, r, weight_lr_power, cautious, cautious_factor: as in
-            ``schedule_free.AdamWArguments`` (there is no ``warmup_steps``: the rectification is the warmup).
+        params, lr, betas, eps, weight_decay, r, weight_lr_power: as in ``schedule_free.AdamWArguments`` (there is
+            no ``warmup_steps``: the rectification is the warmup; no ``cautious``: u has g's sign, see there).
         silent_sgd_phase: True (default): no step while ρ_t ≤ 4; False: plain SGD steps at lr then.
         implementation: ``"auto"`` | ``"reference"`` | ``"foreach"``.
     """
@@ -65,10 +65,9 @@ class RAdamScheduleFree(_FastScheduleFree):
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, r: float = 0.0, weight_lr_power: float = 2.0,
-                 silent_sgd_phase: bool = True, cautious: str | None = None, cautious_factor: float = 0.0,
-                 implementation: str = "auto") -> None:
+                 silent_sgd_phase: bool = True, implementation: str = "auto") -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, r=r, weight_lr_power=weight_lr_power,
-                        silent_sgd_phase=silent_sgd_phase, cautious=cautious, cautious_factor=cautious_factor)
+                        silent_sgd_phase=silent_sgd_phase, cautious=None, cautious_factor=0.0)
         super().__init__(params, defaults, implementation=implementation)
 
     def _beta(self, group: dict[str, Any]) -> float:

@@ -55,7 +55,8 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 # The bases make_cautious builds: the library's optimizers that take cautious= (the c_* presets already fix φ).
-CAUTIOUS_BASES: tuple[str, ...] = ("lib_adamw", "lion", "lib_sgd", "muon", "adafactor", "sf_adamw", "sf_sgd", "salsa")
+# sf_adamw needs inner_momentum > 0 (without it the mask would only drop g = 0 coordinates; refused).
+CAUTIOUS_BASES: tuple[str, ...] = ("lib_adamw", "lion", "lib_sgd", "muon", "adafactor", "sf_adamw", "salsa")
 
 
 def make_cautious(

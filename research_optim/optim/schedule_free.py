@@ -27,10 +27,11 @@ Usage: ``optimizer.train()`` before training, ``optimizer.eval()`` before evalua
 package, a new optimizer is in eval mode and ``step()`` raises ``RuntimeError`` until ``train()`` is called.
 BatchNorm running statistics are computed at y; the training loop recomputes them at x before evaluating.
 
-Cautious (``cautious=<φ name>``): the z-update direction u (Adam-preconditioned g, or g) is masked by
-``cautious_direction(u, g)`` before the decay λ·y is added (decay is never masked). Note that for both bases u has
-the sign of g coordinate-wise, so the mask only removes coordinates where g = 0 (and rescales for the φ variants
-that rescale); ``masked_fraction`` reports this.
+Cautious (``cautious=<φ name>``): the z-update direction u is masked by ``cautious_direction(u, g)`` before the
+decay λ·y is added (decay is never masked). Only AdamW with ``inner_momentum`` > 0 takes it: u = m̂/(√v̂ + eps) then
+has m's signs, which disagree with g's where the gradient turned — the mask of C-AdamW, on the z step. Without
+inner momentum (and for SGD) u has g's sign everywhere, so a mask would only drop coordinates where g = 0: refused
+at construction, naming the fix (``Rule.cautious_refusal``).
 """
 from __future__ import annotations
 
@@ -115,6 +116,12 @@ class ScheduleFreeAdamRule(AdamRule):
 
     def sign_source(self, g: Tensor, state: dict[str, Any]) -> Tensor | None:
         return state.get("exp_avg", g)
+
+    def cautious_refusal(self, group: dict[str, Any]) -> str | None:
+        if group.get("inner_momentum", 0.0) != 0.0:
+            return None
+        return ("u = g/(√v̂ + eps) has the sign of g, so the mask would only drop coordinates where g = 0; set "
+                "inner_momentum > 0 (e.g. 0.9): the mask then compares m̂ with g, as C-AdamW's")
 
 
 SCHEDULE_FREE_ADAM = ScheduleFreeAdamRule()

@@ -294,6 +294,9 @@ class RuleScheduleFree(ScheduleFreeOptimizer):
         check_averaging(owner, group["r"], group["weight_lr_power"])
         check_phi(owner, group["cautious"], group["cautious_factor"])
         self.rule.check(owner, group)
+        refusal = self.rule.cautious_refusal(group) if group["cautious"] is not None else None
+        if refusal is not None:
+            raise ValueError(f"{owner}: cautious={group['cautious']!r} would mean nothing here: {refusal}")
         self._check_beta(group)
         self._init_group_bookkeeping(group)
 

@@ -142,6 +142,10 @@ CHECKPOINT_CASES = [
     (SGDScheduleFree, dict(lr=0.1, weight_decay=0.1, warmup_steps=5)),
     (AdamWScheduleFreeReference, dict(lr=0.01, weight_decay=0.1, warmup_steps=5)),
     (SGDScheduleFreeReference, dict(lr=0.1, weight_decay=0.1, warmup_steps=5)),
+    (AdamWScheduleFree, dict(lr=0.01, weight_decay=0.1, inner_momentum=0.9, cautious="indicator_mean")),
+    (AdamWScheduleFreeReference, dict(lr=0.01, weight_decay=0.1, inner_momentum=0.9)),
+    (AdamWScheduleFreePaper, dict(lr=0.01, weight_decay=0.1, warmup_steps=5)),
+    (RAdamScheduleFree, dict(lr=0.01, weight_decay=0.1)),
 ]
 
 

@@ -168,6 +168,27 @@ def test_closure_form_is_the_fast_form_evaluated_at_x(closure_cls, fast_cls):
         closure_opt.step()
 
 
+@pytest.mark.parametrize("cls", [AdamWScheduleFreeClosure, SGDScheduleFreeClosure, RAdamScheduleFreeClosure])
+def test_closure_form_checkpoint_resumes_bit_for_bit(cls):
+    """A checkpoint is taken between steps (the parameters at x, as always): a fresh model and optimizer
+    restored from it continue exactly as the uninterrupted run."""
+    def run(model, opt, steps):
+        for t in steps:
+            protocols.optimizer_step(opt, _loss_fn(model, t), list(model.parameters()), None)
+
+    model = _model()
+    opt = cls(model.parameters(), lr=0.01, weight_decay=0.01)
+    run(model, opt, range(12))
+    saved = copy.deepcopy({"model": model.state_dict(), "optimizer": opt.state_dict()})
+    run(model, opt, range(12, 25))
+    resumed = _model()
+    resumed.load_state_dict(saved["model"])
+    resumed_opt = cls(resumed.parameters(), lr=0.01, weight_decay=0.01)
+    resumed_opt.load_state_dict(saved["optimizer"])
+    run(resumed, resumed_opt, range(12, 25))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), resumed.parameters()))
+
+
 @pytest.mark.parametrize("cls, kwargs, argument", [
     (AdamWScheduleFree, dict(inner_momentum=1.0), "inner_momentum"),
     (AdamWScheduleFree, dict(inner_momentum=-0.1), "inner_momentum"),

@@ -194,7 +194,8 @@ def test_use_muon_group_refuses_non_matrices():
 
 
 def test_sharded_matrices_are_refused(tmp_path):
-    """Newton–Schulz needs whole matrices: a DTensor (FSDP's sharded parameter) is refused at construction."""
+    """Newton–Schulz needs whole matrices: a DTensor (FSDP's sharded parameter) is refused at construction, by Muon
+    and by SaLSA searching along Muon directions (not by the Adam directions, which work per coordinate)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
@@ -204,8 +205,11 @@ def test_sharded_matrices_are_refused(tmp_path):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         sharded = nn.Parameter(distribute_tensor(torch.zeros(4, 4), init_device_mesh("cpu", (1,)), [Shard(0)]))
-        with pytest.raises(ValueError, match="sharded"):
+        with pytest.raises(ValueError, match="Muon: a Muon matrix of shape \\(4, 4\\) is sharded"):
             Muon([sharded])
+        with pytest.raises(ValueError, match="SaLSA: a Muon matrix of shape \\(4, 4\\) is sharded"):
+            SaLSA([sharded], direction="muon")
+        SaLSA([sharded], direction="adam")
     finally:
         dist.destroy_process_group()
 

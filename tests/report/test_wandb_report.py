@@ -45,11 +45,12 @@ def test_builder_makes_panels_and_the_report_tables_offline(study, monkeypatch):
     document = build_document(study)
     report = build_wandb_report(document, study, entity="lab", project="optim")
     assert (report.entity, report.project, report.title) == ("lab", "optim", "Sweep report")
-    grid = next(b for b in report.blocks if isinstance(b, wr.PanelGrid))
-    (runset,) = grid.runsets
-    assert (runset.entity, runset.project) == ("lab", "optim")
-    # The panels show the compared configurations only: adamw at lr 1e-3 and lion, not adamw at 1e-2.
-    assert runset.filters == "(Group = 'phi_ablation') and ID in ['adamw-a', 'lion-c']"
+    (grid,) = [b for b in report.blocks if isinstance(b, wr.PanelGrid)]  # one task: one grid
+    # One run set per method, holding its compared configuration only: adamw at lr 1e-3 (not 1e-2), and lion.
+    assert [(r.name, r.filters) for r in grid.runsets] == [
+        ("adamw · mlp/digits", "(Group = 'phi_ablation') and ID in ['adamw-a']"),
+        ("lion · mlp/digits", "(Group = 'phi_ablation') and ID in ['lion-c']")]
+    assert all((r.entity, r.project) == ("lab", "optim") for r in grid.runsets)
     plots = {(p.x, tuple(p.y)) for p in grid.panels}
     for x in ("step", "examples"):
         assert (x, ("train/loss",)) in plots
@@ -70,7 +71,7 @@ def test_builder_makes_panels_and_the_report_tables_offline(study, monkeypatch):
     monkeypatch.setattr(interface, "execute_graphql",
                         lambda api, query, variables: calls.append(variables) or {"project": {"internalId": "p1"}})
     model = report._to_model()
-    assert calls == [{"entityName": "lab", "projectName": "optim"}]
+    assert calls == [{"entityName": "lab", "projectName": "optim"}] * 2  # once per run set
     assert "train/loss" in json.dumps(model.model_dump(by_alias=True), default=str)
 
 

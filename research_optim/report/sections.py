@@ -165,6 +165,9 @@ def methods_section(study: Study) -> Section | None:
     if options.selection is not None:
         blocks.append(Text(f"Selection file `{options.selection.path}`: {options.selection.rule}."))
     statuses = {m.status for m in study.methods if m.runs}
+    if statuses == {DEFAULT}:
+        blocks.append(Text("**Every method runs at its package defaults**: this compares defaults, not tuned "
+                           "optimizers."))
     if TUNED in statuses and statuses & {DEFAULT, FIXED}:
         tuned = sorted({m.name for m in study.methods if m.status == TUNED})
         others = sorted({m.name for m in study.methods if m.status != TUNED})
@@ -207,7 +210,8 @@ def final_table(study: Study) -> Section | None:
         row = analysis.final_loss_table(study.method_runs(task), options.split, study.metrics[task],
                                         options.last_k, label=study.label)
         rows.append(row.rename(index={task: _task_label(study, task)}))
-    table = pd.concat(rows).reindex(columns=sorted({m.name for m in study.methods}))
+    table = pd.concat(rows).reindex(index=[_task_label(study, t) for t in study.tasks],  # a task where every
+                                    columns=sorted({m.name for m in study.methods}))  # run failed: a row of –
     extra = []
     if not higher:
         try:

@@ -20,7 +20,7 @@ splits (val) are full passes over the split and are used as logged.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -169,25 +169,18 @@ def speedup_per_seed(
 
     Columns: task, optimizer, axis, seed, baseline_seed, target, baseline_x, method_x, speedup, reached, paired.
     """
-    label = label or _default_label
     rows: list[dict[str, Any]] = []
-    for task, groups in _by_task_and_label(runs, label):
-        if baseline not in groups:
-            continue
-        for name, method_runs in sorted(groups.items()):
-            if name == baseline:
-                continue
-            pairs, paired = _pair_by_seed(groups[baseline], method_runs)
-            for base, method in pairs:
-                target = run_final(base, metric, split, last_k)
-                for axis in axes:
-                    base_x = x_to_target(base, target, metric, split, axis, last_k)
-                    method_x = x_to_target(method, target, metric, split, axis, last_k)
-                    reached = not math.isnan(method_x)
-                    rows.append(dict(task=task, optimizer=name, axis=axis, seed=method.seed, baseline_seed=base.seed,
-                                     target=target, baseline_x=base_x, method_x=method_x,
-                                     speedup=_ratio(base_x, method_x) if reached else 0.0, reached=reached,
-                                     paired=paired))
+    for task, name, pairs, paired in _against_baseline(runs, baseline, label or _default_label):
+        for base, method in pairs:
+            target = run_final(base, metric, split, last_k)
+            for axis in axes:
+                base_x = x_to_target(base, target, metric, split, axis, last_k)
+                method_x = x_to_target(method, target, metric, split, axis, last_k)
+                reached = not math.isnan(method_x)
+                rows.append(dict(task=task, optimizer=name, axis=axis, seed=method.seed, baseline_seed=base.seed,
+                                 target=target, baseline_x=base_x, method_x=method_x,
+                                 speedup=_ratio(base_x, method_x) if reached else 0.0, reached=reached,
+                                 paired=paired))
     columns = ["task", "optimizer", "axis", "seed", "baseline_seed", "target", "baseline_x", "method_x",
                "speedup", "reached", "paired"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
@@ -239,36 +232,25 @@ def comparison(
     worse / indistinguishable at 95%, "–" without an interval) is from the method's point of view. Only seeds both
     sides share count (``n``); none shared gives n = 0 and no interval.
 
-    Columns: task, optimizer, quantity, estimate, low, high, n, reached, baseline_mean, method_mean, verdict.
+    Columns: task, optimizer, quantity, estimate, low, high, n, reached, verdict.
     """
-    label = label or _default_label
-    runs = list(runs)
     better_up = higher_is_better(metric)
     rows: list[dict[str, Any]] = []
-    for task, groups in _by_task_and_label(runs, label):
-        if baseline not in groups:
-            continue
-        for name, method_runs in sorted(groups.items()):
-            if name == baseline:
-                continue
-            pairs, paired = _pair_by_seed(groups[baseline], method_runs)
-            pairs = pairs if paired else []
-            base_finals = np.array([run_final(b, metric, split, last_k) for b, _ in pairs], dtype=float)
-            method_finals = np.array([run_final(m, metric, split, last_k) for _, m in pairs], dtype=float)
-            finite = np.isfinite(base_finals) & np.isfinite(method_finals)
-            diff = stats.interval(method_finals[finite] - base_finals[finite], method)
-            rows.append(_comparison_row(task, name, FINAL, diff, len(pairs), int(finite.sum()), better_up,
-                                        baseline_mean=float(np.mean(base_finals)) if pairs else math.nan,
-                                        method_mean=float(np.mean(method_finals)) if pairs else math.nan))
-            for axis in axes:
-                speedups = [_paired_speedup(b, m, metric, split, axis, last_k) for b, m in pairs]
-                reached = [s for s in speedups if not math.isnan(s)]
-                usable = len(reached) == len(pairs) and all(0 < s < math.inf for s in reached)
-                log_speedup = stats.interval(np.log(reached) if usable else [], method)
-                rows.append(_comparison_row(task, name, axis, log_speedup.map(math.exp), len(pairs), len(reached),
-                                            True, null=1.0))
-    columns = ["task", "optimizer", "quantity", "estimate", "low", "high", "n", "reached", "baseline_mean",
-               "method_mean", "verdict"]
+    for task, name, pairs, paired in _against_baseline(runs, baseline, label or _default_label):
+        pairs = pairs if paired else []
+        base_finals = np.array([run_final(b, metric, split, last_k) for b, _ in pairs], dtype=float)
+        method_finals = np.array([run_final(m, metric, split, last_k) for _, m in pairs], dtype=float)
+        finite = np.isfinite(base_finals) & np.isfinite(method_finals)
+        diff = stats.interval(method_finals[finite] - base_finals[finite], method)
+        rows.append(_comparison_row(task, name, FINAL, diff, len(pairs), int(finite.sum()), better_up))
+        for axis in axes:
+            speedups = [_paired_speedup(b, m, metric, split, axis, last_k) for b, m in pairs]
+            reached = [s for s in speedups if not math.isnan(s)]
+            usable = len(reached) == len(pairs) and all(0 < s < math.inf for s in reached)
+            log_speedup = stats.interval(np.log(reached) if usable else [], method)
+            rows.append(_comparison_row(task, name, axis, log_speedup.map(math.exp), len(pairs), len(reached),
+                                        True, null=1.0))
+    columns = ["task", "optimizer", "quantity", "estimate", "low", "high", "n", "reached", "verdict"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -435,25 +417,31 @@ def sensitivity_label(run: Run, param: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def _by_task_and_label(runs: Iterable[Run], label: Label) -> list[tuple[str, dict[str, list[Run]]]]:
+def _against_baseline(runs: Iterable[Run], baseline: str,
+                      label: Label) -> Iterator[tuple[str, str, list[tuple[Run, Run]], bool]]:
+    """Per task holding ``baseline`` and per other label: (task, label, (baseline run, run) pairs, paired by seed)."""
     by_task: dict[str, dict[str, list[Run]]] = {}
     for run in runs:
         by_task.setdefault(run.task, {}).setdefault(label(run), []).append(run)
-    return sorted(by_task.items())
+    for task, groups in sorted(by_task.items()):
+        if baseline not in groups:
+            continue
+        for name, method_runs in sorted(groups.items()):
+            if name != baseline:
+                yield task, name, *_pair_by_seed(groups[baseline], method_runs)
 
 
 def _paired_speedup(base: Run, run: Run, metric: str, split: str, axis: str, last_k: int) -> float:
-    """Baseline's x-to-target / ``run``'s, the target being ``base``'s final value; NaN when ``run`` never gets there."""
+    """``base``'s x-to-target / ``run``'s, the target being ``base``'s final value; NaN if ``run`` never gets there."""
     target = run_final(base, metric, split, last_k)
     return _ratio(x_to_target(base, target, metric, split, axis, last_k),
                   x_to_target(run, target, metric, split, axis, last_k))
 
 
 def _comparison_row(task: str, name: str, quantity: str, estimate: stats.Interval, n: int, reached: int,
-                    higher_is_better_: bool, null: float = 0.0, **means: float) -> dict[str, Any]:
+                    higher_is_better_: bool, null: float = 0.0) -> dict[str, Any]:
     return dict(task=task, optimizer=name, quantity=quantity, estimate=estimate.mean, low=estimate.low,
-                high=estimate.high, n=n, reached=reached, verdict=stats.verdict(estimate, higher_is_better_, null),
-                **{"baseline_mean": math.nan, "method_mean": math.nan, **means})
+                high=estimate.high, n=n, reached=reached, verdict=stats.verdict(estimate, higher_is_better_, null))
 
 
 def _pair_by_seed(base_runs: list[Run], method_runs: list[Run]) -> tuple[list[tuple[Run, Run]], bool]:

@@ -86,9 +86,9 @@ class Study:
 
     def axes(self, task: str) -> list[str]:
         """Cost axes of comparisons: steps; forward passes when a line search runs; wall-clock if comparable."""
-        runs = self.method_runs(task)
+        searching = [r for r in self.method_runs(task) if FORWARDS_PER_STEP in r.metrics or "opt/forwards" in r.metrics]
         axes = ["step"]
-        if any(FORWARDS_PER_STEP in r.metrics or "opt/forwards" in r.metrics for r in runs):
+        if searching and all(FORWARDS_PER_STEP in r.metrics for r in searching):  # else forward passes are unknown
             axes.append(FORWARDS)
         if self.timing[task][0]:
             axes.append("train_time")
@@ -222,11 +222,13 @@ def final_table(study: Study) -> Section | None:
     full = pd.concat([table, pd.DataFrame(extra)])
     full.index.name = "task"
     full.columns = [_column(study, name) for name in full.columns]
-    seeds = {m.name: len(m.runs) for m in study.methods}
+    seeds: dict[str, int] = {}
+    for m in study.methods:
+        seeds[m.name] = seeds.get(m.name, 0) + len(m.runs)
     text = (f"Final {analysis.describe_metric(options.metric, options.split)} of each method's configuration, "
             f"mean over seeds ({_final_rule(options)}), the log-average over tasks and the average rank (1 = best; "
             f"a missing result ranks last); bold: best. Tasks marked *excess* show loss − the task's optimum. "
-            f"Runs per column: " + ", ".join(f"{k} {v}" for k, v in sorted(seeds.items())) + ".")
+            f"Runs per column (all tasks): " + ", ".join(f"{k} {v}" for k, v in sorted(seeds.items())) + ".")
     section = Section(f"Final {analysis.describe_metric(options.metric, options.split)}", [Text(text)])
     best, rank = ("max" if higher else "min"), {"average rank": "min"}
     if len(full.columns) <= 8:
@@ -261,8 +263,8 @@ def comparison(study: Study) -> Section | None:
             f"{level} {'Student-t' if options.interval == 't' else 'percentile-bootstrap'} intervals over seeds. "
             f"`Δ final`: the mean per-seed difference of the final "
             f"{analysis.describe_metric(options.metric, options.split)} (method − {baseline}; excess loss where the "
-            f"task knows its optimum: the same difference). Speedups: how much sooner the method reaches the {baseline} "
-            f"seed's final value (smoothed curves, {_final_rule(options)}), in steps and, where they apply, "
+            f"task knows its optimum: the same difference). Speedups: how much sooner the method reaches the "
+            f"{baseline} seed's final value (smoothed curves, {_final_rule(options)}), in steps and, where they apply, "
             f"forward passes (line searches) and wall-clock; geometric mean over seeds, with an interval only when "
             f"every seed reached the target (`reached`). Verdicts: **better** / **worse** when the interval "
             f"excludes no difference, else **indistinguishable**; – with one seed.")
@@ -301,7 +303,8 @@ def profiles(study: Study) -> Section | None:
     score_table.index.name = "method"
     return Section("Performance profiles", [
         Text(text), Figure("performance_profiles", plots.profiles(profile, scores, "performance profiles", axis)),
-        Table(score_table, f"Integrated score and, per task, the {AXES[axis]}-to-target ratio to the best (∞: never).")])
+        Table(score_table, f"Integrated score and, per task, the {AXES[axis]}-to-target ratio to the best "
+                           f"(∞: never).")])
 
 
 def sensitivity(study: Study) -> Section | None:

@@ -235,7 +235,8 @@ def test_command_errors_are_one_line_and_write_nothing(sweep, tmp_path, capsys):
     assert result.stderr == f"error: no runs under {tmp_path / 'empty'} (a run directory holds config.yaml)\n"
     cases = [  # the same entry point, in this process
         (["--baseline", "adamw lr=0.001"], "is not a method of this report; methods: adamw, lion, salsa"),
-        (["--method-keys", "optimizer.lr"], "choose the baseline with --baseline, one of: adamw lr=0.001, adamw lr=0.01"),
+        (["--method-keys", "optimizer.lr"],
+         "choose the baseline with --baseline, one of: adamw lr=0.001, adamw lr=0.01"),
         (["--metric", "perplexity"], "no run logged 'perplexity' on the 'train' split; logged: "),
         (["--selection", str(tmp_path / "missing.json")], "no such file"),
         (["--method-keys", "optimizer.phi"], "--method-keys: no run has the config key 'optimizer.phi'"),

@@ -142,6 +142,9 @@ def test_each_optimizer_is_one_column_represented_by_its_best_lr_on_validation(r
         assert row["seeds"] == "0, 1"
     assert table[("mlp/digits", "nadamw")]["notes"] == "1 of 1 runs failed, diverged or did not finish"
     assert "**Tuned methods are compared with untuned ones.**" in markdown
+    sensitivity = _rows(markdown, "## Learning-rate sensitivity")  # the first task's table: mlp/digits
+    for optimizer in ("adamw", "lion"):
+        assert sensitivity[optimizer]["compared"] == f"{chosen[('mlp/digits', optimizer)][0]['lr']:g}"
 
 
 def test_final_table_recomputed_from_the_metrics_files(report, sweep):

@@ -180,6 +180,7 @@ def _best(task: str, name: str, configurations: list[_Configuration], metric: st
         return float(np.mean(values)) if values else math.nan
 
     scored = [(score(c), i, c) for i, c in enumerate(eligible)]
+    unscored = sum(math.isnan(item[0]) for item in scored)
     scored = [item for item in scored if not math.isnan(item[0])]
     seeds = f"seed{'s' if len(shared) != 1 else ''} {', '.join(map(str, sorted(shared)))}" if shared else \
         "each configuration's own seeds (no seed is shared by all)"
@@ -188,6 +189,8 @@ def _best(task: str, name: str, configurations: list[_Configuration], metric: st
     excluded = len(configurations) - len(eligible)
     if excluded:
         notes.append(f"{excluded} configuration(s) with failed or unfinished runs not eligible")
+    if unscored and scored:
+        notes.append(f"{unscored} configuration(s) without a final {metric} on {split} not eligible")
     if not scored:
         if eligible:
             raise ReportError(f"cannot select a configuration of {name} on {task}: no run logged {metric!r} on the "

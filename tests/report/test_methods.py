@@ -69,6 +69,13 @@ def test_a_configuration_with_a_failed_run_cannot_be_selected():
     assert "1 configuration(s) with failed or unfinished runs not eligible" in method.notes
 
 
+def test_a_configuration_without_the_metric_is_noted_not_selected():
+    runs = [lr_run("adamw", 1e-3, 0, 1.0, val=0.5), make_run("adamw", 0, STEPS, [3.0, 2.0, 0.1], hparams={"lr": 1e-2})]
+    (method,) = choose_methods(runs)
+    assert method.setting == {"optimizer.lr": 1e-3}
+    assert "1 configuration(s) without a final loss on val not eligible" in method.notes
+
+
 def test_higher_is_better_metrics_select_the_maximum():
     runs = [make_run("adamw", 0, STEPS, [1, 1, 1], hparams={"lr": lr}, val={"step": [30], "accuracy": [acc]})
             for lr, acc in [(1e-3, 0.9), (1e-2, 0.8)]]

@@ -31,7 +31,7 @@ def test_mode_protocol_evaluates_and_checkpoints_in_eval_mode(tiny_trainer):
     assert opt.training, "training must resume in train mode"
     # evals at 20 and 40, checkpoints at 20 and 40, final train-split eval: 5 eval/train pairs
     assert opt.mode_log == ["eval", "train"] * 5
-    saved = checkpoint.load(trainer.ckpt_path)["model"]
+    saved = checkpoint.load(trainer.ckpt_dir / checkpoint.LAST)["model"]
     for name, p in trainer.model.named_parameters():
         torch.testing.assert_close(saved[name], p.detach() + 0.5, rtol=0, atol=1e-6)
 

@@ -52,9 +52,9 @@ def test_single_node_job_waits_and_prints_summary(partitions, tmp_path):
 
 def test_two_nodes_two_tasks_ddp_matches_single_process(partitions, tmp_path):
     out = cli("cluster=slurm_multinode", "cluster.partition=multi", "cluster.wait=true",
-              f"run.root={tmp_path / 'slurm'}", *TINY, "train.batch_size=8")
+              f"run.root={tmp_path / 'slurm'}", *TINY)
     assert out.returncode == 0, out.stdout + out.stderr
-    single = cli(f"run.root={tmp_path / 'local'}", *TINY, "train.batch_size=32")
+    single = cli(f"run.root={tmp_path / 'local'}", *TINY)
     assert single.returncode == 0, single.stderr
     ddp_dir = next((tmp_path / "slurm" / "default").glob("*/metrics.jsonl")).parent
     one_dir = next((tmp_path / "local" / "default").glob("*/metrics.jsonl")).parent

@@ -105,6 +105,9 @@ def submit_slurm(cfg: DictConfig) -> dict[str, Any]:
     try:
         job.results()  # every task; raises with the remote traceback if the job failed
     except Exception as err:  # noqa: BLE001 — reported, not hidden
+        summary = _summary_from_dir(directory)
+        if summary["status"] == "diverged":  # the job failed on purpose: the run says why
+            return {**summary, "log": record["stdout"], **_job_ids(record)}
         return {"status": "failed", "error": f"{type(err).__name__}: {err}", "log": record["stdout"],
                 **_job_ids(record)}
     return {**_summary_from_dir(directory), **_job_ids(record)}

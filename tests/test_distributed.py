@@ -91,6 +91,9 @@ def test_sigterm_to_torchrun_launch_checkpoints_and_resumes(tmp_path):
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, output[-3000:]
     assert "run preempted at step" in output
+    # said once, by rank 0: no torchrun traceback, no warning repeated per rank
+    assert "Traceback" not in output and "SignalException" not in output, output[-3000:]
+    assert output.count("received SIGTERM") == 1 and output.count("checkpoint written") == 2, output[-3000:]
     saved = summary_of(tmp_path)
     assert saved["status"] == "preempted"
     stopped_at = saved["final"]["step"]

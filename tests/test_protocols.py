@@ -69,3 +69,19 @@ def test_mode_sgd_refuses_step_in_eval(phase):
     opt.eval()
     with pytest.raises(RuntimeError, match="eval mode"):
         opt.step()
+
+
+def test_a_compiled_optimizer_step_is_announced_before_the_first_step(tmp_path, monkeypatch, capfd):
+    from conftest import TINY, compose_config
+    from research_optim import distributed
+    from research_optim.train import Trainer, compiles_step
+
+    monkeypatch.setenv("RESEARCH_OPTIM_COMPILE", "1")
+    lion = [*TINY, f"run.root={tmp_path}", "optimizer=lion", "optimizer.implementation=compiled"]
+    trainer = Trainer(compose_config(lion), distributed.setup("cpu"))
+    assert compiles_step(trainer.optimizer)
+    trainer.announce_compile()  # no step is run: nothing is compiled here
+    assert "train.compile_optimizer=false" in capfd.readouterr().err
+    for quiet in (["train.compile_optimizer=false"], ["optimizer.implementation=auto"]):  # off; too small to pay
+        assert not compiles_step(Trainer(compose_config([*lion, *quiet]), distributed.setup("cpu")).optimizer)
+    assert not compiles_step(Trainer(compose_config([*TINY, "optimizer=salsa"]), distributed.setup("cpu")).optimizer)

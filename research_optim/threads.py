@@ -1,9 +1,8 @@
 """How many intra-op threads torch uses: the CPUs this process is allotted, and one for a tiny model.
 
 torch's default — one thread per core of the machine — oversubscribes shared cores: every rank, every neighbour's
-job and every test process spins its own team. On a busy 2-core machine the default digits run went from 9.2 to
-452 steps/s with one thread. Threads pay off only when each op has enough work to split; a tiny model's ops are
-microseconds long, so it gets one thread. ``train.threads`` overrides the choice; the choice and the load average
+job and every test process spins its own team. Threads pay off only when each op has enough work to split; a tiny
+model's ops are microseconds long, so it gets one thread. ``train.threads`` overrides the choice; the choice and the load average
 are recorded in summary.json's environment.
 """
 from __future__ import annotations

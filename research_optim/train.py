@@ -256,6 +256,7 @@ class Trainer:
                         "mixes code versions (summary.json lists them under segments)", self.state.step, commit,
                         ", ".join(sorted(earlier)))
         self.state.segments.append({"step": self.state.step, "commit": commit, "host": socket.gethostname(),
+                                    "threads": self.threads,
                                     "started": dt.datetime.now().isoformat(timespec="seconds")})
 
     # ------------------------------------------------------------------ evaluation

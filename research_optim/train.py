@@ -160,7 +160,7 @@ class Trainer:
         self.ckpt_dir = self.dir / "checkpoints"
         self.topology = topology(env.world_size, env.device.type)
         self.state = TrainState()
-        self.saved_step: int | None = None  # the step of the newest good checkpoint on disk
+        self.saved: tuple[int, Path] | None = None  # the step and file of the newest good checkpoint on disk
 
     # ------------------------------------------------------------------ helpers
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -181,8 +181,8 @@ class Trainer:
     def stop_advice(self) -> str:
         """What a diverged run keeps and what to change."""
         t = self.cfg.train
-        kept = (f"its last good checkpoint (step {self.saved_step}) is {self.ckpt_dir / checkpoint.LAST}"
-                if self.saved_step is not None else "no checkpoint was written yet")
+        kept = (f"its last good checkpoint (step {self.saved[0]}) is {self.saved[1]}" if self.saved is not None
+                else "no checkpoint was written yet")
         step_size = next((f"optimizer.{k}" for k in ("lr", "init_step_size") if k in self.cfg.optimizer), "the lr")
         fixes = [f"lower {step_size}"] + (["enable train.grad_clip"] if t.grad_clip is None else []) + (
             ["set train.nonfinite=skip to skip such steps"] if t.nonfinite == "stop" else [])
@@ -201,14 +201,15 @@ class Trainer:
                 rngs, windows = [None] * self.env.world_size, [None] * self.env.world_size
                 torch.distributed.all_gather_object(rngs, rng)
                 torch.distributed.all_gather_object(windows, self.state.window)
+            path = self.ckpt_dir / checkpoint.LAST
             if self.env.is_main:
-                checkpoint.save({
+                path = checkpoint.save({
                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "schedule": self.schedule.state_dict(), "state": dataclasses.asdict(self.state),
                     "rng": rngs, "run_id": self.id, "windows": windows, "topology": self.topology,
                 }, self.ckpt_dir)
         distributed.barrier()
-        self.saved_step = self.state.step
+        self.saved = (self.state.step, path)
 
     def restore(self) -> int:
         """Resume from the newest readable checkpoint (``run.resume``), or start over; returns the step to go on from.
@@ -233,6 +234,7 @@ class Trainer:
             log.warning("%s; resuming from the previous checkpoint %s%s", found.passed_over, found.path,
                         f" (the damaged file is kept as {aside}; delete it when done)" if aside else "")
         self.load_checkpoint(found.checkpoint)
+        self.saved = (self.state.step, found.path)
         return self.state.step
 
     def load_checkpoint(self, ckpt: dict[str, Any]) -> None:
@@ -246,7 +248,6 @@ class Trainer:
         self.state = TrainState(**ckpt["state"])
         checkpoint.set_rng_state(ckpt["rng"][self.env.rank])
         self.state.window = tuple(ckpt["windows"][self.env.rank])
-        self.saved_step = self.state.step
 
     def start_segment(self, commit: str) -> None:
         """Record this start (or resume) and its code version; warn when the run's earlier segments ran other code."""

@@ -110,7 +110,7 @@ def _code_copy(tmp_path: Path) -> Path:
 def test_every_segment_records_its_code_version_and_a_change_warns(tmp_path):
     code = _code_copy(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(code)}
-    args = [sys.executable, "-m", "research_optim", "train.steps=3000", "train.log_every=50", "train.eval_every=0",
+    args = [sys.executable, "-m", "research_optim", "train.steps=1000", "train.log_every=25", "train.eval_every=0",
             "train.checkpoint_every=0", "train.progress=false", f"run.root={tmp_path / 'runs'}"]
     first = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

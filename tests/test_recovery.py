@@ -24,8 +24,18 @@ from research_optim.train import Trainer
 pytestmark = pytest.mark.timeout(300)
 
 TIMES = ("train_time", "eval_time")
-LONG = ["train.steps=3000", "train.batch_size=16", "train.checkpoint_every=500", "train.log_every=100",
-        "train.eval_every=1000", "train.eval_batch_size=128", "train.progress=false"]
+LONG = ["train.steps=1500", "train.batch_size=16", "train.checkpoint_every=250", "train.log_every=50",
+        "train.eval_every=500", "train.eval_batch_size=128", "train.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[dict]:
+    """The metrics of the LONG run, uninterrupted."""
+    from conftest import compose_config
+    from research_optim.app import run
+
+    summary = run(compose_config([*LONG, f"run.root={tmp_path_factory.mktemp('uninterrupted')}"]))
+    return without_times(read_metrics(summary["run_dir"]))
 
 
 def without_times(records: list[dict]) -> list[dict]:
@@ -74,13 +84,12 @@ def truncate(path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_mid_run_then_the_same_command_resumes_bit_exact(tiny_run, tmp_path):
-    straight = tiny_run(*LONG, root=tmp_path / "a")
+def test_kill_9_mid_run_then_the_same_command_resumes_bit_exact(uninterrupted, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "research_optim", *LONG, f"run.root={tmp_path / 'b'}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = the_run_dir(tmp_path / "b")
     wait_for(lambda: (run_dir / "checkpoints" / "last.pt").exists() and
-             any(r["step"] > 500 for r in read_metrics(run_dir)))
+             any(r["step"] > 250 for r in read_metrics(run_dir)))
     proc.kill()  # SIGKILL: no handler, no checkpoint, no summary
     proc.wait()
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "running"
@@ -89,7 +98,7 @@ def test_kill_9_mid_run_then_the_same_command_resumes_bit_exact(tiny_run, tmp_pa
     again = cli(*LONG, f"run.root={tmp_path / 'b'}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed at step" in again.stderr
-    assert without_times(read_metrics(run_dir)) == without_times(read_metrics(straight["run_dir"]))
+    assert without_times(read_metrics(run_dir)) == uninterrupted
 
 
 SAVE_THEN_DIE = """
@@ -117,8 +126,8 @@ main()
 
 
 @pytest.mark.slow
-def test_kill_9_mid_save_leaves_last_checkpoint_intact_and_its_temp_file_is_removed(tiny_run, tmp_path):
-    straight = tiny_run(*LONG, root=tmp_path / "a")
+def test_kill_9_mid_save_leaves_last_checkpoint_intact_and_its_temp_file_is_removed(uninterrupted,
+                                                                                    tmp_path):
     killed = subprocess.run([sys.executable, "-c", SAVE_THEN_DIE, *LONG, f"run.root={tmp_path / 'b'}"],
                             capture_output=True, text=True, timeout=240)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
@@ -126,7 +135,7 @@ def test_kill_9_mid_save_leaves_last_checkpoint_intact_and_its_temp_file_is_remo
     folder = run_dir / "checkpoints"
     (left,) = folder.glob(".last.pt.tmp.*")
     assert left.name == f".last.pt.tmp.{socket.gethostname()}.{killed_pid(left)}" and left.stat().st_size > 0
-    assert checkpoint.load(folder / "last.pt")["state"]["step"] == 500  # the first save, untouched
+    assert checkpoint.load(folder / "last.pt")["state"]["step"] == 250  # the first save, untouched
     live = subprocess.Popen(["sleep", "300"])
     try:  # a temp file of a process that is alive, and one from another host: never ours to delete
         (folder / f".last.pt.tmp.{socket.gethostname()}.{live.pid}").write_bytes(b"being written")
@@ -138,8 +147,8 @@ def test_kill_9_mid_save_leaves_last_checkpoint_intact_and_its_temp_file_is_remo
     finally:
         live.kill()
         live.wait()
-    assert "resumed at step 500" in again.stderr and "otherhost" in again.stderr
-    assert without_times(read_metrics(run_dir)) == without_times(read_metrics(straight["run_dir"]))
+    assert "resumed at step 250" in again.stderr and "otherhost" in again.stderr
+    assert without_times(read_metrics(run_dir)) == uninterrupted
 
 
 def killed_pid(temp_file: Path) -> str:

@@ -58,21 +58,38 @@ def print_summary(summary: dict) -> None:
     print("\n" + "\n".join(lines))
 
 
+_sweep_failures: list[str] = []  # multirun: the points that did not complete, for the exit code
+
+
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    point = " ".join(HydraConfig.get().overrides.task) if multirun else ""
     try:
         summary = run(cfg)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if multirun:
-            raise
-        sys.exit(2)
+        print(f"error{f' in sweep point [{point}]' if multirun else ''}: {err}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+        _sweep_failures.append(point)  # the sweep goes on with its other points
+        return None
     print_summary(summary)
-    if summary.get("status") not in ("completed", "submitted") and not multirun:
-        sys.exit(143 if summary.get("status") == "preempted" else 1)
+    if summary.get("status") not in ("completed", "submitted"):
+        if not multirun:
+            sys.exit(143 if summary.get("status") == "preempted" else 1)
+        _sweep_failures.append(point)
     return summary
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m research_optim`` (and the ``research-optim`` script): a sweep whose points did not all complete
+    (or get submitted) ends with exit code 1, after every point was tried."""
     main()
+    if _sweep_failures:
+        print(f"{len(_sweep_failures)} sweep point(s) did not complete: " + "; ".join(f"[{p}]" for p in _sweep_failures),
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()

@@ -331,7 +331,8 @@ class Trainer:
         cfg, env = self.cfg, self.env
         done = _completed_summary(self.dir) if cfg.run.resume else None
         if done is not None:
-            print(f"run {self.id} already completed: {self.dir}")
+            if env.is_main:
+                print(f"run {self.id} already completed: {self.dir}")
             return {"status": "completed", **done, "run_dir": str(self.dir)}
         lock = RunLock(self.dir)
         if env.is_main:

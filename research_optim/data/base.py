@@ -33,12 +33,24 @@ class DataSpec:
         return "image" if len(self.input_shape) == 3 else "vector"
 
 
+def rank_slice(batch_size: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s part of a global batch of ``batch_size`` examples: equal, contiguous, disjoint parts.
+
+    The one place a global batch (``train.batch_size``) is split over ranks, so N ranks see together exactly the
+    batch one process would; the config check refuses a batch that does not divide before anything starts.
+    """
+    per_rank, rest = divmod(batch_size, world_size)
+    if rest or per_rank == 0:
+        raise ValueError(f"train.batch_size={batch_size} does not split evenly over {world_size} processes")
+    return slice(rank * per_rank, (rank + 1) * per_rank)
+
+
 class TensorDataset:
     """In-memory (inputs, targets) split with deterministic shuffling, sharding and resumable iteration.
 
-    Epoch ``e`` uses the permutation drawn from ``seed + e``; the batch at global step ``s`` is a pure function
-    of (seed, batch_size, world_size, rank, s), so resuming at step ``s`` needs nothing but ``s``. Ranks take
-    disjoint, strided slices of each global batch (no duplication across ranks).
+    Epoch ``e`` uses the permutation drawn from ``seed + e``; the global batch at step ``s`` is a pure function of
+    (seed, batch_size, s), so resuming at step ``s`` needs nothing but ``s``, and every rank takes its
+    :func:`rank_slice` of the same global batch.
     """
 
     def __init__(self, inputs: Tensor, targets: Tensor) -> None:
@@ -52,25 +64,27 @@ class TensorDataset:
     def train_batches(
         self, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world_size: int = 1
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Endless per-rank batches of ``batch_size`` (global batch = batch_size * world_size), from ``start_step``."""
-        global_batch = batch_size * world_size
-        per_epoch = len(self) // global_batch
+        """Endless batches from ``start_step`` on: this rank's part of each global batch of ``batch_size``."""
+        per_epoch = len(self) // batch_size
         if per_epoch == 0:
-            raise ValueError(f"data has {len(self)} examples, fewer than one global batch of {global_batch}")
+            raise ValueError(f"data has {len(self)} examples, fewer than one batch of train.batch_size={batch_size}")
+        part = rank_slice(batch_size, rank, world_size)
         step, perm_epoch, perm = start_step, None, None
         while True:
             epoch, offset = divmod(step, per_epoch)
             if epoch != perm_epoch:  # one permutation per epoch, drawn from seed + epoch alone
                 perm_epoch = epoch
                 perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed + epoch))
-            lo = offset * global_batch
-            idx = perm[lo : lo + global_batch][rank::world_size]
+            lo = offset * batch_size
+            idx = perm[lo : lo + batch_size][part]
             yield self.inputs[idx], self.targets[idx]
             step += 1
 
-    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
-        """The whole split once, in order, each example on exactly one rank."""
-        idx_all = torch.arange(len(self))[rank::world_size]
+    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
+                     limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The split's first ``limit`` examples (None: all) once, in order, example i on rank i mod world_size;
+        ``batch_size`` examples per forward pass on each rank."""
+        idx_all = torch.arange(min(len(self), limit if limit is not None else len(self)))[rank::world_size]
         for lo in range(0, len(idx_all), batch_size):
             idx = idx_all[lo : lo + batch_size]
             yield self.inputs[idx], self.targets[idx]

@@ -8,20 +8,21 @@ overlap by one: (inputs, targets) = (window[:-1], window[1:]), so every token is
 
 Two modes. In memory (``streaming=False``): the whole (or ``max_train_tokens`` of the) corpus becomes a
 :class:`TensorDataset`. Streaming (``streaming=True``, for corpora larger than memory): the train split is a
-:class:`StreamingWindows` that reads, shuffles and shards the stream lazily; validation is always materialised
-(the first ``max_val_tokens``) so evaluation is a fixed, finite pass.
+:class:`StreamingWindows` that reads and shuffles the stream lazily and splits each global batch over ranks;
+validation is always materialised (the first ``max_val_tokens``) so evaluation is a fixed, finite pass.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from research_optim.data.base import DataSpec, Dataset, TensorDataset
+from research_optim.data.base import DataSpec, Dataset, TensorDataset, rank_slice
 from research_optim.data.hf_source import open_source
 
 
@@ -99,13 +100,13 @@ def _check_column(split: Any, text_column: str) -> None:
 
 
 class StreamingWindows:
-    """Endless, resumable, rank-disjoint LM batches from a ``datasets.IterableDataset``.
+    """Endless, resumable LM batches from a ``datasets.IterableDataset``, split over ranks like in-memory data.
 
-    Per rank: ``shuffle(seed, buffer_size)`` (shard order + a shuffle buffer, the same seed on every rank), then
-    ``split_dataset_by_node`` — whole shards per rank when the shard count divides by ``world_size``, otherwise
-    every rank reads all and keeps one example in ``world_size``; either way ranks see disjoint documents.
-    Epoch ``e`` reshuffles with ``set_epoch(e)`` (seed + e). ``start_step`` replays and discards the first
-    batches: exact resumption from the step alone, at the cost of re-reading (not re-training on) that data.
+    Every rank reads the same stream — ``shuffle(seed, buffer_size)`` (shard order + a shuffle buffer), epoch ``e``
+    reshuffled with ``set_epoch(e)`` — packs the same windows, and keeps its :func:`rank_slice` of each global
+    batch: N ranks train on exactly the batches one process would (the price: each rank reads and tokenises the
+    whole stream). ``start_step`` replays and discards the first batches: exact resumption from the step alone,
+    at the cost of re-reading (not re-training on) that data.
     """
 
     def __init__(
@@ -114,11 +115,8 @@ class StreamingWindows:
         self.source, self.text_column, self.seq_len = source, text_column, seq_len
         self.tokenizer, self.shuffle_buffer = tokenizer, shuffle_buffer
 
-    def _documents(self, seed: int, rank: int, world_size: int) -> Iterator[str]:
-        from datasets.distributed import split_dataset_by_node
-
+    def _documents(self, seed: int) -> Iterator[str]:
         stream = self.source.shuffle(seed=seed, buffer_size=self.shuffle_buffer) if self.shuffle_buffer > 0 else self.source
-        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
         epoch = 0
         while True:
             stream.set_epoch(epoch)
@@ -127,33 +125,37 @@ class StreamingWindows:
                 count += 1
                 yield text
             if count == 0:
-                raise ValueError(f"rank {rank} of {world_size} received no documents from the streamed train split")
+                raise ValueError("the streamed train split has no documents")
             epoch += 1
+
+    def _windows(self, documents: Iterable[str]) -> Iterator[np.ndarray]:
+        return pack_windows((self.tokenizer.encode(text) for text in documents), self.seq_len)
 
     def train_batches(
         self, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world_size: int = 1
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """(inputs, targets), each (batch_size, seq_len), from step ``start_step`` on; deterministic in the seed."""
-        documents = self._documents(seed, rank, world_size)
-        windows = pack_windows((self.tokenizer.encode(text) for text in documents), self.seq_len)
+        """(inputs, targets) of this rank's part of each global batch of ``batch_size`` windows, from
+        ``start_step`` on; deterministic in the seed."""
+        windows = self._windows(self._documents(seed))
+        part = rank_slice(batch_size, rank, world_size)
         step = 0
         while True:
             batch = [next(windows) for _ in range(batch_size)]
             if step >= start_step:
-                stacked = torch.from_numpy(np.stack(batch))
+                stacked = torch.from_numpy(np.stack(batch[part]))
                 yield stacked[:, :-1], stacked[:, 1:]
             step += 1
 
-    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
-        """One unshuffled pass over this rank's part of the stream (the last batch may be short).
+    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
+                     limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """One unshuffled pass over the stream's first ``limit`` windows (None: all), window i on rank
+        i mod world_size, ``batch_size`` per forward pass (the last may be short).
 
-        A full pass over a large corpus is long: callers take as many batches as they need and stop.
+        A full pass over a large corpus is long: pass ``limit``, or take as many batches as needed and stop.
         """
-        from datasets.distributed import split_dataset_by_node
-
-        stream = split_dataset_by_node(self.source, rank=rank, world_size=world_size)
-        windows = pack_windows((self.tokenizer.encode(t) for t in _texts(stream, self.text_column)), self.seq_len)
-        while batch := [window for _, window in zip(range(batch_size), windows)]:
+        windows = itertools.islice(self._windows(_texts(self.source, self.text_column)), limit)
+        mine = itertools.islice(windows, rank, None, world_size)
+        while batch := list(itertools.islice(mine, batch_size)):
             stacked = torch.from_numpy(np.stack(batch))
             yield stacked[:, :-1], stacked[:, 1:]
 

@@ -17,6 +17,7 @@ both, so a state_dict moves between implementations.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -42,8 +43,8 @@ __all__ = [
 
 
 def check_lr(lr: float, owner: str) -> None:
-    if not lr > 0.0:
-        raise ValueError(f"{owner}: lr must be > 0, got {lr}")
+    if not 0.0 < lr < math.inf:
+        raise ValueError(f"{owner}: lr must be > 0 and finite, got {lr}")
 
 
 def check_betas(betas: tuple[float, ...], owner: str, count: int = 2) -> None:

@@ -17,6 +17,7 @@ scalars the test compares (:func:`mean_over_ranks`) and the update directions se
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -55,8 +56,8 @@ __all__ = [
 
 
 def check_positive(name: str, value: float, owner: str) -> None:
-    if not value > 0.0:
-        raise ValueError(f"{owner}: {name} must be > 0, got {value}")
+    if not 0.0 < value < math.inf:
+        raise ValueError(f"{owner}: {name} must be > 0 and finite, got {value}")
 
 
 def check_open_unit(name: str, value: float, owner: str) -> None:

@@ -26,6 +26,7 @@ stored in every param group (``train_mode``, the package's key) so it travels wi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -62,8 +63,8 @@ SCHEDULE_FREE_GROUP_DEFAULTS: dict[str, Any] = dict(k=0, train_mode=False, weigh
 
 
 def check_positive(name: str, value: float, owner: str) -> None:
-    if not value > 0.0:
-        raise ValueError(f"{owner}: {name} must be > 0, got {value}")
+    if not 0.0 < value < math.inf:
+        raise ValueError(f"{owner}: {name} must be > 0 and finite, got {value}")
 
 
 def check_non_negative(name: str, value: float, owner: str) -> None:

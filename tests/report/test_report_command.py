@@ -30,17 +30,19 @@ TINY = ["train.steps=30", "train.batch_size=16", "train.log_every=5", "train.eva
 LAST_K = 5  # the report's default: final training value = mean of the last 5 logged windows
 
 
-def _python(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def _python(*args: str, env: dict | None = None, returncode: int | None = 0) -> subprocess.CompletedProcess:
+    """Run ``python *args``; check its exit code unless ``returncode`` is None."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})}
     result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=environment,
                             timeout=300)
-    if check:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    if returncode is not None:
+        assert result.returncode == returncode, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
 
-def _sweep(root: Path, *overrides: str) -> None:
-    _python("-m", "research_optim", "-m", *overrides, *TINY, env={"RESEARCH_OPTIM_RUNS": str(root)})
+def _sweep(root: Path, *overrides: str, returncode: int = 0) -> None:
+    _python("-m", "research_optim", "-m", *overrides, *TINY, env={"RESEARCH_OPTIM_RUNS": str(root)},
+            returncode=returncode)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def sweep(tmp_path_factory) -> Path:
     _sweep(root, *bench, "optimizer=lion", "optimizer.lr=1e-4,1e-3")
     _sweep(root, *bench, "optimizer=salsa")
     _sweep(root, "sweep=seeds", "run.group=tiny", "optimizer=nadamw", "optimizer.lr=1e9", "train.grad_clip=null",
-           "seed=0")
+           "seed=0", returncode=1)  # a sweep with a diverged point exits 1
     return root / "tiny"
 
 
@@ -233,7 +235,7 @@ def test_validation_claims_and_another_baseline(sweep, tmp_path):
 def test_command_errors_are_one_line_and_write_nothing(sweep, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
-    result = _python("-m", "research_optim.report", str(tmp_path / "empty"), "--out", str(out), check=False)
+    result = _python("-m", "research_optim.report", str(tmp_path / "empty"), "--out", str(out), returncode=None)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == f"error: no runs under {tmp_path / 'empty'} (a run directory holds config.yaml)\n"
     cases = [  # the same entry point, in this process
@@ -257,7 +259,7 @@ def test_phi_ablation_per_phi_methods_against_a_named_baseline(tmp_path):
            "optimizer.phi=indicator_mean,soft", "seed=0,1")
     source, out = tmp_path / "phi", tmp_path / "report"
     # Two bases, no adamw: the baseline must be named.
-    result = _python("-m", "research_optim.report", str(source), "--quiet", check=False)
+    result = _python("-m", "research_optim.report", str(source), "--quiet", returncode=None)
     assert result.returncode == 2 and "one of: cautious base=adamw, cautious base=lion" in result.stderr
     _python("-m", "research_optim.report", str(source), "--out", str(out), "--quiet", "--method-keys",
             "optimizer.base", "optimizer.phi", "--baseline", "cautious base=adamw phi=indicator_mean")

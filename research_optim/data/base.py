@@ -15,8 +15,9 @@ class DataSpec:
     """Shape of the task, handed to the model builder so the model adapts to the data.
 
     ``input_shape`` is (features,) for vectors, (channels, height, width) for images, (seq_len,) for text.
-    For ``lm`` tasks ``num_classes`` is the vocabulary size. ``optimum_loss`` is the best achievable
-    per-token loss when it is known (a synthetic language's entropy rate), else None.
+    ``vocab_size`` is set for text (token ids); for ``lm`` tasks ``num_classes`` is the vocabulary size too.
+    ``optimum_loss`` is the best achievable per-token loss when it is known (a synthetic language's entropy
+    rate), else None.
     """
 
     task: Task
@@ -24,11 +25,16 @@ class DataSpec:
     num_classes: int
     optimum_loss: float | None = None
     extra: dict = field(default_factory=dict)
+    vocab_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task == "lm" and self.vocab_size is None:  # an LM predicts its own vocabulary
+            object.__setattr__(self, "vocab_size", self.num_classes)
 
     @property
     def kind(self) -> str:
         """'vector', 'image' or 'text' — what kind of model input this is."""
-        if self.task == "lm":
+        if self.task == "lm" or self.vocab_size is not None:
             return "text"
         return "image" if len(self.input_shape) == 3 else "vector"
 

@@ -47,7 +47,15 @@ def build_data(node: DictConfig) -> Dataset:
 
 
 def build_model(node: DictConfig, dataset: Dataset) -> nn.Module:
-    return instantiate(constructor_args(node))(dataset.spec)
+    """The model for the data's spec; ``pretrained`` (a local path) loads its weights (``models/pretrained.py``)."""
+    args = constructor_args(node)
+    pretrained = args.pop("pretrained", None)
+    model = instantiate(args)(dataset.spec)
+    if pretrained is not None:
+        from research_optim.models.pretrained import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model
 
 
 def param_groups(model: nn.Module, decay_norm_and_bias: bool) -> list[dict[str, Any]]:

@@ -9,6 +9,8 @@ from torch import Tensor
 
 Task = Literal["classification", "lm"]
 
+PAD_ID = -1  # pads token inputs of sequence classification on the right; never a vocabulary id
+
 
 @dataclass(frozen=True)
 class DataSpec:

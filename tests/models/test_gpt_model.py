@@ -58,7 +58,7 @@ def test_learns_a_deterministic_sequence():
 
 
 def test_refuses_image_data():
-    with pytest.raises(ValueError, match="model=gpt needs text \\(lm\\) data, got data of kind 'image'"):
+    with pytest.raises(ValueError, match="model=gpt needs text data \\(token ids\\), got data of kind 'image'"):
         GPT(DataSpec(task="classification", input_shape=(1, 8, 8), num_classes=10))
 
 

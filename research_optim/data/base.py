@@ -53,6 +53,23 @@ def rank_slice(batch_size: int, rank: int, world_size: int) -> slice:
     return slice(rank * per_rank, (rank + 1) * per_rank)
 
 
+def epoch_batches(size: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[Tensor]:
+    """The example indices of each global batch from ``start_step`` on, endlessly: epoch ``e`` walks the
+    permutation drawn from ``seed + e`` alone, so the batch of step ``s`` is a pure function of (seed, size,
+    batch_size, s) and a run resumes at any step."""
+    per_epoch = size // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"data has {size} examples, fewer than one batch of train.batch_size={batch_size}")
+    step, perm_epoch, perm = start_step, None, None
+    while True:
+        epoch, offset = divmod(step, per_epoch)
+        if epoch != perm_epoch:  # one permutation per epoch
+            perm_epoch = epoch
+            perm = torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch))
+        yield perm[offset * batch_size : (offset + 1) * batch_size]
+        step += 1
+
+
 class TensorDataset:
     """In-memory (inputs, targets) split with deterministic shuffling, sharding and resumable iteration.
 
@@ -73,20 +90,9 @@ class TensorDataset:
         self, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world_size: int = 1
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Endless batches from ``start_step`` on: this rank's part of each global batch of ``batch_size``."""
-        per_epoch = len(self) // batch_size
-        if per_epoch == 0:
-            raise ValueError(f"data has {len(self)} examples, fewer than one batch of train.batch_size={batch_size}")
         part = rank_slice(batch_size, rank, world_size)
-        step, perm_epoch, perm = start_step, None, None
-        while True:
-            epoch, offset = divmod(step, per_epoch)
-            if epoch != perm_epoch:  # one permutation per epoch, drawn from seed + epoch alone
-                perm_epoch = epoch
-                perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed + epoch))
-            lo = offset * batch_size
-            idx = perm[lo : lo + batch_size][part]
-            yield self.inputs[idx], self.targets[idx]
-            step += 1
+        for idx in epoch_batches(len(self), batch_size, seed, start_step):
+            yield self.inputs[idx[part]], self.targets[idx[part]]
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
                      limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:

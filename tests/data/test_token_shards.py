@@ -19,7 +19,7 @@ from research_optim.data.base import rank_slice  # noqa: E402
 from research_optim.data.hf_text import is_held_out  # noqa: E402
 from research_optim.data.token_shards import load_token_shards, token_dtype, write_shards  # noqa: E402
 from research_optim.data.tokenizers import ByteTokenizer, TiktokenTokenizer  # noqa: E402
-from research_optim.errors import InputError  # noqa: E402
+from research_optim.errors import InputError, UserError  # noqa: E402
 from research_optim.prepare import prepare  # noqa: E402
 from tiny_files import sentences, tiktoken_bpe_file, write_jsonl  # noqa: E402
 
@@ -154,6 +154,21 @@ def test_shards_of_another_tokenizer_or_source_are_refused(tmp_path):
     load(shard_config(tmp_path, "data.source.shard_tokens=7", "data.source.streaming=false"))  # layout only
     with pytest.raises(InputError, match="holds no prepared shards .*python -m research_optim.prepare"):
         load(shard_config(tmp_path, f"data.shards={tmp_path / 'nowhere'}"))
+
+
+def test_the_door_refuses_shards_of_another_tokenizer_before_anything_is_written(tmp_path):
+    from research_optim.app import run
+
+    prepare(shard_config(tmp_path))
+    cfg = compose_config(["data=c4", "data/tokenizer=bytes", f"data.shards={tmp_path / 'shards'}",
+                          "model=gpt", f"run.root={tmp_path / 'runs'}", "train.progress=false"])
+    cfg.data.source = shard_config(tmp_path).source
+    with pytest.raises(UserError, match="prepared with tokenizer gpt2"):
+        run(cfg)
+    cfg.data.shards = str(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="elsewhere holds no prepared shards"):
+        run(cfg)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_failed_prepare_leaves_no_shard_set(tmp_path):

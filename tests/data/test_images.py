@@ -139,13 +139,6 @@ def test_folders_without_classes_or_with_other_classes_are_refused(tmp_path, fol
         load_image_folder(str(folder), mix={"alpha": 2})
 
 
-def test_image_folder_config_needs_its_path():
-    from research_optim.config_checks import ConfigError, validate
-
-    with pytest.raises(ConfigError, match="data.path is not set"):
-        validate(compose_config(["data=image_folder", "model=resnet18"]))
-
-
 @pytest.mark.slow
 def test_trains_a_vit_on_an_image_folder_with_workers_and_mixup(tmp_path, tiny_run, folder):
     summary = tiny_run("data=image_folder", f"data.path={folder}", "data.image_size=8", "data.num_workers=2",

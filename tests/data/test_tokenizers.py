@@ -70,3 +70,13 @@ def test_named_encodings_offline_and_uncached_say_what_to_do(tmp_path, monkeypat
         TiktokenTokenizer("gpt2")
     with pytest.raises(InputError, match="without internet, set data.tokenizer.path to a local tokenizer.json"):
         HFTokenizer(name="google-t5/t5-base")
+
+
+def test_every_tokenizer_choice_composes_and_a_local_file_must_be_named():
+    from conftest import compose_config
+    from research_optim.config_checks import ConfigError, validate
+
+    for choice in ("bytes", "gpt2", "t5", "hf_file"):
+        assert "_target_" in compose_config(["data=tinystories", f"data/tokenizer={choice}"]).data.tokenizer
+    with pytest.raises(ConfigError, match=r"data.tokenizer.path is not set \(\?\?\?\): pass data.tokenizer.path="):
+        validate(compose_config(["data=tinystories", "data/tokenizer=hf_file", "model=gpt"]))

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from research_optim.data.base import DataSpec
-from research_optim.models.transformer import last_real_states, real_ids, text_task, train_flops_per_sequence
+from research_optim.models.transformer import (add_classifier, check_sizes, check_tokens, last_real_states, real_ids,
+                                               text_task, train_flops_per_sequence)
 
 
 class CausalSelfAttention(nn.Module):
@@ -69,9 +70,7 @@ class GPT(nn.Module):
     ) -> None:
         super().__init__()
         vocab_size, self.context = text_task(spec, "gpt")
-        for name, value in (("n_layer", n_layer), ("n_head", n_head), ("n_embd", n_embd)):
-            if value < 1:
-                raise ValueError(f"model.{name} must be ≥ 1, got {value}")
+        check_sizes(n_layer=n_layer, n_head=n_head, n_embd=n_embd)
         if n_embd % n_head:
             raise ValueError(f"model.n_embd={n_embd} must be divisible by model.n_head={n_head}")
         if not 0.0 <= dropout < 1.0:
@@ -82,11 +81,8 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
-        self.classify = spec.task == "classification"
-        if self.classify:
-            self.classifier_name = "score"  # replaced when fine-tuning pretrained weights (models/pretrained.py)
-            self.score = nn.Linear(n_embd, spec.num_classes, bias=bias)
-        else:
+        self.classify = add_classifier(self, spec, n_embd, bias)
+        if not self.classify:
             self.head = nn.Linear(n_embd, vocab_size, bias=False)
             # Weight tying (Press & Wolf 2017): the output projection is the token embedding.
             self.head.weight = self.tok_emb.weight
@@ -105,12 +101,8 @@ class GPT(nn.Module):
                 nn.init.normal_(projection.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        if tokens.dim() != 2:
-            raise ValueError(f"GPT expects token ids of shape (batch, seq), got {tuple(tokens.shape)}")
-        seq = tokens.shape[1]
-        if seq > self.context:
-            raise ValueError(f"sequence length {seq} exceeds the model's context {self.context}")
-        positions = torch.arange(seq, device=tokens.device)
+        check_tokens(tokens, self.context, "GPT")
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
         x = self.drop(self.tok_emb(real_ids(tokens) if self.classify else tokens) + self.pos_emb(positions))
         for block in self.blocks:
             x = block(x)

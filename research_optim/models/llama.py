@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from research_optim.data.base import DataSpec
-from research_optim.models.transformer import (last_real_states, linear_weights, real_ids, text_task,
-                                               train_flops_per_sequence)
+from research_optim.models.transformer import (add_classifier, check_sizes, check_tokens, last_real_states,
+                                               real_ids, text_task, train_flops_per_sequence)
 
 
 def rotary_tables(head_dim: int, context: int, theta: float) -> tuple[Tensor, Tensor]:
@@ -102,20 +102,14 @@ class Llama(nn.Module):
     ) -> None:
         super().__init__()
         vocab_size, self.context = text_task(spec, "llama")
-        for name, value in (("n_layer", n_layer), ("n_head", n_head), ("n_embd", n_embd),
-                            ("intermediate_size", intermediate_size)):
-            if value < 1:
-                raise ValueError(f"model.{name} must be ≥ 1, got {value}")
+        check_sizes(n_layer=n_layer, n_head=n_head, n_embd=n_embd, intermediate_size=intermediate_size)
         if n_embd % n_head or (n_embd // n_head) % 2:
             raise ValueError(f"model.n_embd={n_embd} must divide into model.n_head={n_head} heads of even width "
                              "(rotary embeddings turn pairs)")
         self.n_layer, self.n_embd = n_layer, n_embd
         self.model = LlamaModel(vocab_size, n_layer, n_head, n_embd, intermediate_size, norm_eps)
-        self.classify = spec.task == "classification"
-        if self.classify:
-            self.classifier_name = "score"  # replaced when fine-tuning pretrained weights (models/pretrained.py)
-            self.score = nn.Linear(n_embd, spec.num_classes, bias=False)
-        else:
+        self.classify = add_classifier(self, spec, n_embd, bias=False)
+        if not self.classify:
             self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
             if tie_embeddings:
                 self.lm_head.weight = self.model.embed_tokens.weight
@@ -127,11 +121,8 @@ class Llama(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        if tokens.dim() != 2:
-            raise ValueError(f"Llama expects token ids of shape (batch, seq), got {tuple(tokens.shape)}")
+        check_tokens(tokens, self.context, "Llama")
         seq = tokens.shape[1]
-        if seq > self.context:
-            raise ValueError(f"sequence length {seq} exceeds the model's context {self.context}")
         x = self.model.embed_tokens(real_ids(tokens) if self.classify else tokens)
         cos, sin = self.cos[:seq], self.sin[:seq]
         for layer in self.model.layers:

@@ -20,6 +20,31 @@ def text_task(spec: DataSpec, model_name: str) -> tuple[int, int]:
     return spec.vocab_size, spec.input_shape[0]
 
 
+def check_sizes(**sizes: int) -> None:
+    """Refuse a size below 1, naming its ``model.`` key."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"model.{name} must be ≥ 1, got {value}")
+
+
+def check_tokens(tokens: Tensor, context: int, model_name: str) -> None:
+    """Refuse input that is not (batch, seq ≤ context) token ids."""
+    if tokens.dim() != 2:
+        raise ValueError(f"{model_name} expects token ids of shape (batch, seq), got {tuple(tokens.shape)}")
+    if tokens.shape[1] > context:
+        raise ValueError(f"sequence length {tokens.shape[1]} exceeds the model's context {context}")
+
+
+def add_classifier(model: nn.Module, spec: DataSpec, width: int, bias: bool) -> bool:
+    """On classification data, give ``model`` its linear ``score`` head (named ``classifier_name``: replaced
+    when fine-tuning pretrained weights, ``models/pretrained.py``); returns whether it did."""
+    if spec.task != "classification":
+        return False
+    model.classifier_name = "score"
+    model.score = nn.Linear(width, spec.num_classes, bias=bias)
+    return True
+
+
 def real_ids(tokens: Tensor) -> Tensor:
     """Token ids with padding replaced by id 0 (what the embedding reads there; causal attention hides it)."""
     return tokens.clamp(min=0)

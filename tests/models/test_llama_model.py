@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import compose_config
+from lm_checks import assert_causal, assert_learns_a_sequence
 from research_optim.build import constructor_args, instantiate
 from research_optim.data.base import PAD_ID, DataSpec
 from research_optim.models.gpt import GPT
@@ -68,23 +68,8 @@ def test_sequence_classification_equals_hugging_face_on_each_unpadded_sequence(t
 
 
 def test_attention_is_causal_and_the_model_learns():
-    model = tiny_llama().eval()
-    tokens = torch.randint(0, 50, (1, 16))
-    changed = tokens.clone()
-    changed[0, 10:] = (changed[0, 10:] + 1) % 50
-    with torch.no_grad():
-        a, b = model(tokens), model(changed)
-    torch.testing.assert_close(a[0, :10], b[0, :10])
-    assert not torch.allclose(a[0, 10:], b[0, 10:])
-    model.train()
-    sequence = torch.arange(17).remainder(50).unsqueeze(0).repeat(4, 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        loss = F.cross_entropy(model(sequence[:, :-1]).flatten(0, 1), sequence[:, 1:].flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.5
+    assert_causal(tiny_llama())
+    assert_learns_a_sequence(tiny_llama())
 
 
 def test_bad_shapes_and_data_are_refused():

@@ -100,6 +100,7 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        available = self.paths  # the optimizer's, so every group of a mixed-rule one (Muon) takes the same choice
         for group in self.param_groups:
             rule = self.rule_of(group)
             params = [p for p in group["params"] if p.grad is not None]
@@ -110,7 +111,7 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
                     if rule.counts_steps:
                         self.state[p]["step"] = 0  # a Python int: bias corrections need no device read
                     rule.init_state(p, self.state[p], group)
-            path = resolve(self.implementation, rule.paths, sum(p.numel() for p in params))
+            path = resolve(self.implementation, available, sum(p.numel() for p in params))
             if path == "compiled":
                 params = self._compiled_group_step(group, rule, params)  # what is left if the compiler failed
                 path = "foreach" if "foreach" in rule.paths else "reference"

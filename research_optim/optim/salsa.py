@@ -119,6 +119,7 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
     """
 
     SEARCH_KEY, SEARCH_STATE = "salsa", _SearchState
+    paths = PATHS
     requires_closure = True
 
     def __init__(

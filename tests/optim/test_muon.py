@@ -13,6 +13,8 @@ from torch import nn
 from torch.optim._muon import _zeropower_via_newtonschulz
 
 from research_optim.build import build_data, build_model, build_optimizer
+from research_optim.data.base import DataSpec
+from research_optim.models.llama import Llama
 from research_optim.optim.muon import CautiousMuon, Muon, hidden_matrices
 from research_optim.optim.salsa import SaLSA
 from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper
@@ -158,6 +160,16 @@ def test_hidden_matrices_are_the_linears_but_the_head_and_tied_embeddings():
     assert model.head.weight is model.tok_emb.weight
     assert muon_params == {id(p) for p in hidden_matrices(model)} and muon_params
 
+
+
+@pytest.mark.parametrize("spec", [DataSpec(task="lm", input_shape=(16,), num_classes=50),
+                                  DataSpec(task="classification", input_shape=(16,), num_classes=3, vocab_size=50)])
+def test_hidden_matrices_of_llama_leave_out_its_head(spec):
+    """LLaMA's head (lm_head, untied, or the classifier's score) is its last Linear: AdamW's, as the embeddings."""
+    model = Llama(spec, n_layer=2, n_head=4, n_embd=32, intermediate_size=48)
+    head = model.score if model.classify else model.lm_head
+    linears = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    assert hidden_matrices(model) == set(linears) - {head.weight} and len(linears) == 2 * 7 + 1
 
 @pytest.mark.parametrize("name,cls", [("muon", Muon), ("c_muon", CautiousMuon), ("sf_muon", ScheduleFreeWrapper),
                                       ("salsa_muon", SaLSA)])

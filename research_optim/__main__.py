@@ -1,3 +1,3 @@
-from research_optim.app import main
+from research_optim.app import cli
 
-main()
+cli()

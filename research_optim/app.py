@@ -1,4 +1,8 @@
-"""The Hydra application: compose → validate → run here (the cluster group decides where; `local` = this process)."""
+"""The Hydra application: compose → validate → check the door → run (the cluster group decides where).
+
+Expected failures (:class:`~research_optim.errors.UserError`: a bad value, a file in the way, a run already in
+progress, a damaged checkpoint) print one or two lines and exit with code 2; anything else keeps its traceback.
+"""
 from __future__ import annotations
 
 import sys
@@ -9,17 +13,23 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from research_optim.config_checks import ConfigError, validate
+from research_optim.config_checks import validate
+from research_optim.errors import UserError
 
 # conf/ sits beside the package (editable install); an absolute path works for `python -m` and the script alike.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def run(cfg: DictConfig) -> dict:
-    """Validate ``cfg``, then run it where ``cluster`` says (here, torchrun, SLURM); returns the run's summary."""
+    """Validate ``cfg`` and its surroundings, then run it where ``cluster`` says (here, torchrun, SLURM); returns
+    the run's summary. ``train.device=auto`` is resolved here, on the submitting host: it is part of the run id."""
     validate(cfg)
     from research_optim.dispatch import launch  # imported late: `--help` and config errors stay fast
+    from research_optim.preflight import preflight
+    from research_optim.topology import with_resolved_device
 
+    cfg = with_resolved_device(cfg)
+    preflight(cfg)
     return launch(cfg)
 
 
@@ -48,21 +58,38 @@ def print_summary(summary: dict) -> None:
     print("\n" + "\n".join(lines))
 
 
+_sweep_failures: list[str] = []  # multirun: the points that did not complete, for the exit code
+
+
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    point = " ".join(HydraConfig.get().overrides.task) if multirun else ""
     try:
         summary = run(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if multirun:
-            raise
-        sys.exit(2)
+    except UserError as err:
+        print(f"error{f' in sweep point [{point}]' if multirun else ''}: {err}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+        _sweep_failures.append(point)  # the sweep goes on with its other points
+        return None
     print_summary(summary)
-    if summary.get("status") not in ("completed", "submitted") and not multirun:
-        sys.exit(143 if summary.get("status") == "preempted" else 1)
+    if summary.get("status") not in ("completed", "submitted"):
+        if not multirun:
+            sys.exit(143 if summary.get("status") == "preempted" else 1)
+        _sweep_failures.append(point)
     return summary
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m research_optim`` (and the ``research-optim`` script): a sweep whose points did not all complete
+    (or get submitted) ends with exit code 1, after every point was tried."""
     main()
+    if _sweep_failures:
+        print(f"{len(_sweep_failures)} sweep point(s) did not complete: " + "; ".join(f"[{p}]" for p in _sweep_failures),
+              file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,18 +1,22 @@
 """Errors at the door: check the composed config before any process starts, data loads or file is written.
 
-Each problem names the key, the value and what is allowed; all problems are reported together.
+Each problem names the key, the value and what is allowed; all problems are reported together. An optimizer node
+is checked by building it on a dummy parameter — its constructor's own checks are the source of truth — plus the
+few values the constructors accept but no run can use (torch's optimizers take lr=0, lr=inf and momentum ≥ 1).
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, OmegaConf
 
+from research_optim.errors import UserError
 from research_optim.schedules import SCHEDULES
+from research_optim.topology import planned_world_size
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The composed config cannot run. The message lists every problem found."""
 
 
@@ -20,24 +24,31 @@ def _num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_optimizer(node: DictConfig, problems: list[str]) -> None:
-    def walk(n: DictConfig, prefix: str) -> None:
-        for key, value in n.items():
-            path = f"{prefix}.{key}"
-            if isinstance(value, DictConfig):
-                walk(value, path)
-            elif key in ("lr", "init_step_size") and _num(value) and not (value > 0 and math.isfinite(value)):
-                problems.append(f"{path}={value}: must be > 0")
-            elif key in ("weight_decay", "eps") and _num(value) and value < 0:
-                problems.append(f"{path}={value}: must be >= 0")
-            elif key in ("momentum", "beta", "beta3") and _num(value) and not 0 <= value < 1:
-                problems.append(f"{path}={value}: must be in [0, 1)")
-            elif key == "betas" and isinstance(value, ListConfig):
-                for i, b in enumerate(value):
-                    if not (_num(b) and 0 <= b < 1):
-                        problems.append(f"{path}[{i}]={b}: each beta must be in [0, 1)")
+def _unusable_values(node: DictConfig, prefix: str, problems: list[str]) -> None:
+    for key, value in node.items():
+        path = f"{prefix}.{key}"
+        if isinstance(value, DictConfig):
+            _unusable_values(value, path, problems)
+        elif key in ("lr", "init_step_size") and _num(value) and not 0 < value < math.inf:
+            problems.append(f"{path}={value}: must be > 0 and finite")
+        elif key == "momentum" and _num(value) and value >= 1:
+            problems.append(f"{path}={value}: must be < 1")
 
-    walk(node, "optimizer")
+
+def _check_optimizer(cfg: DictConfig, problems: list[str]) -> None:
+    """Build the optimizer on a dummy model (a matrix and a bias: both param groups), as the run will."""
+    import torch
+
+    from research_optim.build import build_optimizer
+
+    node = cfg.optimizer
+    try:
+        build_optimizer(node, torch.nn.Linear(2, 2), cfg.train.weight_decay_norm_and_bias, steps_per_epoch=1)
+    except Exception as err:  # noqa: BLE001 — whatever the constructor refuses, reported as a config problem
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        problems.append(f"optimizer={node.get('name')} refuses its arguments: {reason}")
+        return
+    _unusable_values(node, "optimizer", problems)
 
 
 def _check_model_data(cfg: DictConfig, problems: list[str]) -> None:
@@ -87,30 +98,54 @@ def _check_cluster(c: DictConfig, problems: list[str]) -> None:
             problems.append(f"cluster.mem_gb={c.mem_gb}: must be > 0")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` listing every problem in ``cfg``."""
-    problems: list[str] = []
+def _check_train(cfg: DictConfig, problems: list[str]) -> None:
     t = cfg.train
-    for key in ("steps", "batch_size", "eval_batch_size", "log_every"):
+    for key in ("steps", "batch_size", "eval_batch_size", "log_every", "max_consecutive_skips"):
         if not (isinstance(t[key], int) and t[key] > 0):
             problems.append(f"train.{key}={t[key]}: must be a positive integer")
     for key in ("eval_every", "checkpoint_every", "bn_recalibration_batches"):
         if not (isinstance(t[key], int) and t[key] >= 0):
             problems.append(f"train.{key}={t[key]}: must be an integer >= 0 (0 = only at the end)")
+    if t.threads is not None and not (isinstance(t.threads, int) and t.threads > 0):
+        problems.append(f"train.threads={t.threads}: must be a positive integer, or null to choose automatically")
     if t.grad_clip is not None and not (_num(t.grad_clip) and t.grad_clip > 0):
         problems.append(f"train.grad_clip={t.grad_clip}: must be > 0, or null to disable clipping")
     allowed = {"precision": ("fp32", "bf16"), "nonfinite": ("stop", "skip"), "device": ("auto", "cpu", "cuda")}
     for key, choices in allowed.items():
         if t[key] not in choices:
             problems.append(f"train.{key}={t[key]!r}: choose one of {', '.join(choices)}")
+
+
+def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
+    """The global batch must split evenly over the processes; a CUDA run on SLURM must ask for GPUs."""
+    world = planned_world_size(cfg.cluster)
+    batch = cfg.train.batch_size
+    if isinstance(batch, int) and batch > 0 and world > 0 and batch % world:
+        problems.append(f"train.batch_size={batch} is the global batch and must divide by the {world} processes "
+                        f"of cluster={cfg.cluster.name}: choose a multiple of {world}")
+    elif isinstance(batch, int) and batch > 0 and cfg.data.get("mix") and (batch // world) % 2:
+        problems.append(f"data.mix pairs the examples of each process's batch, but train.batch_size={batch} gives "
+                        f"{batch // world} per process: choose a multiple of {2 * world}")
+    if (cfg.cluster.launcher == "slurm" and cfg.train.device == "cuda"
+            and isinstance(cfg.cluster.gpus_per_node, int) and cfg.cluster.gpus_per_node == 0):
+        problems.append("train.device=cuda but cluster.gpus_per_node=0: ask for GPUs or set train.device=cpu")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` listing every problem in ``cfg``."""
+    problems: list[str] = [f"{key} is not set (???): pass {key}=..." for key in sorted(OmegaConf.missing_keys(cfg))]
+    _check_train(cfg, problems)
     if cfg.schedule.name not in SCHEDULES:
         problems.append(f"schedule.name={cfg.schedule.name!r}: choose one of {', '.join(SCHEDULES)}")
     if not 0 <= cfg.schedule.final_lr_ratio <= 1:
         problems.append(f"schedule.final_lr_ratio={cfg.schedule.final_lr_ratio}: must be in [0, 1]")
     if _num(cfg.schedule.warmup_steps) and cfg.schedule.warmup_steps < 0:
         problems.append(f"schedule.warmup_steps={cfg.schedule.warmup_steps}: must be >= 0")
-    _check_optimizer(cfg.optimizer, problems)
     _check_model_data(cfg, problems)
+    known = len(problems)
     _check_cluster(cfg.cluster, problems)
+    if len(problems) == known:  # the process count is read from a cluster node that passed its checks
+        _check_topology(cfg, problems)
+    _check_optimizer(cfg, problems)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

@@ -1,7 +1,8 @@
 """Where a composed, validated run executes — decided by ``cluster.launcher``; nothing else changes.
 
 * ``local``: this process;
-* ``torchrun``: ``torchrun --standalone --nproc_per_node N -m research_optim.worker <run_dir>/config.yaml``;
+* ``torchrun``: ``torchrun --standalone --nproc_per_node N -m research_optim.worker <run_dir>/config.yaml``
+  (through ``torchrun_agent``, which ends in one line instead of torchrun's tracebacks);
 * ``slurm``: a submitit job whose tasks (``nodes × tasks_per_node``, one per GPU, started by ``srun``) each run
   ``worker.SlurmTask``. Submission returns at once with the job id, log and run directory; every submission is
   appended to ``<run.root>/<run.group>/jobs.jsonl`` for ``python -m research_optim.jobs``.
@@ -13,9 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +34,12 @@ def _absolute_root(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _summary_from_dir(directory: Path) -> dict[str, Any]:
+def _summary_from_dir(directory: Path, written_since_ns: int = 0) -> dict[str, Any]:
+    """The run's summary.json as a summary dict; "failed" when none was written (since ``written_since_ns``)."""
     path = directory / "summary.json"
-    if not path.exists():
-        return {"status": "failed", "error": "no summary.json was written", "run_dir": str(directory)}
+    if not path.exists() or path.stat().st_mtime_ns < written_since_ns:
+        return {"status": "failed", "error": "the run stopped before writing its summary (see the output above)",
+                "run_dir": str(directory)}
     summary = json.loads(path.read_text())
     return {"status": summary["status"], "error": summary.get("error"), **summary["final"], "run_dir": str(directory)}
 
@@ -45,9 +50,12 @@ def run_torchrun(cfg: DictConfig) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
     config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    cmd = [sys.executable, "-m", "research_optim.torchrun_agent", "--standalone",
            f"--nproc_per_node={cfg.cluster.nproc_per_node}", "-m", "research_optim.worker", str(config_path)]
-    proc = subprocess.Popen(cmd)
+    # torchrun would set OMP_NUM_THREADS=1 (and say so); the ranks choose their threads themselves (threads.py).
+    env = {"OMP_NUM_THREADS": str(len(os.sched_getaffinity(0))), **os.environ}
+    started_ns = time.time_ns()
+    proc = subprocess.Popen(cmd, env=env)
     # Forward SIGTERM/SIGINT to torchrun, which forwards them to the ranks: they checkpoint and stop together.
     forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -56,7 +64,8 @@ def run_torchrun(cfg: DictConfig) -> dict[str, Any]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return _summary_from_dir(directory)
+    # exit 0 without a new summary: the run had already completed; otherwise the ranks must have written one
+    return _summary_from_dir(directory, written_since_ns=started_ns if proc.returncode else 0)
 
 
 def slurm_executor(cfg: DictConfig, folder: Path):
@@ -96,6 +105,9 @@ def submit_slurm(cfg: DictConfig) -> dict[str, Any]:
     try:
         job.results()  # every task; raises with the remote traceback if the job failed
     except Exception as err:  # noqa: BLE001 — reported, not hidden
+        summary = _summary_from_dir(directory)
+        if summary["status"] == "diverged":  # the job failed on purpose: the run says why
+            return {**summary, "log": record["stdout"], **_job_ids(record)}
         return {"status": "failed", "error": f"{type(err).__name__}: {err}", "log": record["stdout"],
                 **_job_ids(record)}
     return {**_summary_from_dir(directory), **_job_ids(record)}

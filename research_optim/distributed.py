@@ -6,11 +6,14 @@ per GPU/process) read SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID and rendezvous at 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from research_optim.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ def detect(device: str = "auto") -> Env:
         local, launcher = int(os.environ.get("SLURM_LOCALID", "0")), "slurm"
     else:
         rank, world, local, launcher = 0, 1, 0, "single"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device=cuda, but no CUDA device is visible to this process on "
+                        f"{socket.gethostname()}; run it where a GPU is allotted, or set train.device=cpu (a new run)")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     dev = torch.device("cuda", local % max(1, torch.cuda.device_count())) if use_cuda else torch.device("cpu")
     return Env(rank, world, local, launcher, dev)

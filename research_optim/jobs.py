@@ -2,7 +2,8 @@
 
 Reads every ``jobs.jsonl`` the dispatcher appended to, asks ``sacct`` for the jobs' states in one call, and prints
 one line per job: id, SLURM state, the run's own status and progress, and — for anything not completed — the log.
-A job whose tasks failed is FAILED here (sacct's word), never "completed".
+A job whose tasks failed is FAILED here (sacct's word), never "completed"; a diverged run ends its job with an
+error, so it reads FAILED with run status "diverged". The exit code is 1 when any job failed or any run diverged.
 """
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ from typing import Any
 
 import yaml
 
+from research_optim.run_dir import RunLock
+from research_optim.tracking import MetricsFile, read_summary
+
+
+def read_job_records(jobs_file: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in jobs_file.read_text().splitlines() if line.strip()]
+
 
 def job_records(root: Path) -> list[dict[str, Any]]:
-    records = []
-    for path in sorted(root.rglob("jobs.jsonl")):
-        records += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return records
+    return [record for path in sorted(root.rglob("jobs.jsonl")) for record in read_job_records(path)]
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, str]:
@@ -41,13 +46,13 @@ def sacct_states(job_ids: list[str]) -> dict[str, str]:
 
 
 def run_progress(run_dir: Path) -> tuple[str, str]:
-    """(the run's own status from summary.json, "step/steps")."""
-    summary_path, metrics = run_dir / "summary.json", run_dir / "metrics.jsonl"
-    status = json.loads(summary_path.read_text())["status"] if summary_path.exists() else "not started"
-    step = 0
-    if metrics.exists():
-        lines = metrics.read_text().splitlines()
-        step = json.loads(lines[-1])["step"] if lines else 0
+    """(the run's own status from summary.json — "interrupted" for a dead "running" one —, "step/steps")."""
+    summary = read_summary(run_dir / "summary.json")
+    status = summary["status"] if summary else "not started"
+    if status == "running" and RunLock(run_dir).holder() is None:
+        status = "interrupted"  # killed without a word (kill -9, node failure): its lock is stale
+    records = MetricsFile(run_dir / "metrics.jsonl").records()
+    step = records[-1]["step"] if records else 0
     steps = "?"
     config = run_dir / "config.yaml"
     if config.exists():
@@ -76,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'job':>12}  {'state':<11} {'run':<11} {'step':>11}  run directory")
     for r in rows:
         print(f"{r['job_id']:>12}  {r['state']:<11} {r['run_status']:<11} {r['progress']:>11}  {r['run_dir']}")
-        if r["state"] not in ("COMPLETED", "RUNNING", "PENDING", "REQUEUED"):
+        if r["state"] not in ("COMPLETED", "RUNNING", "PENDING", "REQUEUED") or r["run_status"] == "diverged":
             print(f"{'':>12}  log: {r['stdout']}")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     print("  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-    return 1 if any(r["state"] in ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED") for r in rows) else 0
+    failed = ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED")
+    return 1 if any(r["state"] in failed or r["run_status"] in ("diverged", "failed") for r in rows) else 0
 
 
 if __name__ == "__main__":

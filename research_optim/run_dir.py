@@ -1,8 +1,12 @@
 """Run identity: a run id derived from the resolved config names the run directory.
 
 The same config (and seed) always maps to the same directory, so re-running it resumes; different configs never
-share one. Keys that say WHERE or HOW a run is watched (cluster, logger, run root, progress bar) do not change
-the result and are left out of the id, so moving a run from a laptop to SLURM keeps its identity.
+share one. Everything that changes the numbers is in the id: the whole config, with ``train.device`` resolved
+to the device the run really uses (``topology.with_resolved_device``) and ``train.batch_size`` the global batch.
+Left out are the keys that say WHERE or HOW a run is executed or watched — cluster (the number of processes splits
+the same global batch), logger, run root/group/resume/tags, progress bar, thread count — so moving a run from a
+laptop to SLURM keeps its identity; a resume on another number of processes or device is refused (checkpoint),
+and the code version of every segment of a run is recorded in its summary.json.
 """
 from __future__ import annotations
 
@@ -11,13 +15,16 @@ import json
 import os
 import re
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from research_optim.errors import UserError
+
 # Top-level keys and dotted paths that do not affect what is computed.
-NOT_IN_IDENTITY = ("cluster", "logger", "run", "train.progress", "train.device", "hydra")
+NOT_IN_IDENTITY = ("cluster", "logger", "run", "train.progress", "train.threads", "hydra")
 
 
 def _drop(d: dict[str, Any], dotted: str) -> None:
@@ -48,16 +55,38 @@ def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.run.root) / str(cfg.run.group) / f"{run_name(cfg)}-{run_id(cfg)}"
 
 
+class RunInUse(UserError, RuntimeError):
+    pass
+
+
+def slurm_job_active(job_id: str) -> bool | None:
+    """Whether SLURM still runs (or will run) ``job_id``; None when there is no SLURM client to ask."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
 class RunLock:
     """Refuse to run twice in one directory at the same time (same config launched twice).
 
-    The lock file holds "host pid [slurm-job-id]"; a lock left by a dead process on this host, or by an earlier
-    run of this same SLURM job (requeued, possibly onto another node), is taken over.
+    The lock file holds "host pid [slurm-job-id]". It is stale — and taken over — when its process is dead (same
+    host), when it belongs to an earlier run of this same SLURM job (requeued, possibly onto another node), or when
+    its SLURM job no longer runs (other host).
     """
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / ".lock"
         self.held = False
+
+    def holder(self) -> str | None:
+        """Who holds the lock ("host pid [job]"), or None when it is free or stale."""
+        try:
+            owner = self.path.read_text().strip()
+        except OSError:
+            return None
+        return None if self._stale(owner) else owner
 
     def acquire(self) -> None:
         me = f"{socket.gethostname()} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '')}".strip()
@@ -65,37 +94,41 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                if self._stale():
+                owner = self.holder()
+                if owner is None:
                     self.path.unlink(missing_ok=True)
                     continue
-                owner = self.path.read_text().strip()
-                raise RuntimeError(
-                    f"run directory {self.path.parent} is in use by another process ({owner}); the same config is "
-                    "already running. Change the seed or a hyperparameter, or wait for it to finish."
-                ) from None
+                raise RunInUse(in_use_message(self.path.parent, owner)) from None
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             self.held = True
             return
 
-    def _stale(self) -> bool:
+    def _stale(self, owner: str) -> bool:
         try:
-            host, pid, *job = self.path.read_text().split()
-        except (OSError, ValueError):
+            host, pid, *job = owner.split()
+            pid_number = int(pid)
+        except ValueError:
             return True
         if job and job[0] == os.environ.get("SLURM_JOB_ID"):
             return True
         if host != socket.gethostname():
-            return False
+            return bool(job) and slurm_job_active(job[0]) is False
         try:
-            os.kill(int(pid), 0)
+            os.kill(pid_number, 0)
         except ProcessLookupError:
             return True
         except PermissionError:
             return False
-        return int(pid) == os.getpid()
+        return pid_number == os.getpid()
 
     def release(self) -> None:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+
+
+def in_use_message(directory: Path, owner: str) -> str:
+    return (f"run directory {directory} is in use by another process ({owner}): the same config is already "
+            f"running. Wait for it to finish, or change the seed, a hyperparameter or run.group; if that process "
+            f"is gone for good, delete {directory / '.lock'}.")

@@ -18,17 +18,30 @@ log = logging.getLogger(__name__)
 
 
 class MetricsFile:
-    """Append-only JSON lines; on resume, lines past the checkpoint's step are dropped (they will be redone)."""
+    """Append-only JSON lines. On (re)start, lines past the restored step are dropped: they will be redone."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete line (a process killed mid-write can leave a partial last line: it is skipped)."""
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
     def truncate_after(self, step: int) -> None:
+        """Keep the lines up to ``step`` (0, a fresh start: none)."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = [r for r in self.records() if 0 < r["step"] <= step]
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept))
         os.replace(tmp, self.path)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -37,11 +50,17 @@ class MetricsFile:
 
 
 def write_summary(path: Path, status: str, final: dict[str, Any], error: str | None = None,
-                  environment: dict[str, Any] | None = None) -> None:
+                  environment: dict[str, Any] | None = None, segments: list[dict[str, Any]] | None = None) -> None:
+    """summary.json: status, error, final numbers, where it ran, and the code version of each segment of the run."""
     tmp = path.with_suffix(".tmp")
-    summary = {"status": status, "error": error, "final": final, "environment": environment or {}}
+    summary = {"status": status, "error": error, "final": final, "environment": environment or {},
+               "segments": segments or []}
     tmp.write_text(json.dumps(summary, indent=2, allow_nan=True))
     os.replace(tmp, path)
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _wandb_mode(requested: str) -> str:
@@ -114,19 +133,19 @@ class WandbRun:
 
 
 class Tracker:
-    """The loop's single logging sink. Non-zero ranks hold a Tracker that writes nothing."""
+    """The loop's single logging sink. Non-zero ranks hold a Tracker that writes nothing.
+
+    ``start`` opens the run (metrics truncated to the restored step, summary "running", W&B); ``finish`` may be
+    called without ``start`` — a run that fails while resuming still leaves a summary saying so.
+    """
 
     def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path, is_main: bool) -> None:
-        self.is_main = is_main
+        self.cfg, self.run_id, self.run_dir, self.is_main = cfg, run_id, run_dir, is_main
         self.metrics = MetricsFile(run_dir / "metrics.jsonl")
         self.summary_path = run_dir / "summary.json"
         self.wandb: WandbRun | None = None
         self.environment: dict[str, Any] = {}
-        if is_main and cfg.logger.name == "wandb":
-            try:
-                self.wandb = WandbRun(cfg, run_id, run_dir)
-            except Exception as err:
-                log.warning("W&B disabled for this run: %s", err)
+        self.segments: list[dict[str, Any]] = []
 
     def _mirror(self, fn: str, *args: Any) -> None:
         if self.wandb is None:
@@ -137,13 +156,17 @@ class Tracker:
             log.warning("W&B %s failed (%s); W&B disabled for the rest of the run", fn, err)
             self.wandb = None
 
-    def start(self, resumed_from_step: int | None, environment: dict[str, Any]) -> None:
-        self.environment = environment
+    def start(self, restored_step: int, environment: dict[str, Any], segments: list[dict[str, Any]]) -> None:
+        self.environment, self.segments = environment, segments
         if not self.is_main:
             return
-        if resumed_from_step is not None:
-            self.metrics.truncate_after(resumed_from_step)
-        write_summary(self.summary_path, "running", {}, environment=environment)
+        self.metrics.truncate_after(restored_step)
+        write_summary(self.summary_path, "running", {}, environment=environment, segments=segments)
+        if self.cfg.logger.name == "wandb":
+            try:
+                self.wandb = WandbRun(self.cfg, self.run_id, self.run_dir)
+            except Exception as err:
+                log.warning("W&B disabled for this run: %s", err)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
@@ -154,6 +177,6 @@ class Tracker:
     def finish(self, status: str, final: dict[str, Any], error: str | None = None) -> None:
         if not self.is_main:
             return
-        write_summary(self.summary_path, status, final, error, self.environment)
+        write_summary(self.summary_path, status, final, error, self.environment, self.segments)
         self._mirror("summary", final)
         self._mirror("finish", 0 if status == "completed" else 1)

@@ -1,15 +1,19 @@
 """The training loop, top to bottom: build, resume, train with periodic logs/evals/checkpoints, summarise.
 
-Host syncs happen only at logging, evaluation and checkpoint steps. Everything a rank writes goes through rank 0
-(``Tracker``, checkpoints). Optimizer protocols (plain / closure / train-eval modes) live in ``protocols``.
+Host syncs happen only at logging, evaluation and checkpoint steps (and at every step with
+``train.nonfinite=skip``, which checks each step). Everything a rank writes goes through rank 0 (``Tracker``,
+checkpoints). Optimizer protocols (plain / closure / train-eval modes) live in ``protocols``.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import math
 import signal
+import socket
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,18 +26,21 @@ from torch.nn.parallel import DistributedDataParallel
 
 from research_optim import checkpoint, distributed, protocols
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
-from research_optim.environment import run_environment
-from research_optim.optim.implementation import set_compile_enabled
 from research_optim.data.base import DataSpec
+from research_optim.environment import run_environment
+from research_optim.errors import UserError
+from research_optim.optim.implementation import IMPLEMENTATIONS, resolve, set_compile_enabled
 from research_optim.preemption import Preempted, StopFlag, requeue_slurm_job
 from research_optim.run_dir import RunLock, run_dir, run_id
-from research_optim.tracking import Tracker
+from research_optim.threads import choose_threads
+from research_optim.topology import check_resumable, topology, with_resolved_device
+from research_optim.tracking import Tracker, read_summary
 
 log = logging.getLogger("research_optim")
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+class Diverged(RuntimeError):
+    """The run cannot go on: a non-finite loss, too many skipped steps, or non-finite parameters/state."""
 
 
 @dataclasses.dataclass
@@ -46,6 +53,10 @@ class TrainState:
     train_time: float = 0.0
     eval_time: float = 0.0
     window: tuple[float, int] = (0.0, 0)  # (loss sum, count) since the last log line, at the checkpoint
+    skipped: int = 0            # steps skipped for a non-finite loss/gradient (train.nonfinite=skip), in all
+    skipped_logged: int = 0     # ... of which the log lines so far reported
+    consecutive_skips: int = 0  # the current streak; train.max_consecutive_skips ends the run as diverged
+    segments: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # each start/resume: step, code, host
 
 
 class LossWindow:
@@ -72,10 +83,14 @@ class LossWindow:
 
 
 def loss_and_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy (per token for LMs) and the number of correct predictions."""
-    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1)
+    """Mean cross-entropy (per token for LMs) and the number of correct predictions. Floating-point targets are
+    class probabilities (Mixup/CutMix, label smoothing); a prediction is correct on their most likely class."""
+    classes = logits.shape[-1]
+    flat_logits = logits.reshape(-1, classes).float()
+    soft = targets.is_floating_point()
+    flat_targets = targets.reshape(-1, classes) if soft else targets.reshape(-1)
     loss = F.cross_entropy(flat_logits, flat_targets)
-    return loss, (flat_logits.argmax(-1) == flat_targets).sum()
+    return loss, (flat_logits.argmax(-1) == (flat_targets.argmax(-1) if soft else flat_targets)).sum()
 
 
 def seed_everything(seed: int) -> None:
@@ -89,8 +104,11 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_logging(directory: Path | None, is_main: bool) -> None:
+    """Rank 0 speaks for all: the other ranks log only errors and drop Python warnings (the same as rank 0's)."""
     root = logging.getLogger("research_optim")
-    root.setLevel(logging.INFO if is_main else logging.WARNING)
+    root.setLevel(logging.INFO if is_main else logging.ERROR)
+    if not is_main:
+        warnings.filterwarnings("ignore")
     for h in list(root.handlers):
         root.removeHandler(h)
     fmt = logging.Formatter("[%(asctime)s %(levelname)s] %(message)s", "%H:%M:%S")
@@ -112,27 +130,41 @@ class Trainer:
     """One run. ``run()`` returns the final summary (also written to summary.json)."""
 
     def __init__(self, cfg: DictConfig, env: distributed.Env) -> None:
+        cfg = with_resolved_device(cfg)
+        if env.device.type != cfg.train.device:
+            raise UserError(f"this run was set up for train.device={cfg.train.device} (resolved on the submitting "
+                            f"host), but this process on {socket.gethostname()} runs on {env.device.type}; "
+                            "launch it where that device exists, or set train.device explicitly (a new run)")
         self.cfg, self.env, t = cfg, env, cfg.train
+        setup_logging(None, env.is_main)
         seed_everything(cfg.seed)
         self.dataset = build_data(cfg.data)
         self.spec: DataSpec = self.dataset.spec
         self.model = build_model(cfg.model, self.dataset).to(env.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.threads, self.threads_reason = choose_threads(t.threads, self.work_per_step())
+        torch.set_num_threads(self.threads)
         train_size = len(self.dataset.train) if hasattr(self.dataset.train, "__len__") else None  # streams: None
-        steps_per_epoch = max(1, train_size // (t.batch_size * env.world_size)) if train_size else None
+        steps_per_epoch = max(1, train_size // t.batch_size) if train_size else None
         set_compile_enabled(None if t.compile_optimizer else False)  # true: allowed (RESEARCH_OPTIM_COMPILE=0 wins)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, t.weight_decay_norm_and_bias, steps_per_epoch)
         self.schedule = build_lr_schedule(cfg.schedule, self.optimizer, t.steps)
         if protocols.has_modes(self.optimizer):
             self.optimizer.train()  # Schedule-Free optimizers start in eval mode, as in the package
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.net: nn.Module = DistributedDataParallel(self.model) if env.distributed else self.model
+        if env.distributed and env.is_main and protocols.has_batch_norm(self.model):
+            log.warning("BatchNorm normalises over each rank's %d examples, not the global batch of %d: with "
+                        "BatchNorm the result depends on the number of processes", t.batch_size // env.world_size,
+                        t.batch_size)
         # Dropout differs per rank; parameters were initialised identically above (same seed everywhere).
         torch.manual_seed(cfg.seed * 1_000_003 + env.rank)
         self.autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.precision == "bf16"
                          else nullcontext())
         self.id, self.dir = run_id(cfg), run_dir(cfg)
-        self.ckpt_path = self.dir / "checkpoints" / "last.pt"
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.topology = topology(env.world_size, env.device.type)
         self.state = TrainState()
+        self.saved: tuple[int, Path] | None = None  # the step and file of the newest good checkpoint on disk
 
     # ------------------------------------------------------------------ helpers
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -145,26 +177,71 @@ class Trainer:
     def tokens_per_example(self) -> int:
         return self.spec.input_shape[0] if self.spec.task == "lm" else 0
 
+    def work_per_step(self) -> int:
+        """Parameters × examples per rank (× tokens per example): how much a step computes, for the thread choice."""
+        per_rank = self.cfg.train.batch_size // self.env.world_size
+        return sum(p.numel() for p in self.params) * per_rank * max(1, self.tokens_per_example())
+
+    def stop_advice(self) -> str:
+        """What a diverged run keeps and what to change."""
+        t = self.cfg.train
+        kept = (f"its last good checkpoint (step {self.saved[0]}) is {self.saved[1]}" if self.saved is not None
+                else "no checkpoint was written yet")
+        step_size = next((f"optimizer.{k}" for k in ("lr", "init_step_size") if k in self.cfg.optimizer), "the lr")
+        fixes = [f"lower {step_size}"] + (["enable train.grad_clip"] if t.grad_clip is None else []) + (
+            ["set train.nonfinite=skip to skip such steps"] if t.nonfinite == "stop" else [])
+        return f"The run stops; {kept}. To go on: {', or '.join(fixes)}."
+
     # ------------------------------------------------------------------ checkpoint
     def save_checkpoint(self, window: LossWindow) -> None:
-        self.state.window = window.state()  # local to each rank; a preemption may land mid-window
-        rng = checkpoint.rng_state()
-        rngs, windows = [rng], [self.state.window]
-        if self.env.distributed:
-            rngs, windows = [None] * self.env.world_size, [None] * self.env.world_size
-            torch.distributed.all_gather_object(rngs, rng)
-            torch.distributed.all_gather_object(windows, self.state.window)
         with protocols.evaluation_mode(self.optimizer):
+            if not protocols.state_is_finite(self.optimizer, self.params):  # same answer on every rank (replicas)
+                raise Diverged(f"the parameters or optimizer state are non-finite at step {self.state.step}, so "
+                               f"they are not checkpointed. {self.stop_advice()}")
+            self.state.window = window.state()  # local to each rank; a preemption may land mid-window
+            rng = checkpoint.rng_state()
+            rngs, windows = [rng], [self.state.window]
+            if self.env.distributed:
+                rngs, windows = [None] * self.env.world_size, [None] * self.env.world_size
+                torch.distributed.all_gather_object(rngs, rng)
+                torch.distributed.all_gather_object(windows, self.state.window)
+            path = self.ckpt_dir / checkpoint.LAST
             if self.env.is_main:
-                checkpoint.save_atomic({
+                path = checkpoint.save({
                     "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "schedule": self.schedule.state_dict(), "state": dataclasses.asdict(self.state),
-                    "rng": rngs, "run_id": self.id, "windows": windows,
-                }, self.ckpt_path)
+                    "rng": rngs, "run_id": self.id, "windows": windows, "topology": self.topology,
+                }, self.ckpt_dir)
         distributed.barrier()
+        self.saved = (self.state.step, path)
 
-    def load_checkpoint(self) -> None:
-        ckpt = checkpoint.load(self.ckpt_path)
+    def restore(self) -> int:
+        """Resume from the newest readable checkpoint (``run.resume``), or start over; returns the step to go on from.
+
+        A damaged ``last.pt`` falls back to ``prev.pt`` with a warning; no readable checkpoint at all, or one
+        written on another topology, refuses with what to do. Starting over deletes the previous checkpoints.
+        """
+        env = self.env
+        if env.is_main:
+            checkpoint.remove_stale_temp_files(self.ckpt_dir)
+        if not self.cfg.run.resume:
+            if env.is_main and (deleted := checkpoint.discard(self.ckpt_dir)):
+                log.warning("run.resume=false: starting over, deleted %s", ", ".join(p.name for p in deleted))
+            return 0
+        found = checkpoint.newest_readable(self.ckpt_dir)
+        distributed.barrier()  # every rank has read it before rank 0 moves a damaged last.pt aside
+        if found is None:
+            return 0
+        check_resumable(found.checkpoint.get("topology"), self.topology, str(found.path))
+        if found.passed_over and env.is_main:
+            aside = checkpoint.set_damaged_aside(self.ckpt_dir)
+            log.warning("%s; resuming from the previous checkpoint %s%s", found.passed_over, found.path,
+                        f" (the damaged file is kept as {aside}; delete it when done)" if aside else "")
+        self.load_checkpoint(found.checkpoint)
+        self.saved = (self.state.step, found.path)
+        return self.state.step
+
+    def load_checkpoint(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         # Checkpoints are taken in eval mode: the model holds x, and the optimizer's state dict says "eval".
         # Loading it puts the optimizer in eval mode consistent with x; train() then moves p to y.
@@ -173,18 +250,24 @@ class Trainer:
             self.optimizer.train()
         self.schedule.load_state_dict(ckpt["schedule"])
         self.state = TrainState(**ckpt["state"])
-        rngs = ckpt["rng"]
-        if len(rngs) == self.env.world_size:
-            checkpoint.set_rng_state(rngs[self.env.rank])
-            self.state.window = tuple(ckpt["windows"][self.env.rank])
-        else:
-            log.warning("checkpoint has RNG states for %d ranks, this run has %d: reseeding", len(rngs),
-                        self.env.world_size)
+        checkpoint.set_rng_state(ckpt["rng"][self.env.rank])
+        self.state.window = tuple(ckpt["windows"][self.env.rank])
+
+    def start_segment(self, commit: str) -> None:
+        """Record this start (or resume) and its code version; warn when the run's earlier segments ran other code."""
+        earlier = {seg["commit"] for seg in self.state.segments} - {commit}
+        if earlier:
+            log.warning("resuming at step %d with code %s, but earlier segments of this run ran %s: the result "
+                        "mixes code versions (summary.json lists them under segments)", self.state.step, commit,
+                        ", ".join(sorted(earlier)))
+        self.state.segments.append({"step": self.state.step, "commit": commit, "host": socket.gethostname(),
+                                    "threads": self.threads,
+                                    "started": dt.datetime.now().isoformat(timespec="seconds")})
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Loss and accuracy on ``split`` ("val": all of it; "train": as many examples as val has)."""
+        """Loss and accuracy on ``split`` ("val": all of it; "train": its first examples, as many as val has)."""
         data = self.dataset.val if split == "val" else self.dataset.train
         with protocols.evaluation_mode(self.optimizer):
             if protocols.has_modes(self.optimizer) and protocols.has_batch_norm(self.model):
@@ -195,12 +278,9 @@ class Trainer:
                                                self.net)
             self.model.eval()
             totals = torch.zeros(3, dtype=torch.float64, device=self.env.device)  # loss·n, correct, n
-            limit = math.inf if split == "val" else max(1, len(self.dataset.val) // self.env.world_size)
-            examples = 0
-            for batch in data.eval_batches(self.cfg.train.eval_batch_size, self.env.rank, self.env.world_size):
-                if examples >= limit:
-                    break
-                examples += len(batch[1])
+            limit = None if split == "val" else len(self.dataset.val)
+            for batch in data.eval_batches(self.cfg.train.eval_batch_size, self.env.rank, self.env.world_size,
+                                           limit=limit):
                 x, y = _to(batch, self.env.device)
                 with self.autocast:
                     loss, correct = loss_and_correct(self.net(x), y)
@@ -235,48 +315,52 @@ class Trainer:
         return rec
 
     def flush_train_window(self, tracker: Tracker, window: LossWindow) -> float:
-        mean = window.mean_over_ranks()
+        s, mean = self.state, window.mean_over_ranks()
         if not math.isfinite(mean) and self.cfg.train.nonfinite == "stop":
-            raise NonFiniteLoss(
-                f"loss became {mean} by step {self.state.step}; the run stops and keeps its last good checkpoint "
-                f"({self.ckpt_path if self.ckpt_path.exists() else 'none written yet'}). Lower optimizer.lr, enable "
-                "train.grad_clip, or set train.nonfinite=skip to skip such steps.")
-        tracker.log(self.record("train", {"loss": mean, "lr": self.lr(), **protocols.diagnostics(self.optimizer)}))
+            raise Diverged(f"loss became {mean} by step {s.step}. {self.stop_advice()}")
+        values = {"loss": mean, "lr": self.lr(), **protocols.diagnostics(self.optimizer)}
+        if self.cfg.train.nonfinite == "skip":
+            values["skipped"], s.skipped_logged = s.skipped - s.skipped_logged, s.skipped
+        tracker.log(self.record("train", values))
         return mean
+
+    def announce_compile(self) -> None:
+        if compiles_step(self.optimizer):
+            log.info("the optimizer step is compiled with torch.compile during the first step: about 20 s to 3 min "
+                     "on a CPU (less with a warm inductor cache, seconds on a GPU); train.compile_optimizer=false "
+                     "runs the eager step instead")
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict[str, Any]:
         cfg, env = self.cfg, self.env
+        done = _completed_summary(self.dir) if cfg.run.resume else None
+        if done is not None:
+            if env.is_main:
+                print(f"run {self.id} already completed: {self.dir}")
+            return {"status": "completed", **done, "run_dir": str(self.dir)}
         lock = RunLock(self.dir)
         if env.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         distributed.barrier()
-        resumed_from = None
-        if cfg.run.resume and self.ckpt_path.exists():
-            self.load_checkpoint()
-            resumed_from = self.state.step
-            done = _completed_summary(self.dir)
-            if resumed_from >= cfg.train.steps and done is not None:
-                if env.is_main:
-                    lock.release()
-                print(f"run {self.id} already completed: {self.dir}")
-                return {"status": "completed", **done, "run_dir": str(self.dir)}
-        if env.is_main:
-            resolved = OmegaConf.to_container(cfg, resolve=True)
-            resolved["run"]["id"] = self.id  # the identity, for reports and W&B
-            (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         setup_logging(self.dir, env.is_main)
         tracker = Tracker(cfg, self.id, self.dir, env.is_main)
-        tracker.start(resumed_from, run_environment(str(env.device), env.world_size))
-        log.info("run %s → %s%s", self.id, self.dir,
-                 f" (resumed at step {resumed_from})" if resumed_from is not None else "")
         try:
+            resumed_from = self.restore()
+            environment = run_environment(str(env.device), env.world_size, self.threads, self.threads_reason)
+            self.start_segment(environment["commit"])
+            if env.is_main:
+                resolved = OmegaConf.to_container(cfg, resolve=True)
+                resolved["run"]["id"] = self.id  # the identity, for reports and W&B
+                (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+            tracker.start(resumed_from, environment, self.state.segments)
+            log.info("run %s → %s%s", self.id, self.dir, f" (resumed at step {resumed_from})" if resumed_from else "")
+            self.announce_compile()
             with StopFlag() as stop:
                 final = self._loop(tracker, stop)
-        except NonFiniteLoss as err:
+        except Diverged as err:
             log.error("%s", err)
-            tracker.finish("diverged", {"step": self.state.step}, str(err))
+            tracker.finish("diverged", {"step": self.state.step, "skipped_steps": self.state.skipped}, str(err))
             return {"status": "diverged", "error": str(err), "run_dir": str(self.dir)}
         except Preempted as err:
             log.warning("%s", err)
@@ -285,7 +369,8 @@ class Trainer:
             return {"status": "preempted", "error": str(err), "run_dir": str(self.dir), "requeued": requeued,
                     "step": self.state.step}
         except BaseException as err:
-            tracker.finish("failed", {"step": self.state.step}, f"{type(err).__name__}: {err}")
+            reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+            tracker.finish("failed", {"step": self.state.step}, reason)
             raise
         finally:
             lock.release()
@@ -294,7 +379,6 @@ class Trainer:
 
     def _loop(self, tracker: Tracker, stop: StopFlag) -> dict[str, Any]:
         cfg, env, t, s = self.cfg, self.env, self.cfg.train, self.state
-        global_batch = t.batch_size * env.world_size
         batches: Iterator = self.dataset.train.train_batches(t.batch_size, seed=cfg.seed, start_step=s.step,
                                                              rank=env.rank, world_size=env.world_size)
         # (sum of losses, number of losses) since the last log line; restored from a checkpoint taken mid-window.
@@ -305,14 +389,24 @@ class Trainer:
         segment = time.perf_counter()
         while s.step < t.steps:
             x, y = _to(next(batches), env.device)
-            loss = protocols.optimizer_step(self.optimizer, lambda: self.compute_loss(x, y), self.params,
-                                            t.grad_clip, skip_nonfinite=skip)
+            try:
+                loss, skipped = protocols.optimizer_step(self.optimizer, lambda: self.compute_loss(x, y),
+                                                         self.params, t.grad_clip, skip_nonfinite=skip)
+            except protocols.NonFiniteUpdate as err:
+                raise Diverged(f"step {s.step + 1}: {err}. {self.stop_advice()}") from None
             self.schedule.step()
-            if not skip or torch.isfinite(loss):  # skip mode (already synced per step) leaves them out
-                window.add(loss)
             s.step += 1
-            s.examples += global_batch
-            s.tokens += global_batch * self.tokens_per_example()
+            s.examples += t.batch_size
+            s.tokens += t.batch_size * self.tokens_per_example()
+            if skipped:  # the same decision on every rank
+                s.skipped += 1
+                s.consecutive_skips += 1
+                if s.consecutive_skips >= t.max_consecutive_skips:
+                    raise Diverged(f"{s.consecutive_skips} steps in a row had a non-finite loss or gradient and were "
+                                   f"skipped (train.max_consecutive_skips), up to step {s.step}. {self.stop_advice()}")
+            else:
+                s.consecutive_skips = 0
+                window.add(loss)  # stop mode adds every loss: a non-finite one stops the run at the next log line
             bar.update(1)
 
             at_end = s.step == t.steps
@@ -323,7 +417,7 @@ class Trainer:
                 s.train_time += now - segment
                 last_train_loss = self.flush_train_window(tracker, window)
                 bar.set_postfix(loss=f"{last_train_loss:.4f}", lr=f"{self.lr():.2e}",
-                                ex_per_s=f"{(s.step - start_step) * global_batch / max(s.train_time, 1e-9):.0f}",
+                                ex_per_s=f"{(s.step - start_step) * t.batch_size / max(s.train_time, 1e-9):.0f}",
                                 refresh=False)
                 if eval_now:
                     last_eval = self.evaluate()
@@ -347,7 +441,7 @@ class Trainer:
                  "train_eval_loss": train_eval["loss"], "train_accuracy": train_eval["accuracy"],
                  "val_loss": last_eval.get("loss", math.nan), "val_accuracy": last_eval.get("accuracy", math.nan),
                  "steps_per_s": steps_done / s.train_time if s.train_time > 0 else math.nan,
-                 "train_time": s.train_time, "eval_time": s.eval_time}
+                 "train_time": s.train_time, "eval_time": s.eval_time, "skipped_steps": s.skipped}
         if env.distributed:
             final["replicas_identical"] = self.replicas_identical()
         if "gap_to_optimum" in last_eval:
@@ -355,14 +449,18 @@ class Trainer:
         return final
 
 
-def _completed_summary(directory: Path) -> dict[str, Any] | None:
-    import json
+def compiles_step(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's first step will run torch.compile (the library's compiled fast paths: ``paths``)."""
+    implementation, paths = getattr(optimizer, "implementation", None), getattr(optimizer, "paths", ())
+    if implementation not in IMPLEMENTATIONS:
+        return False
+    return any(resolve(implementation, paths, sum(p.numel() for p in group["params"])) == "compiled"
+               for group in optimizer.param_groups)
 
-    path = directory / "summary.json"
-    if not path.exists():
-        return None
-    summary = json.loads(path.read_text())
-    return summary["final"] if summary.get("status") == "completed" else None
+
+def _completed_summary(directory: Path) -> dict[str, Any] | None:
+    summary = read_summary(directory / "summary.json")
+    return summary["final"] if summary and summary.get("status") == "completed" else None
 
 
 class _NoBar:
@@ -382,6 +480,7 @@ def _progress(total: int, initial: int, enabled: bool):
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg`` in this process (one rank of a distributed run, or the only one)."""
+    cfg = with_resolved_device(cfg)
     env = distributed.setup(cfg.train.device)
     try:
         return Trainer(cfg, env).run()

@@ -10,23 +10,19 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
+from research_optim.errors import UserError
+
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, the shell's convention for "stopped by a signal"
-
-
-def _threads() -> None:
-    """One process per core share: SLURM tells us our CPUs; torchrun sets OMP_NUM_THREADS itself."""
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    if cpus:
-        import torch
-
-        torch.set_num_threads(int(cpus))
 
 
 def run_config(cfg: DictConfig) -> dict:
     from research_optim.train import train
 
-    _threads()
     return train(cfg)
+
+
+class RunDiverged(Exception):
+    """Ends a SLURM task whose run diverged with an error, so its job reads FAILED, not COMPLETED."""
 
 
 class SlurmTask:
@@ -40,7 +36,9 @@ class SlurmTask:
         if summary["status"] == "preempted":
             # Requeued (or being killed by SLURM): leave no result, so submitit waits for the requeued job.
             raise SystemExit(0)
-        return summary  # completed or diverged; an exception inside train() makes the job FAILED
+        if summary["status"] == "diverged":
+            raise RunDiverged(summary["error"])
+        return summary  # completed; an exception inside train() makes the job FAILED
 
 
 def main(argv: list[str]) -> int:
@@ -48,7 +46,12 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m research_optim.worker RESOLVED_CONFIG.yaml", file=sys.stderr)
         return 2
-    summary = run_config(OmegaConf.load(argv[1]))
+    try:
+        summary = run_config(OmegaConf.load(argv[1]))
+    except UserError as err:
+        if os.environ.get("RANK", "0") == "0":  # every rank meets the same problem; one says so
+            print(f"error: {err}", file=sys.stderr)
+        return 2
     return {"completed": 0, "preempted": EXIT_PREEMPTED}.get(summary["status"], 1)
 
 

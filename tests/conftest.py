@@ -19,6 +19,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RESEARCH_OPTIM_COMPILE", "0")  # no compile cost in end-to-end tests; tests/optim/test_fast_* turn it on
 torch.set_num_threads(1)  # the CI machine has 2 cores; keep runs deterministic and cheap
 
+
+@pytest.fixture(autouse=True)
+def one_thread_again():
+    """A Trainer sets the process's thread count for its model; the next test starts from one thread again."""
+    yield
+    torch.set_num_threads(1)
+
 TINY = ["train.steps=40", "train.batch_size=16", "train.eval_every=20", "train.log_every=10",
         "train.checkpoint_every=20", "train.progress=false", "train.eval_batch_size=128"]
 

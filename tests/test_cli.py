@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import read_metrics
 
 
@@ -45,3 +47,13 @@ def test_multirun_sweeps_a_grid_into_distinct_run_dirs(tmp_path):
     runs = sorted(p.parent for p in (tmp_path / "mygrid").glob("*/summary.json"))
     assert len(runs) == 4
     assert len({p.name for p in runs}) == 4
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_its_good_points_and_exits_1_for_a_bad_one(tmp_path):
+    out = cli("-m", "optimizer.lr=0,0.001", "train.steps=5", "train.eval_every=0", "train.progress=false",
+              f"run.root={tmp_path}")
+    assert out.returncode == 1
+    assert "error in sweep point [optimizer.lr=0" in out.stderr and "optimizer.lr=0: must be > 0" in out.stderr
+    assert "Traceback" not in out.stderr and "1 sweep point(s) did not complete" in out.stderr
+    assert len(list(tmp_path.glob("default/*/summary.json"))) == 1

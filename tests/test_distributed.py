@@ -34,8 +34,8 @@ def summary_of(root: Path) -> dict:
     return json.loads(next(root.glob("default/*/summary.json")).read_text())
 
 
-def test_torchrun_two_ranks_match_one_process_with_double_batch(tmp_path):
-    out = cli("cluster=torchrun", "cluster.nproc_per_node=2", "train.batch_size=8", f"run.root={tmp_path / 'ddp'}",
+def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
+    out = cli("cluster=torchrun", "cluster.nproc_per_node=2", "train.batch_size=16", f"run.root={tmp_path / 'ddp'}",
               *TINY)
     assert out.returncode == 0, out.stderr[-3000:]
     one = cli("train.batch_size=16", f"run.root={tmp_path / 'one'}", *TINY)
@@ -45,6 +45,8 @@ def test_torchrun_two_ranks_match_one_process_with_double_batch(tmp_path):
     for ra, rb in zip(a, b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4), (ra, rb)
     assert summary_of(tmp_path / "ddp")["final"]["replicas_identical"] is True
+    ddp_run, one_run = (next((tmp_path / d).glob("default/*/")).name for d in ("ddp", "one"))
+    assert ddp_run == one_run  # the same optimisation problem, the same run id
 
 
 def test_torchrun_salsa_replicas_stay_identical(tmp_path):
@@ -89,6 +91,9 @@ def test_sigterm_to_torchrun_launch_checkpoints_and_resumes(tmp_path):
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, output[-3000:]
     assert "run preempted at step" in output
+    # said once, by rank 0: no torchrun traceback, no warning repeated per rank
+    assert "Traceback" not in output and "SignalException" not in output, output[-3000:]
+    assert output.count("received SIGTERM") == 1 and output.count("checkpoint written") == 2, output[-3000:]
     saved = summary_of(tmp_path)
     assert saved["status"] == "preempted"
     stopped_at = saved["final"]["step"]

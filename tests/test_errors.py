@@ -1,34 +1,43 @@
 """Errors at the door: one clear message naming the key, before anything is trained or written."""
 from __future__ import annotations
 
-import json
+import shutil
+import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import compose_config
-from research_optim import checkpoint
 from research_optim.app import run
 from research_optim.config_checks import ConfigError
+from research_optim.preflight import PreflightError
+from research_optim.run_dir import run_dir
+from research_optim.topology import with_resolved_device
 
 
 @pytest.mark.parametrize("override, message", [
     ("optimizer.lr=0", "optimizer.lr=0"),
-    ("optimizer.lr=-1e-3", "optimizer.lr=-0.001"),
-    ("optimizer.betas=[0.9,1.0]", r"optimizer.betas\[1\]=1.0"),
-    ("optimizer.betas=[-0.1,0.99]", r"optimizer.betas\[0\]=-0.1"),
-    ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1"),
+    ("optimizer.lr=inf", "optimizer.lr=inf"),
+    ("optimizer.lr=-1e-3", "optimizer=adamw refuses its arguments: Invalid learning rate: -0.001"),
+    ("optimizer.betas=[0.9,1.0]", "optimizer=adamw refuses its arguments: Invalid beta parameter at index 1: 1.0"),
+    ("optimizer.betas=[-0.1,0.99]", "Invalid beta parameter at index 0: -0.1"),
+    ("optimizer.weight_decay=-1", "Invalid weight_decay value: -1"),
     ("train.steps=0", "train.steps=0"),
     ("train.precision=fp8", "train.precision='fp8'"),
     ("train.nonfinite=ignore", "train.nonfinite='ignore'"),
     ("schedule.final_lr_ratio=2", "schedule.final_lr_ratio=2"),
     ("train.grad_clip=0", "train.grad_clip=0"),
+    ("train.threads=0", "train.threads=0"),
+    ("train.max_consecutive_skips=0", "train.max_consecutive_skips=0"),
+    ("optimizer=sf_sgd optimizer.momentum=0",
+     r"optimizer=sf_sgd refuses its arguments: SGDScheduleFree: momentum must be in \(0, 1\) \(.*lib_sgd.*\), got 0"),
+    ("optimizer=sgd optimizer.momentum=1.0", "optimizer.momentum=1.0: must be < 1"),
+    ("optimizer=salsa optimizer.c=1.5", r"SaLSA: c must be in \(0, 1\), got 1.5"),
+    ("optimizer._target_=torch.optim.NoSuchOptimizer", "Error locating target 'torch.optim.NoSuchOptimizer'"),
 ])
 def test_bad_values_are_refused_before_anything_is_written(tmp_path, override, message):
-    cfg = compose_config([f"run.root={tmp_path}", override])
+    cfg = compose_config([f"run.root={tmp_path}", *override.split()])
     with pytest.raises(ConfigError, match=message):
         run(cfg)
     assert not any(tmp_path.iterdir()), "nothing may be written for an invalid config"
@@ -61,41 +70,6 @@ def test_cli_exit_code_and_message_for_bad_value(tmp_path):
     assert "optimizer.lr=0: must be > 0" in out.stderr
 
 
-def _nan_after(monkeypatch, n_calls: int) -> None:
-    """Make the training loss NaN from the (n_calls+1)-th loss computation on."""
-    from research_optim import train as train_module
-
-    real, calls = train_module.loss_and_correct, {"n": 0}
-
-    def patched(logits, targets):
-        loss, correct = real(logits, targets)
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] > n_calls:
-                loss = loss * float("nan")
-        return loss, correct
-
-    monkeypatch.setattr(train_module, "loss_and_correct", patched)
-
-
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_trainer, monkeypatch):
-    _nan_after(monkeypatch, 25)
-    trainer, summary = tiny_trainer("train.checkpoint_every=10", "train.log_every=5", "train.eval_every=0")
-    assert summary["status"] == "diverged"
-    assert "loss became nan by step 30" in summary["error"] and "last good checkpoint" in summary["error"]
-    assert json.loads(Path(summary["run_dir"], "summary.json").read_text())["status"] == "diverged"
-    ckpt = checkpoint.load(trainer.ckpt_path)
-    assert ckpt["state"]["step"] == 20
-    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
-
-
-def test_nonfinite_skip_keeps_training(tiny_trainer, monkeypatch):
-    _nan_after(monkeypatch, 25)
-    trainer, summary = tiny_trainer("train.nonfinite=skip", "train.eval_every=0")
-    assert summary["status"] == "completed"
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
-
-
 @pytest.mark.parametrize("overrides, message", [
     (["cluster=slurm"], "cluster.partition is not set"),
     (["cluster=slurm", "cluster.partition=gpu", "cluster.gpus_per_node=2", "cluster.tasks_per_node=4"],
@@ -103,6 +77,11 @@ def test_nonfinite_skip_keeps_training(tiny_trainer, monkeypatch):
     (["cluster=slurm_multinode", "cluster.partition=gpu", "cluster.nodes=0"], "cluster.nodes=0"),
     (["cluster=slurm", "cluster.partition=gpu", "+cluster.gpu_type=a100"], "unknown keys \\['gpu_type'\\]"),
     (["cluster=torchrun", "cluster.nproc_per_node=0"], "cluster.nproc_per_node=0"),
+    (["cluster=torchrun", "cluster.nproc_per_node=3"],
+     "train.batch_size=64 is the global batch and must divide by the 3 processes of cluster=torchrun"),
+    (["cluster=slurm_multinode", "cluster.partition=gpu", "train.batch_size=6"],
+     "train.batch_size=6 is the global batch and must divide by the 4 processes"),
+    (["cluster=slurm", "cluster.partition=gpu", "train.device=cuda"], "train.device=cuda but cluster.gpus_per_node=0"),
 ])
 def test_bad_cluster_configs_fail_before_submission(tmp_path, overrides, message):
     cfg = compose_config([f"run.root={tmp_path}", *overrides])
@@ -124,3 +103,55 @@ def test_run_lock_refuses_a_concurrent_duplicate(tmp_path, monkeypatch):
     lock = RunLock(tmp_path)
     lock.acquire()
     assert lock.held
+
+
+def test_a_run_root_that_cannot_be_written_is_refused(tmp_path):
+    (tmp_path / "file").write_text("in the way")  # root ignores chmod; a file where a directory must go stops it
+    cfg = compose_config([f"run.root={tmp_path / 'file' / 'runs'}"])
+    with pytest.raises(PreflightError, match=f"run.root={tmp_path / 'file' / 'runs'}: {tmp_path / 'file'} is a "
+                                             "file, not a directory"):
+        run(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "in the way"
+
+
+def test_a_second_launch_of_a_running_config_is_refused_at_the_door(tmp_path):
+    cfg = compose_config([f"run.root={tmp_path}"])
+    directory = run_dir(with_resolved_device(cfg))
+    directory.mkdir(parents=True)
+    running = subprocess.Popen(["sleep", "300"])  # a live process on this host holds the lock
+    try:
+        (directory / ".lock").write_text(f"{socket.gethostname()} {running.pid}")
+        with pytest.raises(PreflightError, match="is in use by another process .* already running"):
+            run(cfg)
+    finally:
+        running.kill()
+        running.wait()
+    assert [p.name for p in directory.iterdir()] == [".lock"]
+
+
+@pytest.mark.slurm
+def test_a_partition_the_cluster_does_not_have_is_refused(partitions, tmp_path):
+    cfg = compose_config([f"run.root={tmp_path}", "cluster=slurm", "cluster.partition=nonexistent"])
+    with pytest.raises(PreflightError, match="cluster.partition=nonexistent: this cluster has no such partition "
+                                             f"\\(sinfo lists .*{sorted(partitions)[0]}"):
+        run(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["optimizer=sf_sgd", "optimizer.momentum=0"], "momentum must be in (0, 1), got 0"),
+    (["run.root={tmp}/file/runs"], "is a file, not a directory"),
+    (["cluster=slurm", "cluster.partition=nonexistent"], "no such partition"),
+], ids=["optimizer", "root", "partition"])
+def test_the_command_line_prints_expected_errors_in_one_or_two_lines(tmp_path, args, message):
+    if "cluster=slurm" in args and shutil.which("sinfo") is None:
+        pytest.skip("no SLURM client to ask for partitions")
+    (tmp_path / "file").write_text("in the way")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = subprocess.run([sys.executable, "-m", "research_optim", f"run.root={tmp_path / 'runs'}", *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 2, out.stderr
+    assert not (tmp_path / "runs").exists()

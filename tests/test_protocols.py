@@ -31,7 +31,7 @@ def test_mode_protocol_evaluates_and_checkpoints_in_eval_mode(tiny_trainer):
     assert opt.training, "training must resume in train mode"
     # evals at 20 and 40, checkpoints at 20 and 40, final train-split eval: 5 eval/train pairs
     assert opt.mode_log == ["eval", "train"] * 5
-    saved = checkpoint.load(trainer.ckpt_path)["model"]
+    saved = checkpoint.load(trainer.ckpt_dir / checkpoint.LAST)["model"]
     for name, p in trainer.model.named_parameters():
         torch.testing.assert_close(saved[name], p.detach() + 0.5, rtol=0, atol=1e-6)
 
@@ -69,3 +69,19 @@ def test_mode_sgd_refuses_step_in_eval(phase):
     opt.eval()
     with pytest.raises(RuntimeError, match="eval mode"):
         opt.step()
+
+
+def test_a_compiled_optimizer_step_is_announced_before_the_first_step(tmp_path, monkeypatch, capfd):
+    from conftest import TINY, compose_config
+    from research_optim import distributed
+    from research_optim.train import Trainer, compiles_step
+
+    monkeypatch.setenv("RESEARCH_OPTIM_COMPILE", "1")
+    lion = [*TINY, f"run.root={tmp_path}", "optimizer=lion", "optimizer.implementation=compiled"]
+    trainer = Trainer(compose_config(lion), distributed.setup("cpu"))
+    assert compiles_step(trainer.optimizer)
+    trainer.announce_compile()  # no step is run: nothing is compiled here
+    assert "train.compile_optimizer=false" in capfd.readouterr().err
+    for quiet in (["train.compile_optimizer=false"], ["optimizer.implementation=auto"]):  # off; too small to pay
+        assert not compiles_step(Trainer(compose_config([*lion, *quiet]), distributed.setup("cpu")).optimizer)
+    assert not compiles_step(Trainer(compose_config([*TINY, "optimizer=salsa"]), distributed.setup("cpu")).optimizer)

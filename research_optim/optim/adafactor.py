@@ -45,8 +45,7 @@ class AdafactorRule(Rule):
     def check(self, owner: str, group: dict[str, Any]) -> None:
         checks.at_most(owner, "beta2_decay", group["beta2_decay"], 0.0)
         eps = group["eps"]
-        if isinstance(eps, (str, bytes)) or not isinstance(eps, Sequence) or len(eps) != 2:
-            raise ValueError(f"{owner}: eps must be a pair (eps1 or None, eps2), got {eps!r}")
+        checks.sequence(owner, "eps", eps, 2, "(eps1 or None, eps2)")
         if eps[0] is not None:
             checks.non_negative(owner, "eps[0]", eps[0])
         checks.non_negative(owner, "eps[1]", eps[1])

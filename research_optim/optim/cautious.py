@@ -14,7 +14,7 @@ training loop logs.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from research_optim.optim import checks
 
 __all__ = [
     "PHI_FUNCTIONS", "aligned", "cautious_mask", "cautious_masked", "cautious_direction", "cautious_directions",
-    "check_phi", "mask_dtype", "MaskedFraction",
+    "check_phi", "mask_dtype", "MaskedFraction", "MaskedFractionMixin",
 ]
 
 
@@ -166,3 +166,24 @@ class MaskedFraction:
         fraction = self.value()
         self.reset()
         return fraction
+
+
+class MaskedFractionMixin:
+    """Base of the optimizers with per-group ``cautious``: ``self._masked``, the :class:`MaskedFraction` their steps
+    count into, and its report. A diagnostic, not training state: unpickling starts a fresh counter."""
+
+    param_groups: list[dict[str, Any]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._masked = MaskedFraction()
+        super().__init__(*args, **kwargs)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[misc]
+        self._masked = MaskedFraction()
+
+    def _masked_fraction(self) -> dict[str, float]:
+        """``masked_fraction`` over the steps since the previous call, when some group masks (a host sync)."""
+        if not any(group["cautious"] is not None for group in self.param_groups):
+            return {}
+        return {"masked_fraction": self._masked.pop()}

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 __all__ = [
     "positive", "non_negative", "at_least", "at_most", "unit_interval", "open_unit_interval", "closed_unit_interval",
-    "integer", "boolean", "betas", "choice", "finite",
+    "integer", "boolean", "sequence", "betas", "choice", "finite",
 ]
 
 
@@ -87,10 +87,15 @@ def boolean(owner: str, name: str, value: Any) -> None:
         _fail(owner, name, "True or False", value)
 
 
+def sequence(owner: str, name: str, value: Any, count: int, what: str = "") -> None:
+    """A sequence (not a string) of ``count`` items; ``what`` names them, e.g. ``"(eps1 or None, eps2)"``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != count:
+        _fail(owner, name, f"a sequence of {count} numbers" + (f" {what}" if what else ""), value)
+
+
 def betas(owner: str, value: Sequence[Any], name: str = "betas", count: int = 2) -> None:
     """``count`` coefficients, each in [0, 1)."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != count:
-        _fail(owner, name, f"a sequence of {count} numbers", value)
+    sequence(owner, name, value, count)
     for i, beta in enumerate(value):
         unit_interval(owner, f"{name}[{i}]", beta)
 

@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 
 from research_optim.optim import checks
 from research_optim.optim.cautious import (
-    MaskedFraction, cautious_direction, cautious_directions, cautious_masked, check_phi,
+    MaskedFractionMixin, cautious_direction, cautious_directions, cautious_masked, check_phi,
 )
 from research_optim.optim.implementation import (
     COMPILE_FAILED, add_, bucket_indices, call_compiled, check_implementation, graph_inputs, resolve, scalar,
@@ -52,7 +52,7 @@ def _compiled_step(rule: Rule, params: list[Tensor], grads: list[Tensor], states
     return torch.stack(masked).sum() if masked else None
 
 
-class DirectionOptimizer(Optimizer):
+class DirectionOptimizer(MaskedFractionMixin, Optimizer):
     """p ← p·(1 − lr·λ) − η·u∘φ(u∘g) per tensor, u from the group's rule, φ the cautious mask (identity when
     ``cautious=None``).
 
@@ -64,7 +64,6 @@ class DirectionOptimizer(Optimizer):
     rule: Rule
 
     def __init__(self, params: Any, defaults: dict[str, Any], implementation: str = "auto") -> None:
-        self._masked = MaskedFraction()
         super().__init__(params, defaults)
         check_implementation(type(self).__name__, implementation, self.paths)
         # an attribute, not a group option: state_dicts stay identical across implementations
@@ -82,10 +81,6 @@ class DirectionOptimizer(Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "implementation": self.implementation}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._masked = MaskedFraction()  # a diagnostic, not training state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -105,6 +100,7 @@ class DirectionOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        available = self.paths  # the optimizer's, so every group of a mixed-rule one (Muon) takes the same choice
         for group in self.param_groups:
             rule = self.rule_of(group)
             params = [p for p in group["params"] if p.grad is not None]
@@ -115,7 +111,7 @@ class DirectionOptimizer(Optimizer):
                     if rule.counts_steps:
                         self.state[p]["step"] = 0  # a Python int: bias corrections need no device read
                     rule.init_state(p, self.state[p], group)
-            path = resolve(self.implementation, rule.paths, sum(p.numel() for p in params))
+            path = resolve(self.implementation, available, sum(p.numel() for p in params))
             if path == "compiled":
                 params = self._compiled_group_step(group, rule, params)  # what is left if the compiler failed
                 path = "foreach" if "foreach" in rule.paths else "reference"
@@ -185,6 +181,4 @@ class DirectionOptimizer(Optimizer):
     # -- diagnostics ----------------------------------------------------------------------------------------------
     def diagnostics(self) -> dict[str, float]:
         """``masked_fraction`` over the steps since the previous call (host sync: call at logging time only)."""
-        if not any(group["cautious"] is not None for group in self.param_groups):
-            return {}
-        return {"masked_fraction": self._masked.pop()}
+        return self._masked_fraction()

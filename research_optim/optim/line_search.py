@@ -261,23 +261,31 @@ class SearchStats:
 
 class GlobalSearchState:
     """Mixin for line searches with one global state (step size, its EMAs) beside the per-parameter state,
-    and per-group decoupled weight decay (checked for every group, also groups added later).
+    and per-group decoupled weight decay (checked for every group, also groups added later, as the searched
+    directions check the group's parameters).
 
-    It travels in ``state_dict()[SEARCH_KEY]`` as a plain dict of the dataclass ``SEARCH_STATE``.
+    It travels in ``state_dict()[SEARCH_KEY]`` as a plain dict of the dataclass ``SEARCH_STATE``. Pickling (and
+    ``copy.deepcopy``) keeps the whole object: the hyperparameters and the search state are attributes here, not
+    param-group options, so ``Optimizer.__getstate__`` alone would drop them.
     """
 
     SEARCH_KEY: str
     SEARCH_STATE: type
     _search: Any
+    directions: Any  # the searched directions (``search_directions``), set before Optimizer.__init__
 
     @property
     def step_size(self) -> float:
         return self._search.step_size
 
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)  # type: ignore[attr-defined]
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)  # type: ignore[misc]
         group = self.param_groups[-1]  # type: ignore[attr-defined]
         checks.non_negative(type(self).__name__, "weight_decay", group["weight_decay"])
+        self.directions.check(type(self).__name__, group)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()  # type: ignore[misc]

@@ -21,7 +21,8 @@ runs the iteration in float32 (an option beside torch's arithmetic, not its defa
 Composition, through the shared layer: the orthogonalised O is a direction like any other — ``cautious=<φ>``
 masks it (and the AdamW group's direction) with φ(O∘g); the Schedule-Free wrapper takes a Muon as its base
 (config ``sf_muon``); SaLSA searches along it (``direction="muon"``, config ``salsa_muon``). Sharding (FSDP): the
-iteration needs whole matrices — gather them first; a sharded (``DTensor``) matrix is refused.
+iteration needs whole matrices — gather them first; a sharded (``DTensor``) matrix is refused (:func:`refuse_sharded`,
+also by SaLSA's Muon directions).
 """
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ from research_optim.optim.direction import DirectionOptimizer
 from research_optim.optim.moments import ema_, ema_many_
 from research_optim.optim.rule import Rule
 
-__all__ = ["NS_COEFFICIENTS", "ADJUST_LR", "NS_DTYPES", "orthogonalize", "MuonRule", "MUON", "Muon", "CautiousMuon",
-           "hidden_matrices"]
+__all__ = ["NS_COEFFICIENTS", "ADJUST_LR", "NS_DTYPES", "orthogonalize", "refuse_sharded", "MuonRule", "MUON", "Muon",
+           "CautiousMuon", "hidden_matrices"]
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # (a, b, c) of Keller Jordan's quintic iteration, as torch's
 
@@ -51,11 +52,15 @@ ADJUST_LR = {
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def _sharded(p: Tensor) -> bool:
+def refuse_sharded(owner: str, p: Tensor) -> None:
+    """Newton–Schulz needs whole matrices: a sharded matrix (a ``DTensor``, e.g. under FSDP) is refused."""
     if not torch.distributed.is_available():
-        return False
+        return
     from torch.distributed.tensor import DTensor
-    return isinstance(p, DTensor)
+    if isinstance(p, DTensor):
+        raise ValueError(f"{owner}: a Muon matrix of shape {tuple(p.shape)} is sharded (a DTensor, e.g. under FSDP); "
+                         "Newton–Schulz needs whole matrices — gather them, or give sharded parameters "
+                         "use_muon=False (the AdamW group)")
 
 
 def orthogonalize(u: Tensor, ns_coefficients: Sequence[float] = NS_COEFFICIENTS, ns_steps: int = 5,
@@ -86,8 +91,7 @@ class MuonRule(Rule):
         checks.unit_interval(owner, "momentum", group["momentum"])
         checks.boolean(owner, "nesterov", group["nesterov"])
         coefficients = group["ns_coefficients"]
-        if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence) or len(coefficients) != 3:
-            raise ValueError(f"{owner}: ns_coefficients must be three numbers (a, b, c), got {coefficients!r}")
+        checks.sequence(owner, "ns_coefficients", coefficients, 3, "(a, b, c)")
         for name, value in zip(("a", "b", "c"), coefficients):
             checks.finite(owner, f"ns_coefficients.{name}", value)
         checks.integer(owner, "ns_steps", group["ns_steps"], minimum=1)
@@ -98,10 +102,7 @@ class MuonRule(Rule):
             if p.ndim != 2:
                 raise ValueError(f"{owner}: a use_muon=True group holds a parameter of shape {tuple(p.shape)}; Muon "
                                  "orthogonalises 2-D matrices only — give it use_muon=False (the AdamW group)")
-            if _sharded(p):
-                raise ValueError(f"{owner}: a use_muon=True parameter of shape {tuple(p.shape)} is sharded (a DTensor, "
-                                 "e.g. under FSDP); Newton–Schulz needs whole matrices — gather them, or give sharded "
-                                 "parameters use_muon=False (the AdamW group)")
+            refuse_sharded(owner, p)
 
     def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)

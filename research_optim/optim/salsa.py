@@ -56,7 +56,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from research_optim.optim import checks
-from research_optim.optim.cautious import MaskedFraction, cautious_direction, cautious_directions, check_phi
+from research_optim.optim.cautious import MaskedFractionMixin, cautious_direction, cautious_directions, check_phi
 from research_optim.optim.implementation import check_implementation
 from research_optim.optim.line_search import (
     GlobalSearchState,
@@ -102,7 +102,7 @@ class _SearchState:
     since_search: int = 100        # the seed's starting value: the first step past the warmup searches
 
 
-class SaLSA(GlobalSearchState, Optimizer):
+class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
     """SaLSA: Adam (or SGD / sign / Muon) directions with one global step size set by a smoothed Armijo line search.
 
     Args:
@@ -137,6 +137,7 @@ class SaLSA(GlobalSearchState, Optimizer):
     """
 
     SEARCH_KEY, SEARCH_STATE = "salsa", _SearchState
+    paths = PATHS
     requires_closure = True
 
     def __init__(
@@ -194,7 +195,6 @@ class SaLSA(GlobalSearchState, Optimizer):
         self.implementation = implementation
         self._search = _SearchState(step_size=float(init_step_size))
         self._ray = ParameterRay()
-        self._masked = MaskedFraction()
         self._stats = SearchStats()
         super().__init__(params, {"weight_decay": weight_decay, "lr": float(init_step_size)})
 
@@ -320,13 +320,6 @@ class SaLSA(GlobalSearchState, Optimizer):
         return forwards, backtracks
 
     # -- state and diagnostics ---------------------------------------------------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "implementation": self.implementation}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._masked = MaskedFraction()  # a diagnostic, not training state
-
     def diagnostics(self) -> dict[str, float]:
         """η, cadence L, forwards/backtracks of the last step, whether it searched, mean forwards per step since
         the previous call (the line search's compute overhead) and, with caution on, the masked fraction."""

@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from research_optim.optim import checks
-from research_optim.optim.cautious import MaskedFraction, check_phi
+from research_optim.optim.cautious import MaskedFractionMixin, check_phi
 from research_optim.optim.implementation import add_
 from research_optim.optim.rule import Rule
 
@@ -268,21 +268,13 @@ def params_with_state(group: dict[str, Any], state: dict[Tensor, dict[str, Any]]
     return ps, buffers
 
 
-class RuleScheduleFree(ScheduleFreeOptimizer):
-    """Schedule-Free around an update rule (AdamW: ``AdamRule(first_moment=False, order="schedulefree")``; SGD: the
+class RuleScheduleFree(MaskedFractionMixin, ScheduleFreeOptimizer):
+    """Schedule-Free around an update rule (AdamW: ``schedule_free.ScheduleFreeAdamRule``; SGD: the
     gradient itself): the group checks (lr, weight_decay, warmup_steps, r, weight_lr_power, β, cautious and the
     rule's own) and the cautious masked-fraction counter, shared by the memory-efficient and the Reference versions.
     A subclass sets ``rule`` and ``_beta``."""
 
     rule: Rule
-
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
-        self._masked = MaskedFraction()
-        super().__init__(params, defaults)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._masked = MaskedFraction()  # a diagnostic, not training state
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -311,8 +303,3 @@ class RuleScheduleFree(ScheduleFreeOptimizer):
         """This step's (t, lr_t, c_t) for ``group``, advancing its counters."""
         return averaging_step(group, group["lr"], group.get("warmup_steps", 0), group["r"], group["weight_lr_power"],
                               self._lr_scale(group, group["k"] + 1))
-
-    def _masked_fraction(self) -> dict[str, float]:
-        if not any(group["cautious"] is not None for group in self.param_groups):
-            return {}
-        return {"masked_fraction": self._masked.pop()}

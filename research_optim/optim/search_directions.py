@@ -2,7 +2,8 @@
 
 A line search needs two directions per step, not one (p ← p − η·d): ``search`` — built on the current gradient, a
 descent direction, with the slope ⟨g, d⟩ the Armijo test compares — and ``step`` — built on the momentum, taken
-where no search happens. Each class keeps per-tensor statistics (``init_state``, ``update``) and has multi-tensor
+where no search happens. Each class (a :class:`Directions`) refuses parameters it cannot serve (``check``), keeps
+per-tensor statistics (``init_state``, ``update``) and has multi-tensor
 twins ``update_many`` / ``step_many`` (SaLSA's ``implementation="foreach"``), op for op the same arithmetic. The
 arithmetic is the rules' (``moments``, ``muon.orthogonalize``), in salsa-optimizer's order (``order="salsa"``) where
 SaLSA must match that package bit for bit.
@@ -18,16 +19,23 @@ from research_optim.optim.implementation import per_bucket
 from research_optim.optim.moments import (
     bias_correction, ema_, ema_many_, ema_square_, ema_square_many_, inverse_rms, inverse_rms_many,
 )
-from research_optim.optim.muon import ADJUST_LR, orthogonalize
+from research_optim.optim.muon import ADJUST_LR, orthogonalize, refuse_sharded
 
-__all__ = ["AdamDirections", "SgdDirections", "SignDirections", "MuonDirections", "DIRECTIONS"]
+__all__ = ["Directions", "AdamDirections", "SgdDirections", "SignDirections", "MuonDirections", "DIRECTIONS"]
 
 
 def _stat(states: list[dict[str, Any]], key: str) -> list[Tensor]:
     return [state[key] for state in states]
 
 
-class AdamDirections:
+class Directions:
+    """Base of the searched directions: every parameter is served unless :meth:`check` says otherwise."""
+
+    def check(self, owner: str, group: dict[str, Any]) -> None:
+        """Refuse a param group's parameters this direction cannot serve (called for every group added)."""
+
+
+class AdamDirections(Directions):
     """Adam statistics m, v (salsa order), P = 1/(√v̂ + eps): search d = P·g, slope Σ g²·P; step d = P·m̂."""
 
     def __init__(self, betas: Sequence[float], eps: float) -> None:
@@ -64,7 +72,7 @@ class AdamDirections:
         return per_bucket(bucket, grads, states)
 
 
-class SgdDirections:
+class SgdDirections(Directions):
     """SGD: search d = g, slope ‖g‖² ; step d = m̂ with m = β1·m + (1−β1)·g (d = g when β1 = 0)."""
 
     def __init__(self, betas: Sequence[float], eps: float) -> None:
@@ -97,7 +105,7 @@ class SgdDirections:
         return per_bucket(lambda gs, ss: torch._foreach_div(_stat(ss, "exp_avg"), correction), grads, states)
 
 
-class SignDirections:
+class SignDirections(Directions):
     """Sign (signSGD / Lion-like): search d = sign(g), slope ‖g‖₁ ; step d = sign(m), m = β1·m + (1−β1)·g."""
 
     def __init__(self, betas: Sequence[float], eps: float) -> None:
@@ -122,7 +130,7 @@ class SignDirections:
         return per_bucket(lambda gs, ss: torch._foreach_sign(_stat(ss, "exp_avg")), grads, states)
 
 
-class MuonDirections:
+class MuonDirections(Directions):
     """Muon for matrices, Adam for the rest (as the Muon optimizer): a parameter is a matrix when its group says
     ``use_muon=True`` (``hidden_matrices: true`` in a config) or, without the key, when it is 2-D.
 
@@ -135,6 +143,11 @@ class MuonDirections:
     def __init__(self, betas: Sequence[float], eps: float) -> None:
         self.momentum = betas[0]
         self.adam = AdamDirections(betas, eps)
+
+    def check(self, owner: str, group: dict[str, Any]) -> None:
+        for p in group["params"]:
+            if group.get("use_muon", p.ndim == 2):
+                refuse_sharded(owner, p)
 
     def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         if group.get("use_muon", p.ndim == 2):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from research_optim.report.analysis import final_value
+from research_optim.report.analysis import run_final
 from research_optim.report.runs import Run
 
 
@@ -48,7 +48,7 @@ def two_axis_grids(
         axes = varying_axes(members)
         if len(axes) != 2:
             continue
-        rows = [(axes_of(r)[axes[0]], axes_of(r)[axes[1]], final_value(r.curve(metric, split), last_k))
+        rows = [(axes_of(r)[axes[0]], axes_of(r)[axes[1]], run_final(r, metric, split, last_k))
                 for r in members]
         frame = pd.DataFrame(rows, columns=axes + ["value"])
         grid = frame.pivot_table(index=axes[0], columns=axes[1], values="value", aggfunc="mean", dropna=False)
@@ -60,7 +60,7 @@ def config_summary(
     runs: Iterable[Run], split: str = "train", metric: str = "loss", last_k: int = 1
 ) -> pd.DataFrame:
     """Per (task, label): mean, std and number of seeds of the final ``metric`` — the ablation bar chart."""
-    rows = [(r.task, r.label, final_value(r.curve(metric, split), last_k)) for r in runs]
+    rows = [(r.task, r.label, run_final(r, metric, split, last_k)) for r in runs]
     frame = pd.DataFrame(rows, columns=["task", "label", "value"])
     table = frame.groupby(["task", "label"], sort=True)["value"].agg(["mean", "std", "count"])
     return table.rename(columns={"count": "seeds"}).reset_index()

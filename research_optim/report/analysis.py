@@ -1,28 +1,65 @@
 """Pure functions from runs to tables: the numbers an optimizer paper reports.
 
 * final loss per task × optimizer (mean over seeds), its log-average and average-rank rows (the SaLSA table);
-* steps / training time to a target and the speedup against a baseline (the Cautious paper's "1.47×");
+* paired comparisons with a baseline: the final-value difference and the speedup in reaching the baseline's final
+  value (the Cautious paper's "1.47×"), each with a 95% interval over seeds and a verdict (:mod:`.stats`);
 * AlgoPerf performance profiles and their integrated score;
 * mean ± band curves over seeds on a common x grid, and hyperparameter sensitivity.
 
 Runs are :class:`research_optim.report.runs.Run` objects (a :class:`RunSet` iterates over its usable runs).
 Every function that groups runs takes ``label``: a function naming a run's column; the default,
 ``Run.label``, is the optimizer name plus the hyperparameters that vary in the sweep, so runs with
-different learning rates are never averaged together by accident.
+different learning rates are never averaged together by accident (the report passes the method names of
+:mod:`.methods` instead, with one configuration per method).
+
+The training split logs the mean loss of each window of ``train.log_every`` steps, a noisy quantity: its curves
+are smoothed by a trailing mean of ``last_k`` windows, and its "final" value is the last smoothed one. Evaluation
+splits (val) are full passes over the split and are used as logged.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from research_optim.report.runs import Run
+from research_optim.report import stats
+from research_optim.report.runs import EXCESS_LOSS, Run
 
 Label = Callable[[Run], str]
+HIGHER_IS_BETTER = frozenset({"accuracy"})  # every other metric (loss, excess_loss, ...) is lower-is-better
+SMOOTHED_SPLIT = "train"  # the split whose logged values are window means (smoothed over last_k windows)
+SPLIT_NAMES = {"train": "training", "val": "validation"}
+METRIC_NAMES = {EXCESS_LOSS: "excess loss (loss − optimum)"}
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric in HIGHER_IS_BETTER
+
+
+def describe_metric(metric: str, split: str) -> str:
+    """In words, e.g. "validation excess loss (loss − optimum)"."""
+    return f"{SPLIT_NAMES.get(split, split)} {METRIC_NAMES.get(metric, metric)}"
+
+
+def window(split: str, last_k: int) -> int:
+    """How many logged values a final value and a smoothed curve average: ``last_k`` on train, 1 elsewhere."""
+    if last_k < 1:
+        raise ValueError(f"last_k must be >= 1, got {last_k}")
+    return last_k if split == SMOOTHED_SPLIT else 1
+
+
+def smooth(curve: pd.Series, k: int) -> pd.Series:
+    """Trailing mean over ``k`` logged values (the first ones average what exists)."""
+    return curve if k == 1 else curve.rolling(k, min_periods=1).mean()
+
+
+def run_final(run: Run, metric: str = "loss", split: str = "train", last_k: int = 1) -> float:
+    """A run's final ``metric`` on ``split``: the last value of its curve smoothed as :func:`window` says."""
+    return final_value(run.curve(metric, split), window(split, last_k))
 
 
 def _default_label(run: Run) -> str:
@@ -33,24 +70,22 @@ def _default_label(run: Run) -> str:
 def final_value(curve: pd.Series, last_k: int = 1) -> float:
     """The "final" value of a curve: the mean of its last ``last_k`` logged values (``last_k=1``: the last one).
 
-    NaN for an empty curve. Averaging a few points smooths the noise of a per-window training loss.
+    NaN for an empty curve. Averaging a few points smooths the noise of a per-window training loss. Computed as
+    the last point of :func:`smooth` — bit for bit, so a smoothed curve reaches its own final value.
     """
     if last_k < 1:
         raise ValueError(f"last_k must be >= 1, got {last_k}")
     if curve.empty:
         return math.nan
-    return float(curve.iloc[-last_k:].mean())
+    return float(smooth(curve, last_k).iloc[-1])
 
 
 def final_values(
     runs: Iterable[Run], split: str = "train", metric: str = "loss", last_k: int = 1, label: Label | None = None
 ) -> pd.DataFrame:
-    """One row per run: task, optimizer (the label), seed, value (its final ``metric``), path."""
+    """One row per run: task, optimizer (the label), seed, value (its final ``metric``, see :func:`run_final`), path."""
     label = label or _default_label
-    rows = [
-        (run.task, label(run), run.seed, final_value(run.curve(metric, split), last_k), str(run.path))
-        for run in runs
-    ]
+    rows = [(run.task, label(run), run.seed, run_final(run, metric, split, last_k), str(run.path)) for run in runs]
     return pd.DataFrame(rows, columns=["task", "optimizer", "seed", "value", "path"])
 
 
@@ -64,7 +99,7 @@ def final_loss_table(
 ) -> pd.DataFrame:
     """Task × optimizer table of the final ``metric``, aggregated over seeds (``agg``: mean, std, count, ...).
 
-    "Final" is the mean of the last ``last_k`` logged values of each run (see :func:`final_value`).
+    "Final" is :func:`run_final`: on train the mean of the last ``last_k`` logged windows, elsewhere the last value.
     A task/optimizer pair with no run is NaN.
     """
     values = final_values(runs, split, metric, last_k, label)
@@ -109,6 +144,12 @@ def steps_to_target(curve: pd.Series, target: float, lower_is_better: bool = Tru
     return float(hits[0]) if len(hits) else math.nan
 
 
+def x_to_target(run: Run, target: float, metric: str, split: str, x: str, last_k: int) -> float:
+    """The first ``x`` at which ``run``'s smoothed ``metric`` curve on ``split`` reaches ``target`` (NaN: never)."""
+    curve = smooth(run.curve(metric, split, x=x), window(split, last_k))
+    return steps_to_target(curve, target, lower_is_better=not higher_is_better(metric))
+
+
 def speedup_per_seed(
     runs: Iterable[Run],
     baseline: str,
@@ -117,53 +158,29 @@ def speedup_per_seed(
     last_k: int = 1,
     axes: Sequence[str] = ("step", "train_time"),
     label: Label | None = None,
-    lower_is_better: bool = True,
 ) -> pd.DataFrame:
     """The raw comparisons behind :func:`speedup_vs_baseline`, one row per (pair of runs, axis).
 
-    Per task, the target is the baseline run's final ``metric`` (mean of its last ``last_k`` values).
-    Speedup = baseline's x-to-target / method's x-to-target, where x is each of ``axes`` ("step" or
-    "train_time"). Runs are paired by seed when the method and the baseline share seeds (only shared seeds
-    are used); otherwise every method run is compared with every baseline run (``paired`` False).
-    A method run that never reaches the target has infinite x-to-target: speedup 0.0, ``reached`` False.
+    Per pair, the target is the baseline run's final ``metric`` (:func:`run_final`); each run's x-to-target is
+    the first x at which its smoothed curve reaches it (:func:`x_to_target`), x being each of ``axes`` ("step",
+    "forwards", "train_time"). Speedup = baseline's x-to-target / method's. Runs are paired by seed when the method
+    and the baseline share seeds (only shared seeds are used); otherwise every method run is compared with every
+    baseline run (``paired`` False). A method run that never reaches the target: speedup 0.0, ``reached`` False.
 
     Columns: task, optimizer, axis, seed, baseline_seed, target, baseline_x, method_x, speedup, reached, paired.
     """
-    label = label or _default_label
-    by_task: dict[str, dict[str, list[Run]]] = {}
-    for run in runs:
-        by_task.setdefault(run.task, {}).setdefault(label(run), []).append(run)
-
     rows: list[dict[str, Any]] = []
-    for task, groups in sorted(by_task.items()):
-        if baseline not in groups:
-            continue
-        base_runs = groups[baseline]
-        for name, method_runs in sorted(groups.items()):
-            if name == baseline:
-                continue
-            pairs, paired = _pair_by_seed(base_runs, method_runs)
-            for base, method in pairs:
-                target = final_value(base.curve(metric, split), last_k)
-                for axis in axes:
-                    base_x = steps_to_target(base.curve(metric, split, x=axis), target, lower_is_better)
-                    method_x = steps_to_target(method.curve(metric, split, x=axis), target, lower_is_better)
-                    reached = not math.isnan(method_x)
-                    rows.append(
-                        dict(
-                            task=task,
-                            optimizer=name,
-                            axis=axis,
-                            seed=method.seed,
-                            baseline_seed=base.seed,
-                            target=target,
-                            baseline_x=base_x,
-                            method_x=method_x,
-                            speedup=_ratio(base_x, method_x) if reached else 0.0,
-                            reached=reached,
-                            paired=paired,
-                        )
-                    )
+    for task, name, pairs, paired in _against_baseline(runs, baseline, label or _default_label):
+        for base, method in pairs:
+            target = run_final(base, metric, split, last_k)
+            for axis in axes:
+                base_x = x_to_target(base, target, metric, split, axis, last_k)
+                method_x = x_to_target(method, target, metric, split, axis, last_k)
+                reached = not math.isnan(method_x)
+                rows.append(dict(task=task, optimizer=name, axis=axis, seed=method.seed, baseline_seed=base.seed,
+                                 target=target, baseline_x=base_x, method_x=method_x,
+                                 speedup=_ratio(base_x, method_x) if reached else 0.0, reached=reached,
+                                 paired=paired))
     columns = ["task", "optimizer", "axis", "seed", "baseline_seed", "target", "baseline_x", "method_x",
                "speedup", "reached", "paired"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
@@ -177,21 +194,64 @@ def speedup_vs_baseline(
     last_k: int = 1,
     axes: Sequence[str] = ("step", "train_time"),
     label: Label | None = None,
-    lower_is_better: bool = True,
 ) -> pd.DataFrame:
     """Speedup of every method over ``baseline`` in reaching the baseline's final ``metric``, per task.
 
-    Rows (task, optimizer, axis) with axis "step" and "train_time"; columns mean, std, min, max of the
-    per-seed speedups (see :func:`speedup_per_seed` for the pairing and the target), n (comparisons),
-    n_reached (comparisons where the method reached the target; the others count as speedup 0) and paired.
-    ``std`` is the sample standard deviation (NaN for a single comparison).
+    Rows (task, optimizer, axis); columns mean, std, min, max of the per-seed speedups (see
+    :func:`speedup_per_seed` for the pairing and the target), n (comparisons), n_reached (comparisons where the
+    method reached the target; the others count as speedup 0) and paired. ``std`` is the sample standard deviation
+    (NaN for a single comparison). :func:`comparison` gives the interval and the verdict.
     """
-    per_seed = speedup_per_seed(runs, baseline, metric, split, last_k, axes, label, lower_is_better)
+    per_seed = speedup_per_seed(runs, baseline, metric, split, last_k, axes, label)
     grouped = per_seed.groupby(["task", "optimizer", "axis"], sort=True)
     table = grouped["speedup"].agg(["mean", "std", "min", "max", "count"]).rename(columns={"count": "n"})
     table["n_reached"] = grouped["reached"].sum().astype(int)
     table["paired"] = grouped["paired"].all()
     return table
+
+
+FINAL = "final"  # the comparison quantity "difference of final values" (the others are the axes)
+
+
+def comparison(
+    runs: Iterable[Run],
+    baseline: str,
+    metric: str = "loss",
+    split: str = "train",
+    last_k: int = 1,
+    axes: Sequence[str] = ("step",),
+    label: Label | None = None,
+    method: str = "t",
+) -> pd.DataFrame:
+    """Every method against ``baseline``, paired by seed, with a 95% interval and a verdict per quantity.
+
+    One row per (task, optimizer, quantity). Quantity ``final``: the per-seed difference method − baseline of the
+    final ``metric``; ``estimate`` is its mean. Quantity = an axis of ``axes``: the per-seed speedup in reaching the
+    baseline seed's final value (:func:`speedup_per_seed`); ``estimate`` is the geometric mean, the interval is that
+    of the mean log speedup, mapped back — defined only when every seed reached the target. ``verdict`` (better /
+    worse / indistinguishable at 95%, "–" without an interval) is from the method's point of view. Only seeds both
+    sides share count (``n``); none shared gives n = 0 and no interval.
+
+    Columns: task, optimizer, quantity, estimate, low, high, n, reached, verdict.
+    """
+    better_up = higher_is_better(metric)
+    rows: list[dict[str, Any]] = []
+    for task, name, pairs, paired in _against_baseline(runs, baseline, label or _default_label):
+        pairs = pairs if paired else []
+        base_finals = np.array([run_final(b, metric, split, last_k) for b, _ in pairs], dtype=float)
+        method_finals = np.array([run_final(m, metric, split, last_k) for _, m in pairs], dtype=float)
+        finite = np.isfinite(base_finals) & np.isfinite(method_finals)
+        diff = stats.interval(method_finals[finite] - base_finals[finite], method)
+        rows.append(_comparison_row(task, name, FINAL, diff, len(pairs), int(finite.sum()), better_up))
+        for axis in axes:
+            speedups = [_paired_speedup(b, m, metric, split, axis, last_k) for b, m in pairs]
+            reached = [s for s in speedups if not math.isnan(s)]
+            usable = len(reached) == len(pairs) and all(0 < s < math.inf for s in reached)
+            log_speedup = stats.interval(np.log(reached) if usable else [], method)
+            rows.append(_comparison_row(task, name, axis, log_speedup.map(math.exp), len(pairs), len(reached),
+                                        True, null=1.0))
+    columns = ["task", "optimizer", "quantity", "estimate", "low", "high", "n", "reached", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def time_to_target_table(
@@ -201,13 +261,13 @@ def time_to_target_table(
     split: str = "val",
     x: str = "train_time",
     label: Label | None = None,
-    lower_is_better: bool = True,
+    last_k: int = 1,
 ) -> pd.DataFrame:
     """Task × optimizer table of x-to-target (the input of :func:`performance_profiles`).
 
     ``targets`` maps each task to its target (or is one number for all tasks); tasks without a target are
-    left out. Per (task, optimizer) the value is the median over seeds, a run that never reaches the target
-    counting as infinite (so the median is infinite when most seeds fail, as in AlgoPerf).
+    left out. Per (task, optimizer) the value is the median over seeds of :func:`x_to_target`, a run that never
+    reaches the target counting as infinite (so the median is infinite when most seeds fail, as in AlgoPerf).
     """
     label = label or _default_label
     rows = []
@@ -215,7 +275,7 @@ def time_to_target_table(
         target = targets if isinstance(targets, (int, float)) else targets.get(run.task)
         if target is None:
             continue
-        reached_at = steps_to_target(run.curve(metric, split, x=x), float(target), lower_is_better)
+        reached_at = x_to_target(run, float(target), metric, split, x, last_k)
         rows.append((run.task, label(run), math.inf if math.isnan(reached_at) else reached_at))
     frame = pd.DataFrame(rows, columns=["task", "optimizer", "time"])
     table = frame.pivot_table(index="task", columns="optimizer", values="time", aggfunc="median")
@@ -342,9 +402,7 @@ def sensitivity(
         value = _param_value(run, param)
         if value is None:
             continue
-        others = {k: v for k, v in run.varying.items() if k != param}
-        name = " ".join([run.optimizer] + [f"{k}={v}" for k, v in sorted(others.items())])
-        rows.append((run.task, name, _hashable(value), final_value(run.curve(metric, split), last_k)))
+        rows.append((run.task, sensitivity_label(run, param), _hashable(value), run_final(run, metric, split, last_k)))
     if not rows:
         raise ValueError(f"no run has the hyperparameter {param!r}")
     frame = pd.DataFrame(rows, columns=["task", "optimizer", param, "final"])
@@ -352,7 +410,40 @@ def sensitivity(
     return table.rename(columns={"count": "n"}).reset_index()
 
 
+def sensitivity_label(run: Run, param: str) -> str:
+    """The line of :func:`sensitivity` a run is on: its optimizer and its varying hyperparameters but ``param``."""
+    others = {k: v for k, v in run.varying.items() if k != param}
+    return " ".join([run.optimizer] + [f"{k}={v}" for k, v in sorted(others.items())])
+
+
 # ------------------------------------------------------------------------------------------------- helpers
+def _against_baseline(runs: Iterable[Run], baseline: str,
+                      label: Label) -> Iterator[tuple[str, str, list[tuple[Run, Run]], bool]]:
+    """Per task holding ``baseline`` and per other label: (task, label, (baseline run, run) pairs, paired by seed)."""
+    by_task: dict[str, dict[str, list[Run]]] = {}
+    for run in runs:
+        by_task.setdefault(run.task, {}).setdefault(label(run), []).append(run)
+    for task, groups in sorted(by_task.items()):
+        if baseline not in groups:
+            continue
+        for name, method_runs in sorted(groups.items()):
+            if name != baseline:
+                yield task, name, *_pair_by_seed(groups[baseline], method_runs)
+
+
+def _paired_speedup(base: Run, run: Run, metric: str, split: str, axis: str, last_k: int) -> float:
+    """``base``'s x-to-target / ``run``'s, the target being ``base``'s final value; NaN if ``run`` never gets there."""
+    target = run_final(base, metric, split, last_k)
+    return _ratio(x_to_target(base, target, metric, split, axis, last_k),
+                  x_to_target(run, target, metric, split, axis, last_k))
+
+
+def _comparison_row(task: str, name: str, quantity: str, estimate: stats.Interval, n: int, reached: int,
+                    higher_is_better_: bool, null: float = 0.0) -> dict[str, Any]:
+    return dict(task=task, optimizer=name, quantity=quantity, estimate=estimate.mean, low=estimate.low,
+                high=estimate.high, n=n, reached=reached, verdict=stats.verdict(estimate, higher_is_better_, null))
+
+
 def _pair_by_seed(base_runs: list[Run], method_runs: list[Run]) -> tuple[list[tuple[Run, Run]], bool]:
     base_by_seed = {run.seed: run for run in base_runs if run.seed is not None}
     shared = [run for run in method_runs if run.seed in base_by_seed]

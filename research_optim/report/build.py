@@ -7,11 +7,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from research_optim.report import ReportError
 from research_optim.report.document import Document
 from research_optim.report.html import render_html
 from research_optim.report.markdown import FIGURE_DIR, render_markdown
 from research_optim.report.runs import RunSet, load_runs
-from research_optim.report.sections import Options, build_document
+from research_optim.report.sections import Options, Study, build_document, prepare
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,11 @@ class Written:
     html: Path
     markdown: Path
     document: Document
-    runset: RunSet
+    study: Study
+
+    @property
+    def runset(self) -> RunSet:
+        return self.study.runset
 
 
 def is_wandb_source(source: str) -> bool:
@@ -41,7 +46,7 @@ def load_source(source: str, cache: Path, progress: bool = True) -> RunSet:
     return load_runs(source, progress=progress)
 
 
-def write_report(document: Document, runset: RunSet, out: Path) -> Written:
+def write_report(document: Document, study: Study, out: Path) -> Written:
     """``out/report.html`` (self-contained) and ``out/report.md`` with its PNGs in ``out/figures/``."""
     out.mkdir(parents=True, exist_ok=True)
     figures = out / FIGURE_DIR
@@ -53,17 +58,21 @@ def write_report(document: Document, runset: RunSet, out: Path) -> Written:
     html_path, md_path = out / "report.html", out / "report.md"
     html_path.write_text(render_html(document))
     md_path.write_text(render_markdown(document))
-    return Written(html_path, md_path, document, runset)
+    return Written(html_path, md_path, document, study)
 
 
 def report(source: str, out: Path, options: Options, progress: bool = True) -> Written:
+    """Load ``source``, check the options against its runs (:class:`ReportError` before anything is written),
+    build the document and write it to ``out``."""
     runset = load_source(source, out / "wandb_runs", progress)
     if not runset.runs and not runset.problems:
-        raise ValueError(f"no run directories under {source}")
+        raise ReportError(f"no runs under {source} (a run directory holds config.yaml)")
+
     def say(message: str) -> None:
         if progress:
             print(message, file=sys.stderr, flush=True)
 
     say(f"report: {len(runset.runs)} completed runs, {len(runset.problems)} problems")
-    document = build_document(runset, options, progress=say)
-    return write_report(document, runset, out)
+    study = prepare(runset, options)
+    document = build_document(study, progress=say)
+    return write_report(document, study, out)

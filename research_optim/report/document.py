@@ -19,13 +19,15 @@ class Text:
 
 @dataclass
 class Table:
-    """A table; ``best`` marks the minimum (or maximum) of each row (or column) in bold."""
+    """A table; ``best`` marks the minimum (or maximum) of each row (or column) in bold; ``best_for`` overrides
+    it for named rows (columns), e.g. an "average rank" row whose best is its minimum in an accuracy table."""
 
     frame: pd.DataFrame
     caption: str = ""
     best: Literal["min", "max"] | None = None
     best_along: Literal["row", "column"] = "row"
     index: bool = True
+    best_for: dict[str, Literal["min", "max"]] = field(default_factory=dict)
 
     def cells(self) -> tuple[list[str], list[list[tuple[str, bool]]]]:
         """Header and rows of (formatted text, is_best) pairs; the index, when kept, is the first column."""
@@ -34,7 +36,9 @@ class Table:
         if self.best is not None:
             numeric = frame.apply(pd.to_numeric, errors="coerce")
             axis = 1 if self.best_along == "row" else 0
-            extreme = numeric.min(axis=axis) if self.best == "min" else numeric.max(axis=axis)
+            names = numeric.index if axis == 1 else numeric.columns
+            wanted = pd.Series([self.best_for.get(str(n), self.best) for n in names], index=names)
+            extreme = numeric.min(axis=axis).where(wanted == "min", numeric.max(axis=axis))
             bold = numeric.eq(extreme, axis=0 if axis == 1 else 1) & numeric.notna()
         header = ([str(frame.index.name or "")] if self.index else []) + [str(c) for c in frame.columns]
         rows = []

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from research_optim.report.runs import Run
+from research_optim.report import wallclock
+from research_optim.report.runs import Run, flatten
 
 # Run-level keys that name a run rather than describe the experiment (left out of the common config).
 _PER_RUN_KEYS = ("seed", "run")
@@ -26,7 +27,8 @@ def run_dates(run: Run) -> tuple[str, str]:
 
 
 def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per run: label, task, seed, status, run id, device, hosts, start, end, directory."""
+    """One row per run: label, task, seed, status, run id, device, host, threads, load average, start, end,
+    directory."""
     rows = []
     for run in sorted(runs, key=lambda r: (r.task, r.label, r.seed if r.seed is not None else -1)):
         start, end = run_dates(run)
@@ -34,14 +36,15 @@ def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
         rows.append(dict(
             task=run.task, run=run.label, seed=run.seed, status=run.status, id=run.run_id,
             device=environment.get("device") or _get(run.config, "train.device"),
-            host=environment.get("host", "–"), start=start, end=end, directory=run.path.name,
+            host=environment.get("host", "–"), threads=environment.get("threads", "–"),
+            load=wallclock.load_average(run), start=start, end=end, directory=run.path.name,
         ))
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
 
 
 def common_config(runs: Sequence[Run]) -> dict[str, Any]:
     """The dotted config keys with one value across all runs (the sweep's fixed settings)."""
-    flats = [_flatten({k: v for k, v in r.config.items() if k not in _PER_RUN_KEYS}) for r in runs]
+    flats = [flatten({k: v for k, v in r.config.items() if k not in _PER_RUN_KEYS}) for r in runs]
     if not flats:
         return {}
     keys = set(flats[0]).intersection(*flats[1:])
@@ -50,7 +53,7 @@ def common_config(runs: Sequence[Run]) -> dict[str, Any]:
 
 def varying_config(runs: Sequence[Run]) -> dict[str, list[str]]:
     """The dotted config keys whose values differ between runs, with the values seen."""
-    flats = [_flatten({k: v for k, v in r.config.items() if k not in ("run",)}) for r in runs]
+    flats = [flatten({k: v for k, v in r.config.items() if k not in ("run",)}) for r in runs]
     keys = sorted({k for f in flats for k in f})
     out = {}
     for key in keys:
@@ -58,15 +61,6 @@ def varying_config(runs: Sequence[Run]) -> dict[str, list[str]]:
         if len(values) > 1:
             out[key] = values
     return out
-
-
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def _get(config: dict[str, Any], dotted: str) -> Any:

@@ -9,6 +9,10 @@ A run directory holds::
 A *source* is any directory containing run directories at any depth (a Hydra multirun directory, a sweep's
 root, or a single run directory). :func:`load_runs` never drops a run silently: a run that did not complete, or
 that has no metrics, is returned in :attr:`RunSet.problems` with its status and error.
+
+Two quantities are derived rather than logged: ``excess_loss`` (loss − the task's optimum, for tasks that declare
+one: the loop logs ``gap_to_optimum`` with every evaluation) and the ``forwards`` axis (cumulative forward passes,
+from the line searches' ``opt/forwards_per_step``; one per step for every other optimizer).
 """
 
 from __future__ import annotations
@@ -18,10 +22,15 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from research_optim.report import ReportError
+from research_optim.run_dir import NOT_IN_IDENTITY
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -34,6 +43,12 @@ MISSING = "missing"  # config.yaml only: the run never logged anything
 NO_METRICS = "no_metrics"  # summary says completed but metrics.jsonl is missing or empty
 UNREADABLE = "unreadable"  # a file could not be parsed
 
+EXCESS_LOSS = "excess_loss"  # loss − optimum (derived)
+FORWARDS = "forwards"  # cumulative forward passes (derived x axis)
+FORWARDS_PER_STEP = "opt/forwards_per_step"  # logged by line searches: mean forward passes per step of a window
+# Config keys that do not make a run a different configuration: what the run identity leaves out, the seed, and
+# how often the loop logs, evaluates and checkpoints.
+NOT_SETTINGS = (*NOT_IN_IDENTITY, "seed", "train.log_every", "train.eval_every", "train.checkpoint_every")
 # Keys of the optimizer node that are not hyperparameters.
 _NON_HPARAM_KEYS = frozenset({"name", "_target_", "_partial_", "_recursive_", "_convert_", "defaults"})
 # Sub-directories that never contain runs; hidden ones (.hydra, .submitit) are skipped as well.
@@ -76,17 +91,74 @@ class Run:
         """Optimizer name plus the varying hyperparameters, e.g. ``adamw lr=0.001``."""
         if not self.varying:
             return self.optimizer
-        settings = " ".join(f"{key}={_format_value(value)}" for key, value in sorted(self.varying.items()))
+        settings = " ".join(f"{key}={format_value(value)}" for key, value in sorted(self.varying.items()))
         return f"{self.optimizer} {settings}"
 
-    def curve(self, metric: str = "loss", split: str = "train", x: str = "step") -> pd.Series:
-        """The logged values of ``metric`` in ``split`` as a Series indexed by ``x`` (rows without it dropped)."""
+    @property
+    def environment(self) -> dict[str, Any]:
+        """Where the run executed, as summary.json records it (host, device, threads, load_average, ...)."""
+        return self.summary.get("environment") or {}
+
+    @cached_property
+    def settings(self) -> dict[str, Any]:
+        """The flattened config (dotted keys) without :data:`NOT_SETTINGS`: what makes this configuration."""
+        return {key: value for key, value in flatten(self.config).items()
+                if not any(key == skip or key.startswith(skip + ".") for skip in NOT_SETTINGS)}
+
+    @cached_property
+    def optimum(self) -> float | None:
+        """The task's optimal loss, from the evaluations' ``loss − gap_to_optimum``; None when not logged."""
         rows = self.metrics
-        if rows.empty or metric not in rows or x not in rows:
-            return pd.Series(dtype=float, name=metric)
-        rows = rows[rows["split"] == split].dropna(subset=[metric, x])
-        rows = rows.sort_values(x, kind="stable").drop_duplicates(subset=x, keep="last")
+        if "gap_to_optimum" not in rows or "loss" not in rows:
+            return None
+        both = rows.dropna(subset=["loss", "gap_to_optimum"])
+        return float((both["loss"] - both["gap_to_optimum"]).median()) if not both.empty else None
+
+    def curve(self, metric: str = "loss", split: str = "train", x: str = "step") -> pd.Series:
+        """The logged values of ``metric`` in ``split`` as a Series indexed by ``x`` (rows without it dropped).
+
+        ``metric="excess_loss"`` is loss − :attr:`optimum` (empty when the task has none); ``x="forwards"`` is the
+        cumulative number of forward passes (empty when a line search did not log them per step).
+        """
+        empty = pd.Series(dtype=float, name=metric)
+        if metric == EXCESS_LOSS:
+            optimum = self.optimum
+            return empty if optimum is None else (self.curve("loss", split, x) - optimum).rename(metric)
+        rows = self.metrics
+        if rows.empty or metric not in rows:
+            return empty
+        rows = rows[rows["split"] == split].dropna(subset=[metric])
+        if x == FORWARDS:
+            passes = self.forward_passes()
+            if passes is None:
+                return empty
+            rows = rows.assign(forwards=np.interp(rows["step"].to_numpy(dtype=float), passes.index.to_numpy(),
+                                                  passes.to_numpy()))
+        if x not in rows:
+            return empty
+        rows = rows.dropna(subset=[x]).sort_values(x, kind="stable").drop_duplicates(subset=x, keep="last")
         return pd.Series(rows[metric].to_numpy(dtype=float), index=rows[x].to_numpy(), name=metric)
+
+    def forward_passes(self) -> pd.Series | None:
+        """Cumulative forward passes against the step (from step 0), or None when they are unknown.
+
+        Each training step's gradient evaluation counts one; a line search adds one per trial point and logs the
+        mean per step of each window as ``opt/forwards_per_step``. Optimizers without a line search: one per step.
+        """
+        train = self.metrics[self.metrics["split"] == "train"]
+        if train.empty:
+            return None
+        steps = train["step"].to_numpy(dtype=float)
+        if FORWARDS_PER_STEP in train:
+            per_step = train[FORWARDS_PER_STEP].to_numpy(dtype=float)
+            if np.isnan(per_step).any():
+                return None
+        elif "opt/forwards" in train:  # a line search from before the per-step mean was logged
+            return None
+        else:
+            per_step = np.ones_like(steps)
+        passes = np.cumsum(per_step * np.diff(steps, prepend=0.0))
+        return pd.Series(np.concatenate([[0.0], passes]), index=np.concatenate([[0.0], steps]), name=FORWARDS)
 
 
 @dataclass
@@ -127,7 +199,7 @@ def find_runs(source: str | os.PathLike[str]) -> list[Path]:
     """
     root = Path(source)
     if not root.is_dir():
-        raise FileNotFoundError(f"report source {root} is not a directory")
+        raise ReportError(f"report source {root} is not a directory")
     found: list[Path] = []
     for directory, subdirs, files in os.walk(root):
         if CONFIG_FILE in files:
@@ -284,6 +356,16 @@ def _fill_varying(runs: Sequence[Run]) -> None:
             run.varying = {key: run.hparams.get(key) for key in varying}
 
 
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"optimizer.lr": 0.001, ...}`` (lists are values, not nodes)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
 def _get(config: dict[str, Any], dotted: str) -> Any:
     node: Any = config
     for part in dotted.split("."):
@@ -305,7 +387,10 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def _format_value(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A config value for a label: floats as ``%g`` (0.003, 1e-05), lists as ``[0.9, 0.99]``."""
     if isinstance(value, float) and math.isfinite(value):
         return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)

@@ -1,6 +1,8 @@
-"""CIFAR-10 loading from local copies with the hub's column layout (img: PIL image, label: ClassLabel)."""
+"""CIFAR-10 loading from local copies: the hub's layout (img: Image(), label: ClassLabel) and the other common
+parquet layouts — PNG/JPEG bytes written by pandas, {bytes, path} structs, HWC arrays, label/labels/fine_label."""
 from __future__ import annotations
 
+import io
 import os
 
 os.environ["HF_DATASETS_OFFLINE"] = "1"  # never reach the hub from tests
@@ -72,6 +74,53 @@ def test_missing_local_path_names_the_config_key(tmp_path):
 
 def test_wrong_column_names_are_reported(tmp_path):
     train, _ = _split(4, seed=3)
-    datasets.DatasetDict({"train": train.rename_column("img", "image"), "test": train}).save_to_disk(str(tmp_path / "d"))
-    with pytest.raises(ValueError, match=r"data columns \['img'\] not found"):
+    datasets.DatasetDict({"train": train.rename_column("img", "picture"), "test": train}).save_to_disk(
+        str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"no column named img or image .*set data.image_column"):
         load_cifar10(path=str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"data.image_column='photo' is not a column"):
+        load_cifar10(path=str(tmp_path / "d"), image_column="photo")
+
+
+def _encoded(pixels: np.ndarray, fmt: str) -> list[bytes]:
+    from PIL import Image
+
+    out = []
+    for p in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(p).save(buffer, format=fmt, **({"quality": 100, "subsampling": 0} if fmt == "JPEG" else {}))
+        out.append(buffer.getvalue())
+    return out
+
+
+@pytest.mark.parametrize("layout, label", [("png_bytes", "label"), ("jpeg_bytes", "labels"),
+                                           ("bytes_path_struct", "fine_label"), ("path_struct", "label"),
+                                           ("hwc_array", "label")])
+def test_common_parquet_layouts_written_by_pandas(tmp_path, layout, label):
+    from PIL import Image
+
+    pandas = pytest.importorskip("pandas")
+    pixels = np.random.default_rng(4).integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    encoded = _encoded(pixels, "JPEG" if layout == "jpeg_bytes" else "PNG")
+    if layout == "jpeg_bytes":  # lossy: the reference is what the JPEG decodes to
+        pixels = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in encoded])
+    if layout in ("png_bytes", "jpeg_bytes"):
+        images = encoded
+    elif layout == "bytes_path_struct":
+        images = [{"bytes": b, "path": f"{i}.png"} for i, b in enumerate(encoded)]
+    elif layout == "path_struct":
+        paths = [tmp_path / f"{i}.png" for i in range(len(pixels))]
+        for path, data in zip(paths, encoded):
+            path.write_bytes(data)
+        images = [{"bytes": None, "path": str(path)} for path in paths]
+    else:
+        images = [p.tolist() for p in pixels]
+    labels = [i % 10 for i in range(len(pixels))]
+    pandas.DataFrame({"image": images, label: labels}).to_parquet(tmp_path / "cifar.parquet")
+    data = load_cifar10(path=str(tmp_path / "cifar.parquet"), val_fraction=0.25, cache_dir=str(tmp_path / "cache"))
+    every = torch.cat([data.train.inputs, data.val.inputs])
+    expected = _expected(pixels)
+    order = torch.cdist(every.flatten(1), expected.flatten(1)).argmin(1)
+    assert sorted(order.tolist()) == list(range(len(pixels)))
+    torch.testing.assert_close(every, expected[order])
+    assert torch.cat([data.train.targets, data.val.targets]).tolist() == [labels[i] for i in order.tolist()]

@@ -12,7 +12,8 @@ import torch
 
 datasets = pytest.importorskip("datasets")
 
-from research_optim.data.hf_text import ByteTokenizer, is_held_out, load_hf_text  # noqa: E402
+from research_optim.data.hf_text import is_held_out, load_hf_text  # noqa: E402
+from research_optim.data.tokenizers import ByteTokenizer  # noqa: E402
 
 TOKENIZER = ByteTokenizer()
 
@@ -114,11 +115,15 @@ def test_streaming_holds_out_documents_the_training_stream_never_sees(streamed_j
     assert train_ids != TRAINED
 
 
-def test_streaming_eval_pass_reads_each_rank_part_once_in_order(streamed_jsonl):
-    per_rank = [torch.cat([x for x, _ in streamed_jsonl.train.eval_batches(5, rank=r, world_size=2)]) for r in range(2)]
-    assert doc_ids(per_rank[0]) == TRAINED[0::2][:-1] and doc_ids(per_rank[1]) == TRAINED[1::2][:-1]
-    batch_sizes = [len(x) for x, _ in streamed_jsonl.train.eval_batches(5)]
-    assert batch_sizes[:-1] == [5] * (len(batch_sizes) - 1) and sum(batch_sizes) == len(TRAINED) - 1
+def test_streaming_eval_pass_splits_the_stream_over_ranks_in_order(streamed_jsonl):
+    whole = [x for x, _ in streamed_jsonl.train.eval_batches(5)]
+    assert [len(x) for x in whole[:-1]] == [5] * (len(whole) - 1)
+    whole_ids = doc_ids(torch.cat(whole))
+    assert whole_ids == TRAINED[:-1]
+    per_rank = [doc_ids(torch.cat([x for x, _ in streamed_jsonl.train.eval_batches(5, rank=r, world_size=2)]))
+                for r in range(2)]
+    assert per_rank == [whole_ids[0::2], whole_ids[1::2]]
+    assert doc_ids(torch.cat([x for x, _ in streamed_jsonl.train.eval_batches(5, limit=7)])) == whole_ids[:7]
 
 
 def test_streaming_is_deterministic_and_resumes_from_a_step(streamed_jsonl):
@@ -136,27 +141,29 @@ def test_streaming_is_deterministic_and_resumes_from_a_step(streamed_jsonl):
     assert second_epoch != doc_ids(first[:8])  # reshuffled each epoch
 
 
-def test_streaming_ranks_get_disjoint_documents_from_one_file(streamed_jsonl):
-    half = len(TRAINED) // 2
-    per_rank = [
-        doc_ids(collect(streamed_jsonl.train, steps=half // 4 + 1, batch_size=4, seed=3, rank=r, world_size=2)[0][:half])
-        for r in range(2)
-    ]
-    assert len(set(per_rank[0])) == len(set(per_rank[1])) == half
-    assert not set(per_rank[0]) & set(per_rank[1])
-    assert set(per_rank[0]) | set(per_rank[1]) <= set(TRAINED)
+def ranks_split_the_global_batch(split, batch_size: int, world_size: int, steps: int, seed: int) -> None:
+    """Each rank's batch is its slice of the batch one process gets: together, exactly that batch."""
+    alone = [x for _, (x, _) in zip(range(steps), split.train_batches(batch_size, seed=seed))]
+    ranks = [[x for _, (x, _) in zip(range(steps), split.train_batches(batch_size, seed=seed, rank=r,
+                                                                         world_size=world_size))]
+             for r in range(world_size)]
+    for step, batch in enumerate(alone):
+        torch.testing.assert_close(torch.cat([ranks[r][step] for r in range(world_size)]), batch)
+        assert all(len(ranks[r][step]) == batch_size // world_size for r in range(world_size))
 
 
-def test_streaming_ranks_get_whole_shards_from_two_files(tmp_path):
+def test_streaming_ranks_split_each_global_batch_of_one_file(streamed_jsonl):
+    ranks_split_the_global_batch(streamed_jsonl.train, batch_size=4, world_size=2, steps=len(TRAINED) // 2, seed=3)
+
+
+def test_streaming_ranks_split_each_global_batch_of_two_files(tmp_path):
     # json, not parquet: datasets' streamed parquet reader sleeps 5 s whenever an iterator is dropped
     files = [write_jsonl(tmp_path / f"part{shard}.jsonl", tagged_docs(8, start=10 * shard)) for shard in range(2)]
     data = load_hf_text(path="json", data_files={"train": files, "validation": files[:1]}, seq_len=16,
                         streaming=True, shuffle_buffer=4)
-    assert data.train.source.num_shards == 2  # so split_dataset_by_node assigns whole files to ranks
+    assert data.train.source.num_shards == 2
     assert doc_ids(data.val.inputs) == list(range(7))
-    per_rank = [set(doc_ids(collect(data.train, steps=2, batch_size=4, seed=0, rank=r, world_size=2)[0]))
-                for r in range(2)]
-    assert sorted(map(sorted, per_rank)) == [list(range(8)), list(range(10, 18))]
+    ranks_split_the_global_batch(data.train, batch_size=4, world_size=2, steps=6, seed=0)
 
 
 def test_errors_name_the_config_key(tmp_path):

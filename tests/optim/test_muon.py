@@ -13,6 +13,8 @@ from torch import nn
 from torch.optim._muon import _zeropower_via_newtonschulz
 
 from research_optim.build import build_data, build_model, build_optimizer
+from research_optim.data.base import DataSpec
+from research_optim.models.llama import Llama
 from research_optim.optim.muon import CautiousMuon, Muon, hidden_matrices
 from research_optim.optim.salsa import SaLSA
 from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper
@@ -159,6 +161,16 @@ def test_hidden_matrices_are_the_linears_but_the_head_and_tied_embeddings():
     assert muon_params == {id(p) for p in hidden_matrices(model)} and muon_params
 
 
+
+@pytest.mark.parametrize("spec", [DataSpec(task="lm", input_shape=(16,), num_classes=50),
+                                  DataSpec(task="classification", input_shape=(16,), num_classes=3, vocab_size=50)])
+def test_hidden_matrices_of_llama_leave_out_its_head(spec):
+    """LLaMA's head (lm_head, untied, or the classifier's score) is its last Linear: AdamW's, as the embeddings."""
+    model = Llama(spec, n_layer=2, n_head=4, n_embd=32, intermediate_size=48)
+    head = model.score if model.classify else model.lm_head
+    linears = [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+    assert hidden_matrices(model) == set(linears) - {head.weight} and len(linears) == 2 * 7 + 1
+
 @pytest.mark.parametrize("name,cls", [("muon", Muon), ("c_muon", CautiousMuon), ("sf_muon", ScheduleFreeWrapper),
                                       ("salsa_muon", SaLSA)])
 def test_configs_give_muon_the_hidden_matrices(name, cls):
@@ -194,7 +206,8 @@ def test_use_muon_group_refuses_non_matrices():
 
 
 def test_sharded_matrices_are_refused(tmp_path):
-    """Newton–Schulz needs whole matrices: a DTensor (FSDP's sharded parameter) is refused at construction."""
+    """Newton–Schulz needs whole matrices: a DTensor (FSDP's sharded parameter) is refused at construction, by Muon
+    and by SaLSA searching along Muon directions (not by the Adam directions, which work per coordinate)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
@@ -204,8 +217,11 @@ def test_sharded_matrices_are_refused(tmp_path):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     try:
         sharded = nn.Parameter(distribute_tensor(torch.zeros(4, 4), init_device_mesh("cpu", (1,)), [Shard(0)]))
-        with pytest.raises(ValueError, match="sharded"):
+        with pytest.raises(ValueError, match="Muon: a Muon matrix of shape \\(4, 4\\) is sharded"):
             Muon([sharded])
+        with pytest.raises(ValueError, match="SaLSA: a Muon matrix of shape \\(4, 4\\) is sharded"):
+            SaLSA([sharded], direction="muon")
+        SaLSA([sharded], direction="adam")
     finally:
         dist.destroy_process_group()
 

@@ -8,56 +8,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from research_optim.report.analysis import (
     average_rank,
+    comparison,
     final_loss_table,
     integrated_profile_score,
     log_average,
     mean_band,
     performance_profiles,
+    run_final,
     sensitivity,
     speedup_per_seed,
     speedup_vs_baseline,
     steps_to_target,
     time_to_target_table,
+    x_to_target,
 )
 from research_optim.report.runs import Run
+from tests.report.runs_in_memory import make_run
 
 SALSA_TABLE = Path(__file__).parent / "data" / "salsa_paper_table.csv"
-
-
-def make_run(
-    optimizer: str,
-    seed: int,
-    steps: list[int],
-    losses: list[float],
-    task: str = "mlp/digits",
-    times: list[float] | None = None,
-    split: str = "train",
-    hparams: dict | None = None,
-    varying: dict | None = None,
-) -> Run:
-    """A completed in-memory run with one logged curve (train_time = step unless given)."""
-    metrics = pd.DataFrame(
-        dict(step=steps, split=split, loss=losses, train_time=times if times is not None else [float(s) for s in steps])
-    )
-    return Run(
-        path=Path(f"/runs/{task}/{optimizer}/{seed}"),
-        config={"seed": seed, "optimizer": {"name": optimizer, **(hparams or {})}},
-        metrics=metrics,
-        status="completed",
-        error=None,
-        summary={"status": "completed"},
-        optimizer=optimizer,
-        task=task,
-        seed=seed,
-        run_id=None,
-        sweep=None,
-        group=None,
-        hparams=dict(hparams or {}),
-        varying=dict(varying or {}),
-    )
 
 
 # ------------------------------------------------------------------------------------------ the SaLSA table
@@ -295,3 +267,67 @@ def test_sensitivity_mean_and_std_over_seeds_per_value():
     assert table["n"].tolist() == [2, 2]
     with pytest.raises(ValueError, match="momentum"):
         sensitivity(runs, param="momentum")
+
+
+# ------------------------------------------------------------------------------ smoothing and final values
+def test_training_values_are_smoothed_and_evaluations_are_not():
+    run = make_run("adamw", 0, [10, 20, 30, 40], [4.0, 1.0, 3.0, 2.0], val={"step": [20, 40], "loss": [5.0, 6.0]})
+    assert run_final(run, last_k=2) == 2.5  # (3 + 2) / 2
+    assert run_final(run, split="val", last_k=2) == 6.0  # an evaluation is used as logged
+    # The smoothed curve (trailing mean of 2: 4, 2.5, 2, 2.5) first reaches 2.2 at step 30, not at the dip at 20.
+    assert x_to_target(run, 2.2, "loss", "train", "step", last_k=2) == 30
+    assert x_to_target(run, 2.2, "loss", "train", "step", last_k=1) == 20
+    # A smoothed curve reaches its own final value (computed bit for bit the same way).
+    noisy = make_run("adamw", 0, list(range(1, 40)), [1 / (1 + 0.1 * s) + 0.01 * (s % 3) for s in range(1, 40)])
+    assert x_to_target(noisy, run_final(noisy, last_k=5), "loss", "train", "step", last_k=5) <= 39
+
+
+def test_excess_loss_is_loss_minus_the_logged_optimum():
+    optimum = 2.3125
+    val = {"step": [20, 40], "loss": [3.0, 2.5], "gap_to_optimum": [3.0 - optimum, 2.5 - optimum]}
+    run = make_run("adamw", 0, [10, 20, 30, 40], [4.0, 3.5, 3.0, 2.75], task="lm", val=val)
+    assert run.optimum == optimum
+    assert run.curve("excess_loss").to_dict() == {10: 4.0 - optimum, 20: 3.5 - optimum, 30: 3.0 - optimum,
+                                                  40: 2.75 - optimum}
+    assert final_loss_table([run], metric="excess_loss").loc["lm", "adamw"] == 2.75 - optimum
+    assert final_loss_table([run], split="val", metric="excess_loss").loc["lm", "adamw"] == 2.5 - optimum
+    plain = make_run("adamw", 0, [10], [1.0])
+    assert plain.optimum is None and plain.curve("excess_loss").empty
+
+
+def test_forward_passes_accumulate_the_line_search_trials():
+    # Windows of 10 steps: 3 forwards per step, then 1.5; evaluations at the window ends read the same axis.
+    run = make_run("salsa", 0, [10, 20], [2.0, 1.0], columns={"opt/forwards_per_step": [3.0, 1.5]},
+                   val={"step": [20], "loss": [1.2]})
+    assert run.curve("loss", x="forwards").to_dict() == {30.0: 2.0, 45.0: 1.0}
+    assert run.curve("loss", "val", x="forwards").to_dict() == {45.0: 1.2}
+    assert make_run("adamw", 0, [10, 20], [2.0, 1.0]).curve(x="forwards").index.tolist() == [10.0, 20.0]
+    # A line search that logged only the last step's forwards has no forward-pass axis.
+    assert make_run("sls", 0, [10], [1.0], columns={"opt/forwards": [4.0]}).curve(x="forwards").empty
+
+
+# ------------------------------------------------------------------------------ comparison with intervals
+def test_comparison_intervals_and_verdicts_by_hand():
+    runs = _speedup_runs()
+    table = comparison(runs, "adamw", axes=("step",)).set_index(["optimizer", "quantity"])
+    # final: fast ends 0.5 below each baseline seed's target -> differences -0.5, -0.5, -0.5: a point interval.
+    final = table.loc[("fast", "final")]
+    assert (final["estimate"], final["low"], final["high"], final["n"]) == pytest.approx((-0.5, -0.5, -0.5, 3))
+    assert final["verdict"] == "better"
+    # step: per-seed speedups 2, 2.5, 4 -> the geometric mean and the t interval of the mean log speedup.
+    logs = np.log([2.0, 2.5, 4.0])
+    half = scipy_stats.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+    step = table.loc[("fast", "step")]
+    assert step["estimate"] == pytest.approx(math.exp(logs.mean()))
+    assert (step["low"], step["high"]) == pytest.approx((math.exp(logs.mean() - half), math.exp(logs.mean() + half)))
+    assert step["low"] > 1 and step["verdict"] == "better"  # exp(0.95 - 0.87): faster at 95%
+    # never: ends 0.5 above -> worse; never reaches the target -> no speedup interval, reached 0/3.
+    assert table.loc[("never", "final"), "verdict"] == "worse"
+    never = table.loc[("never", "step")]
+    assert math.isnan(never["estimate"]) and never["verdict"] == "–" and (never["reached"], never["n"]) == (0, 3)
+
+
+def test_comparison_needs_shared_seeds():
+    runs = [make_run("adamw", 0, [10, 20], [2.0, 1.0]), make_run("lion", 1, [10, 20], [2.0, 0.5])]
+    row = comparison(runs, "adamw").iloc[0]
+    assert row["n"] == 0 and row["verdict"] == "–"

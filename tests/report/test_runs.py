@@ -138,3 +138,13 @@ def test_load_runs_shows_a_progress_bar_for_many_runs(tmp_path, capsys):
     loaded = load_runs(tmp_path, progress=True)
     assert len(loaded) == 21
     assert "loading runs" in capsys.readouterr().err
+
+
+def test_settings_are_the_config_without_identity_seed_and_logging_keys(tmp_path):
+    extra = "  log_every: 10\n  eval_every: 15\n  progress: false\ncluster:\n  launcher: local\nlogger:\n  project: p\n"
+    run = load_run(write_run(tmp_path / "r", metrics=[point(0, 2.0)], extra_config=extra))
+    assert run.settings == {"optimizer.name": "adamw", "optimizer._target_": "torch.optim.AdamW",
+                            "optimizer._partial_": True, "optimizer.lr": 1e-3, "optimizer.betas": [0.9, 0.999],
+                            "optimizer.weight_decay": 0.0, "model.name": "mlp", "data.name": "digits",
+                            "train.steps": 30}
+    assert run.environment == {} and run.optimum is None

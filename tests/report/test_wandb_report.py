@@ -1,8 +1,8 @@
 """The W&B side of reports, offline: the Report builder (a pure function) and reading runs back from the API.
 
 wandb-workspaces looks up the project's internal id through the W&B API when a ``Runset`` is serialised
-(``Runset._to_model`` → ``execute_graphql(_get_api(), ...)``); that single call is stubbed here. Saving the
-Report is the only online step and is not exercised.
+(``Runset._to_model`` → ``execute_graphql(_get_api(), ...)``); that single network call is stubbed here (the only
+mock). Saving the Report is the only online step and is not exercised.
 """
 from __future__ import annotations
 
@@ -12,69 +12,74 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from research_optim.report.document import Document, Figure, Section, Table, Text
-from research_optim.report.runs import load_runs
+from research_optim.report.markdown import table_markdown
+from research_optim.report.runs import Run, RunSet, load_runs
+from research_optim.report.sections import Options, build_document, prepare
 from research_optim.report.wandb_source import download_runs, history_to_records
-from research_optim.report.runs import Run
 
 
-def make_runs(metrics_columns: list[str] = ()) -> list[Run]:
-    """Two completed in-memory runs (adamw, lion) of group phi_ablation with the given extra metric columns."""
-    runs = []
-    for name in ("adamw", "lion"):
-        metrics = pd.DataFrame({"step": [10, 20], "split": "train", "loss": [1.0, 0.5],
-                                **{c: [0.1, 0.2] for c in metrics_columns}})
-        runs.append(Run(path=Path(f"/runs/{name}"), config={"optimizer": {"name": name}}, metrics=metrics,
-                        status="completed", error=None, summary={}, optimizer=name, task="mlp/digits", seed=0,
-                        run_id=name, sweep=None, group="phi_ablation", hparams={}))
-    return runs
+def make_run(name: str, lr: float, losses: list[float], metrics_columns: list[str] = ()) -> Run:
+    """A completed in-memory run of group phi_ablation (run id = name) with the given extra metric columns."""
+    metrics = pd.DataFrame({"step": [10, 20], "split": "train", "loss": losses,
+                            **{c: [0.1, 0.2] for c in metrics_columns}})
+    optimizer = name.split("-")[0]
+    return Run(path=Path(f"/runs/{name}"), config={"seed": 0, "optimizer": {"name": optimizer, "lr": lr}},
+               metrics=metrics, status="completed", error=None, summary={}, optimizer=optimizer,
+               task="mlp/digits", seed=0, run_id=name, sweep=None, group="phi_ablation", hparams={"lr": lr})
 
 
 @pytest.fixture
-def document() -> Document:
-    table = Table(pd.DataFrame({"adamw": [0.5], "lion": [0.25]}, index=pd.Index(["mlp/digits"], name="task")),
-                  "final loss", best="min")
-    return Document("Sweep report", [Section("Final training loss", [Text("bold: **best**"), table]),
-                                     Section("Profiles", [Figure("profiles", b"png", "performance profiles")])])
+def study():
+    runs = [make_run("adamw-a", 1e-3, [1.0, 0.5], ["opt/masked_fraction"]),
+            make_run("adamw-b", 1e-2, [1.0, 0.8]),  # the worse lr: not the compared configuration
+            make_run("lion-c", 1e-4, [1.0, 0.25])]
+    return prepare(RunSet(runs, []), Options(title="Sweep report", select_split="train", last_k=1))
 
 
-def test_builder_makes_panels_tables_and_runset_offline(document, monkeypatch):
+def test_builder_makes_panels_and_the_report_tables_offline(study, monkeypatch):
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces.reports.v2 import interface
 
     from research_optim.report.wandb_report import build_wandb_report
 
-    runs = make_runs(metrics_columns=["opt/masked_fraction"])
-    report = build_wandb_report(document, runs, entity="lab", project="optim", groups=["phi_ablation"])
+    document = build_document(study)
+    report = build_wandb_report(document, study, entity="lab", project="optim")
     assert (report.entity, report.project, report.title) == ("lab", "optim", "Sweep report")
-    grid = next(b for b in report.blocks if isinstance(b, wr.PanelGrid))
-    (runset,) = grid.runsets
-    assert (runset.entity, runset.project) == ("lab", "optim") and "phi_ablation" in str(runset.filters)
+    (grid,) = [b for b in report.blocks if isinstance(b, wr.PanelGrid)]  # one task: one grid
+    # One run set per method, holding its compared configuration only: adamw at lr 1e-3 (not 1e-2), and lion.
+    assert [(r.name, r.filters) for r in grid.runsets] == [
+        ("adamw · mlp/digits", "(Group = 'phi_ablation') and ID in ['adamw-a']"),
+        ("lion · mlp/digits", "(Group = 'phi_ablation') and ID in ['lion-c']")]
+    assert all((r.entity, r.project) == ("lab", "optim") for r in grid.runsets)
     plots = {(p.x, tuple(p.y)) for p in grid.panels}
-    for x in ("step", "examples", "train_time"):
+    for x in ("step", "examples"):
         assert (x, ("train/loss",)) in plots
+    assert ("train_time", ("train/loss",)) not in plots  # no load recorded: times are not comparable
     assert ("step", ("train/opt/masked_fraction",)) in plots
     assert all(p.groupby_rangefunc == "minmax" and p.groupby_aggfunc == "mean" for p in grid.panels)
+    # Every table of the report is in the W&B Report, as the Markdown renderer writes it.
     markdown = [b.text for b in report.blocks if isinstance(b, wr.MarkdownBlock)]
-    assert any("| mlp/digits | 0.5 | **0.25** |" in text for text in markdown)  # the table, best in bold
-    assert any("performance profiles" in text for text in markdown)
+    tables = [block for section in document.sections for block in section.blocks if hasattr(block, "frame")]
+    assert len(tables) >= 3
+    for table in tables:
+        assert table_markdown(table) in markdown
+    assert any("| mlp/digits | 0.5 | **0.25** |" in text for text in markdown)  # the final table, best in bold
 
-    # Serialising the Runset asks the W&B API for the project's id: stub that one call.
+    # Serialising the Runset asks the W&B API for the project's id: stub that one network call.
     calls = []
     monkeypatch.setattr(interface, "_get_api", lambda: object())
     monkeypatch.setattr(interface, "execute_graphql",
                         lambda api, query, variables: calls.append(variables) or {"project": {"internalId": "p1"}})
     model = report._to_model()
-    assert calls == [{"entityName": "lab", "projectName": "optim"}]
+    assert calls == [{"entityName": "lab", "projectName": "optim"}] * 2  # once per run set
     assert "train/loss" in json.dumps(model.model_dump(by_alias=True), default=str)
 
 
-def test_publish_does_not_save_offline(document, monkeypatch):
-    from research_optim.report.runs import RunSet
+def test_publish_does_not_save_offline(study, monkeypatch):
     from research_optim.report.wandb_report import publish
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert publish(document, RunSet(make_runs(), []), entity="lab").startswith("W&B Report not saved: offline")
+    assert publish(build_document(study), study, entity="lab").startswith("W&B Report not saved: offline")
 
 
 class _FakeRun:

@@ -52,9 +52,9 @@ def test_single_node_job_waits_and_prints_summary(partitions, tmp_path):
 
 def test_two_nodes_two_tasks_ddp_matches_single_process(partitions, tmp_path):
     out = cli("cluster=slurm_multinode", "cluster.partition=multi", "cluster.wait=true",
-              f"run.root={tmp_path / 'slurm'}", *TINY, "train.batch_size=8")
+              f"run.root={tmp_path / 'slurm'}", *TINY)
     assert out.returncode == 0, out.stdout + out.stderr
-    single = cli(f"run.root={tmp_path / 'local'}", *TINY, "train.batch_size=32")
+    single = cli(f"run.root={tmp_path / 'local'}", *TINY)
     assert single.returncode == 0, single.stderr
     ddp_dir = next((tmp_path / "slurm" / "default").glob("*/metrics.jsonl")).parent
     one_dir = next((tmp_path / "local" / "default").glob("*/metrics.jsonl")).parent
@@ -78,17 +78,33 @@ def test_sweep_submits_every_point_and_returns(partitions, tmp_path):
     assert status.returncode == 0 and "COMPLETED: 2" in status.stdout
 
 
-def test_crashing_job_is_reported_failed_with_its_log(partitions, tmp_path):
-    out = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path}", *TINY,
-              "optimizer._target_=torch.optim.NoSuchOptimizer")
-    assert out.returncode == 0, out.stderr  # submission itself succeeds
-    rows = wait_for_jobs(tmp_path, 1)
-    assert rows[0]["state"] == "FAILED"
+def test_crashing_and_diverging_jobs_are_reported_failed_with_their_logs(partitions, tmp_path):
+    # a data file that exists only in the job's imagination: the job crashes once it runs
+    crash = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path}", *TINY, "data=cifar10",
+                f"data.path={tmp_path / 'missing.parquet'}")
+    diverge = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path}", *TINY, "optimizer.lr=1e3",
+                  "train.nonfinite=skip")
+    assert crash.returncode == 0 and diverge.returncode == 0, crash.stderr + diverge.stderr  # submissions succeed
+    rows = sorted(wait_for_jobs(tmp_path, 2), key=lambda r: "digits" in r["run_dir"])  # crash, then diverge
+    assert [r["state"] for r in rows] == ["FAILED", "FAILED"]
+    assert [r["run_status"] for r in rows] == ["not started", "diverged"]
     status = subprocess.run([sys.executable, "-m", "research_optim.jobs", str(tmp_path)], capture_output=True,
                             text=True)
     assert status.returncode == 1
-    assert "FAILED" in status.stdout and f"log: {rows[0]['stdout']}" in status.stdout
-    assert "NoSuchOptimizer" in Path(rows[0]["stderr"]).read_text() + Path(rows[0]["stdout"]).read_text()
+    assert all(f"log: {r['stdout']}" in status.stdout for r in rows)
+    logs = [Path(r["stderr"]).read_text() + Path(r["stdout"]).read_text() for r in rows]
+    assert "missing.parquet" in logs[0] and "steps in a row" in logs[1]
+
+
+def test_a_config_already_queued_or_running_is_not_submitted_again(partitions, tmp_path):
+    long = [*TINY, "train.steps=3000", "train.log_every=100", "train.eval_every=0", "train.checkpoint_every=0"]
+    first = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path}", *long)
+    assert first.returncode == 0, first.stderr
+    again = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path}", *long)
+    assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr
+    assert "queued or running" in again.stderr or "in use by another process" in again.stderr
+    assert len(job_table(tmp_path)) == 1
+    subprocess.run(["scancel", job_table(tmp_path)[0]["job_id"]], check=True)
 
 
 def test_preempted_job_requeues_and_matches_uninterrupted(partitions, tmp_path):

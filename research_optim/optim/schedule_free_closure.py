@@ -1,16 +1,18 @@
 """Schedule-Free in closure form (``schedulefree``'s ``AdamWScheduleFreeClosure`` / ``SGDScheduleFreeClosure``).
 
-No ``train()``/``eval()`` to call: between steps the parameters hold x — the point to evaluate and checkpoint —
-and ``step(closure)`` moves them to the gradient point y = lerp(x, z, 1 − β), evaluates the closure there (loss and
-gradients), takes the Schedule-Free step and moves them back to x = lerp(y, z, 1 − 1/β). The arithmetic between is
-the memory-efficient classes' (state z, and v for AdamW), so a closure-form run is the train/eval form's run with
-``eval()`` after every step.
+``step(closure)`` works in either mode, and the mode says where the parameters are between steps:
 
-The training loop drives it through its closure protocol (``requires_closure``; ``protocols.optimizer_step``):
-its closure zero-grads, computes the loss, calls backward (and clips), and every call sees the same batch and
-random state. ``train()``/``eval()`` exist and do nothing (the parameters are always at x between steps), so the
-loop's evaluation — with BatchNorm statistics recomputed at x — works unchanged. Verified against the package's
-closure classes (1.4.1) through the loop's closure protocol.
+* eval mode (a new optimizer's; the package's closure form): the parameters hold x — the point to evaluate and
+  checkpoint — and no ``train()``/``eval()`` is ever needed. ``step(closure)`` moves them to the gradient point
+  y = lerp(x, z, 1 − β), evaluates the closure there (loss and gradients), takes the Schedule-Free step and moves
+  them back to x = lerp(y, z, 1 − 1/β);
+* train mode (after ``train()``, which the training loop calls for every optimizer with modes): the parameters hold
+  y, the closure is evaluated there and the step leaves them at the new y — so the loop's first evaluation, which it
+  takes before ``step`` (its non-finite check) and hands over through the closure, is at the gradient point.
+
+The arithmetic is the memory-efficient classes' (state z, and v for AdamW): an eval-mode step is ``train()``, the
+train/eval class's step and ``eval()``, bit for bit. Verified against the package's closure classes (1.4.1), ours
+driven by the loop's closure protocol (``protocols.optimizer_step``) and standalone.
 """
 from __future__ import annotations
 
@@ -26,21 +28,17 @@ class ClosureForm:
 
     requires_closure = True
 
-    def train(self) -> None:
-        """Nothing to do: the parameters hold x between steps; ``step`` moves them to y and back itself."""
-
-    def eval(self) -> None:
-        """Nothing to do: the parameters hold x between steps."""
-
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         if closure is None:
             raise RuntimeError(f"{type(self).__name__}.step() needs a closure that computes the loss and its "
-                               "gradients: the closure form moves the parameters to y and evaluates it there")
-        super().train()  # type: ignore[misc]  # p: x → y
+                               "gradients: the closure form evaluates it at y itself")
+        if self.train_mode:  # type: ignore[attr-defined]
+            return super().step(closure)  # type: ignore[misc]
+        self.train()  # type: ignore[attr-defined]  # p: x → y
         try:
             return super().step(closure)  # type: ignore[misc]
         finally:
-            super().eval()  # type: ignore[misc]  # p: y → x
+            self.eval()  # type: ignore[attr-defined]  # p: y → x
 
 
 class AdamWScheduleFreeClosure(ClosureForm, AdamWScheduleFree):

@@ -1,6 +1,7 @@
 """The rest of the Schedule-Free family against ``schedulefree`` 1.4.1 (float64, 120 steps, rtol 1e-10):
 RAdamScheduleFree, AdamWScheduleFreePaper, ScheduleFreeWrapperReference with train/eval switching, and the closure
-forms (AdamW, SGD, RAdam) driven by the training loop's closure protocol (``protocols.optimizer_step``)."""
+forms (AdamW, SGD, RAdam) driven by the training loop's closure protocol (``protocols.optimizer_step``) and
+standalone."""
 from __future__ import annotations
 
 import copy
@@ -106,7 +107,7 @@ def test_wrapper_reference_over_adamw_checkpoint_round_trip():
     assert all(torch.equal(a, b) for a, b in zip(params, resumed_params))
 
 
-# -- closure forms, through the training loop's closure protocol ------------------------------------------------
+# -- closure forms ----------------------------------------------------------------------------------------------
 
 
 def _model() -> nn.Module:
@@ -121,6 +122,18 @@ def _loss_fn(model: nn.Module, t: int):
     return lambda: nn.functional.cross_entropy(model(x), y)
 
 
+def _plain_closure(model: nn.Module, t: int):
+    """The closure a user hands the package's classes: zero-grad, loss, backward."""
+    loss_fn = _loss_fn(model, t)
+
+    def closure() -> torch.Tensor:
+        model.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+    return closure
+
+
 CLOSURE_PAIRS = [
     (AdamWScheduleFreeClosure, schedulefree.AdamWScheduleFreeClosure, dict(lr=0.01)),
     (AdamWScheduleFreeClosure, schedulefree.AdamWScheduleFreeClosure,
@@ -130,51 +143,66 @@ CLOSURE_PAIRS = [
 ]
 
 
+@pytest.mark.parametrize("driver", ["training_loop", "standalone"])
 @pytest.mark.parametrize("ours_cls, ref_cls, kwargs", CLOSURE_PAIRS, ids=["adamw", "adamw-all", "sgd", "radam"])
-def test_closure_forms_match_the_package_through_the_loop(ours_cls, ref_cls, kwargs):
+def test_closure_forms_match_the_package(ours_cls, ref_cls, kwargs, driver):
+    """The package's class with a plain closure (x between steps) against ours either in the training loop —
+    train() first, as the Trainer does, then ``protocols.optimizer_step`` each step and the evaluation point read
+    through ``protocols.evaluation_mode`` — or standalone as the package's (eval mode, a plain closure)."""
     ours_model = _model()
     ref_model = copy.deepcopy(ours_model)
     ours, ref = ours_cls(ours_model.parameters(), **kwargs), ref_cls(ref_model.parameters(), **kwargs)
-    ref.requires_closure = True  # the package's classes take a closure but do not say so
-    assert protocols.requires_closure(ours)
+    assert protocols.requires_closure(ours) and protocols.has_modes(ours)
+    if driver == "training_loop":
+        ours.train()
     for t in range(STEPS):
-        loss = protocols.optimizer_step(ours, _loss_fn(ours_model, t), list(ours_model.parameters()), None)
-        ref_loss = protocols.optimizer_step(ref, _loss_fn(ref_model, t), list(ref_model.parameters()), None)
-        torch.testing.assert_close(loss, ref_loss, rtol=1e-10, atol=1e-12)
-        for a, b in zip(ours_model.parameters(), ref_model.parameters()):
-            torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-10, atol=1e-12,
-                                       msg=lambda m, t=t: f"step {t + 1}: {m}")
+        ref_loss = ref.step(_plain_closure(ref_model, t))
+        if driver == "training_loop":
+            loss, skipped = protocols.optimizer_step(ours, _loss_fn(ours_model, t), list(ours_model.parameters()),
+                                                     None, skip_nonfinite=True)
+            assert not skipped
+        else:
+            loss = ours.step(_plain_closure(ours_model, t))
+        torch.testing.assert_close(loss.detach(), ref_loss.detach(), rtol=1e-10, atol=1e-12)
+        with protocols.evaluation_mode(ours):  # x, as the package holds between steps
+            for a, b in zip(ours_model.parameters(), ref_model.parameters()):
+                torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-10, atol=1e-12,
+                                           msg=lambda m, t=t: f"step {t + 1}: {m}")
 
 
 @pytest.mark.parametrize("closure_cls, fast_cls", [(AdamWScheduleFreeClosure, AdamWScheduleFree),
                                                    (SGDScheduleFreeClosure, SGDScheduleFree),
                                                    (RAdamScheduleFreeClosure, RAdamScheduleFree)])
-def test_closure_form_is_the_fast_form_evaluated_at_x(closure_cls, fast_cls):
-    """Same steps as the train/eval class with eval() after each: parameters at x, state identical;
-    train()/eval() of the closure form change nothing; a step without a closure is refused."""
-    closure_model, fast_model = _model(), _model()
-    closure_opt = closure_cls(closure_model.parameters(), lr=0.01, weight_decay=0.01)
-    fast_opt = fast_cls(fast_model.parameters(), lr=0.01, weight_decay=0.01)
-    for t in range(30):
-        closure_opt.train()  # the loop calls these around evaluation: no effect
-        closure_opt.eval()
-        protocols.optimizer_step(closure_opt, _loss_fn(closure_model, t), list(closure_model.parameters()), None)
-        fast_opt.train()
-        protocols.optimizer_step(fast_opt, _loss_fn(fast_model, t), list(fast_model.parameters()), None)
-        fast_opt.eval()
-        assert all(torch.equal(a, b) for a, b in zip(closure_model.parameters(), fast_model.parameters()))
-    assert not closure_opt.train_mode
+def test_closure_form_is_the_fast_form(closure_cls, fast_cls):
+    """In eval mode a step is train(), the train/eval class's step and eval(); in train mode the train/eval class's
+    step — bit for bit. A step without a closure is refused."""
+    for in_train_mode in (False, True):
+        closure_model, fast_model = _model(), _model()
+        closure_opt = closure_cls(closure_model.parameters(), lr=0.01, weight_decay=0.01)
+        fast_opt = fast_cls(fast_model.parameters(), lr=0.01, weight_decay=0.01)
+        if in_train_mode:
+            closure_opt.train()
+            fast_opt.train()
+        for t in range(30):
+            closure_opt.step(_plain_closure(closure_model, t))
+            if not in_train_mode:
+                fast_opt.train()
+            fast_opt.step(_plain_closure(fast_model, t))
+            if not in_train_mode:
+                fast_opt.eval()
+            assert closure_opt.train_mode is in_train_mode
+            assert all(torch.equal(a, b) for a, b in zip(closure_model.parameters(), fast_model.parameters()))
     with pytest.raises(RuntimeError, match="closure"):
         closure_opt.step()
 
 
 @pytest.mark.parametrize("cls", [AdamWScheduleFreeClosure, SGDScheduleFreeClosure, RAdamScheduleFreeClosure])
 def test_closure_form_checkpoint_resumes_bit_for_bit(cls):
-    """A checkpoint is taken between steps (the parameters at x, as always): a fresh model and optimizer
-    restored from it continue exactly as the uninterrupted run."""
+    """A checkpoint taken between standalone steps (the parameters at x): a fresh model and optimizer restored from
+    it continue exactly as the uninterrupted run."""
     def run(model, opt, steps):
         for t in steps:
-            protocols.optimizer_step(opt, _loss_fn(model, t), list(model.parameters()), None)
+            opt.step(_plain_closure(model, t))
 
     model = _model()
     opt = cls(model.parameters(), lr=0.01, weight_decay=0.01)

@@ -41,7 +41,7 @@ from research_optim.optim.rule import Rule
 __all__ = [
     "SCHEDULE_FREE_GROUP_DEFAULTS", "AveragingStep", "averaging_step", "schedule_free_step_",
     "schedule_free_step_many_", "y_to_x_", "x_to_y_", "check_beta", "check_averaging", "ScheduleFreeOptimizer",
-    "RuleScheduleFree", "z_based_x_minus_y", "params_with_state",
+    "RuleScheduleFree", "ExplicitXYZ", "z_based_x_minus_y", "params_with_state",
 ]
 
 # Per-group bookkeeping, under the package's key names so that its checkpoints load here.
@@ -266,6 +266,26 @@ def params_with_state(group: dict[str, Any], state: dict[Tensor, dict[str, Any]]
             ps.append(p)
             buffers.append(buf)
     return ps, buffers
+
+
+class ExplicitXYZ:
+    """Mixin for the Reference versions, which store x, y and z per parameter: a mode switch copies x (eval) or y
+    (train) into the parameter, and x − y is read from the state."""
+
+    state: Any
+
+    def _to_eval_(self, group: dict[str, Any]) -> None:
+        for p in group["params"]:
+            if "x" in self.state.get(p, {}):
+                p.copy_(self.state[p]["x"])
+
+    def _to_train_(self, group: dict[str, Any]) -> None:
+        for p in group["params"]:
+            if "y" in self.state.get(p, {}):
+                p.copy_(self.state[p]["y"])
+
+    def _x_minus_y(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
+        return state["x"] - state["y"] if "x" in state else None
 
 
 class RuleScheduleFree(MaskedFractionMixin, ScheduleFreeOptimizer):

@@ -40,6 +40,7 @@ from research_optim.optim.registry import OPTIMIZERS
 from research_optim.optim.schedule_free_core import (
     SCHEDULE_FREE_GROUP_DEFAULTS,
     AveragingStep,
+    ExplicitXYZ,
     ScheduleFreeOptimizer,
     averaging_step,
     check_averaging,
@@ -187,26 +188,13 @@ class ScheduleFreeWrapper(ScheduleFreeOptimizer):
         return loss
 
 
-class ScheduleFreeWrapperReference(ScheduleFreeWrapper):
+class ScheduleFreeWrapperReference(ExplicitXYZ, ScheduleFreeWrapper):
     """Make ``base`` schedule-free, with x, y and z stored (see the module docstring); same arguments::
 
         z ← z − lr·λ·y ; p ← z ; base.step() ; z ← p ; x ← lerp(x, z, c_t) ; y ← lerp(x, z, 1 − β) ; p ← y
     """
 
     buffers = ("x", "y", "z")
-
-    def _to_eval_(self, group: dict[str, Any]) -> None:
-        for p in group["params"]:
-            if "x" in self.state.get(p, {}):
-                p.copy_(self.state[p]["x"])
-
-    def _to_train_(self, group: dict[str, Any]) -> None:
-        for p in group["params"]:
-            if "y" in self.state.get(p, {}):
-                p.copy_(self.state[p]["y"])
-
-    def _x_minus_y(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
-        return state["x"] - state["y"] if "x" in state else None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

@@ -10,6 +10,7 @@ from torch import nn
 
 from research_optim.optim.line_search import LossEvaluator
 from research_optim.optim.salsa import SaLSA
+from tests.fixtures.make_salsa_upstream import seed_closure
 from research_optim.optim.sls import SLS
 
 from salsa.SaLSA import SaLSA as RefSaLSA
@@ -33,17 +34,6 @@ def regression_problem(seed: int = 0, dropout: float = 0.0, batches: int = 8):
     xs = [torch.randn(32, 4, generator=gen) for _ in range(batches)]
     ys = [x.sum(1, keepdim=True).sin() for x in xs]
     return model, list(zip(xs, ys))
-
-
-def seed_closure(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    """The seed's closure(backwards) form (zero-grads, backward on request)."""
-    def closure(backwards: bool = False) -> torch.Tensor:
-        model.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        if backwards:
-            loss.backward()
-        return loss
-    return closure
 
 
 def plain_closure(model: nn.Module, x: torch.Tensor, y: torch.Tensor):

@@ -17,9 +17,9 @@ One global step size η, Adam statistics and a smoothed Armijo test (t counts st
         p ← p − η_try·P·m̂                               # η itself is unchanged
 
 ``use_mv`` searches along the step direction (P·m̂, slope ⟨g, P·m̂⟩) instead of P·g, as upstream's option of that
-name (its docstring recommends it). Variants search along other directions (``direction="sgd"``: d = g / m̂; ``"sign"``: sign(g) / sign(m); ``"muon"``:
-orthogonalised g / Nesterov momentum for the matrices, Adam for the rest; ``search_directions``) and
-may mask the direction with a cautious φ (``research_optim.optim.cautious``).
+name (its docstring recommends it). Variants search along other directions (``direction="sgd"``: d = g / m̂;
+``"sign"``: sign(g) / sign(m); ``"muon"``: orthogonalised g / Nesterov momentum for the matrices, Adam for the rest;
+``search_directions``) and may mask the direction with a cautious φ (``research_optim.optim.cautious``).
 
 Two upstream versions exist: ``salsa-optimizer`` 0.1.0 on PyPI (the seed) and the repository's newer ``SaLSA.py``
 (TheMody/No-learning-rates-needed-Introducing-SALSA-Stable-Armijo-Line-Search-Adaptation at 717b41c, the file last
@@ -40,8 +40,8 @@ Deliberate differences from both upstream versions:
 * param groups (per-group ``weight_decay``; η is global); upstream has a single group (and 0.1.0 no decay);
 * the dropout randomness is replayed from a saved RNG state instead of reseeding from the wall clock;
 * GradScaler is refused (``grad_scaler=`` raises; a non-float32/64 loss raises);
-* when the loss is 0 or Ḡ < 1e-8 the seed steps along the momentum direction and then evaluates the loss once more,
-  unused — that forward is skipped here (the parameters are the same);
+* when the loss guard or Ḡ < 1e-8 skips the search, upstream steps along the momentum direction and then evaluates
+  the loss once more, unused — that forward is skipped here (the parameters are the same);
 * when all ``max_tries`` trials fail, the parameters are at the last trial point and η is that trial's step size
   (the seed keeps the parameters there but records η one more backtrack smaller — ``compat`` restores it);
 * the Armijo test runs in float64 host arithmetic; the seed keeps D̄ and Ḡ as default-dtype tensors.

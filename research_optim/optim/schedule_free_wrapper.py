@@ -192,6 +192,8 @@ class ScheduleFreeWrapperReference(ExplicitXYZ, ScheduleFreeWrapper):
     """Make ``base`` schedule-free, with x, y and z stored (see the module docstring); same arguments::
 
         z ← z − lr·λ·y ; p ← z ; base.step() ; z ← p ; x ← lerp(x, z, c_t) ; y ← lerp(x, z, 1 − β) ; p ← y
+
+    Parameters without a gradient are left alone, as by torch's optimizers (the package's class decays them at y).
     """
 
     buffers = ("x", "y", "z")

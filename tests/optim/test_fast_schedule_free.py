@@ -10,7 +10,7 @@ import torch
 
 from research_optim.optim.cautious import PHI_FUNCTIONS
 from research_optim.optim.implementation import set_compile_enabled
-from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
+from research_optim.optim.schedule_free import AdamWScheduleFree, AdamWScheduleFreePaper, SGDScheduleFree
 from tests.optim.harness import make_params, run_side_by_side
 
 pytestmark = pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unavailable")
@@ -26,6 +26,7 @@ def compilation_on():
 RULES = {
     "adamw": lambda ps, **kw: AdamWScheduleFree(ps, lr=1e-2, warmup_steps=3, **kw),
     "adamw-inner-momentum": lambda ps, **kw: AdamWScheduleFree(ps, lr=1e-2, warmup_steps=3, inner_momentum=0.9, **kw),
+    "adamw-paper": lambda ps, **kw: AdamWScheduleFreePaper(ps, lr=1e-2, warmup_steps=3, **kw),
     "sgd": lambda ps, **kw: SGDScheduleFree(ps, lr=1e-2, warmup_steps=3, **kw),
 }
 # a cautious mask only where it means something: over the inner momentum (else refused, test_schedule_free)

@@ -25,8 +25,9 @@ Two upstream versions exist: ``salsa-optimizer`` 0.1.0 on PyPI (the seed) and th
 (TheMody/No-learning-rates-needed-Introducing-SALSA-Stable-Armijo-Line-Search-Adaptation at 717b41c, the file last
 changed in e00c048), which adds decoupled weight decay — applied to every parameter, also one without a gradient —
 and searches only while ``loss ≥ 1e-8`` (0.1.0: ``loss ≠ 0``). ``compat`` reproduces either bit for bit
-(:data:`COMPAT`); the default takes the ``loss ≥ 1e-8`` guard (so a loss below 1e-8, negative ones included, is
-never searched: the step is taken at η_try) and decays only parameters with a gradient, as torch's optimizers.
+(:data:`COMPAT`); the default takes the ``loss ≥ 1e-8`` guard (a loss below 1e-8 is not searched: the step is
+taken at η_try) and refuses a negative loss (which would never be searched while η grows), and decays only
+parameters with a gradient, as torch's optimizers.
 
 Deliberate differences from both upstream versions:
 
@@ -290,6 +291,11 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
             slope = slope + tensor_slope
         device = params[0].device if params else loss.device
         loss_value, slope_value = mean_over_ranks([loss, slope], device)
+        if loss_value < 0.0 and self.compat is None:
+            raise ValueError(
+                f"{type(self).__name__}: the loss is negative ({loss_value:.6g}); below the guard loss ≥ 1e-8 the line "
+                "search never runs and η grows by `growth` at every search step. SaLSA needs a non-negative loss: "
+                "add a constant (compat= reproduces upstream, which does not check)")
         s.avg_slope = s.avg_slope * self.beta3 + slope_value * (1.0 - self.beta3)
         s.since_search = 0
         step_size = s.step_size * self.growth

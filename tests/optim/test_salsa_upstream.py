@@ -69,6 +69,14 @@ def test_parameters_without_gradient_decay_only_in_compat_mode():
         assert torch.equal(model.unused.detach(), start) is not moved
 
 
+def test_default_refuses_a_negative_loss():
+    """Below the guard a negative loss would never be searched while η grows: said, not done (compat: upstream's)."""
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    with pytest.raises(ValueError, match="loss is negative.*non-negative"):
+        SaLSA([p]).step(lambda: (p ** 2).sum() - 10.0)
+    SaLSA([p], compat="717b41c").step(lambda: (p ** 2).sum() - 10.0)
+
+
 @pytest.mark.parametrize("compat,searches", [(None, False), ("717b41c", False), ("0.1.0", True)])
 def test_loss_guard(compat, searches):
     """A loss below 1e-8 is not searched (the step is taken at η_try), except by 0.1.0 (any nonzero loss)."""

@@ -23,8 +23,8 @@ schedulers see one set of groups; the averaging counters and the mode live in th
 the base from the param groups.
 
 :class:`ScheduleFreeWrapperReference` (``schedulefree.ScheduleFreeWrapperReference``) stores x, y and z and copies
-them instead of recovering one point from the other two by a lerp with weight 1 − 1/β (which magnifies rounding by
-about 1/(1 − β)): three buffers per parameter instead of one, the numerically safer choice for research.
+them instead of extrapolating one point from the other two (a lerp with weight 1 − 1/β < 0): three buffers per
+parameter instead of one — the package recommends it for research, as easy to modify and numerically stable.
 """
 from __future__ import annotations
 

@@ -85,11 +85,13 @@ def load_cifar10(
     path: str = "uoft-cs/cifar10",
     config_name: str | None = None,
     train_split: str = "train",
-    val_split: str = "test",
+    val_split: str | None = None,
+    test_split: str | None = "test",
     val_fraction: float = 0.1,
     split_seed: int = 0,
     limit: int | None = None,
     val_limit: int | None = None,
+    test_limit: int | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
     num_classes: int = 10,
@@ -97,17 +99,22 @@ def load_cifar10(
 ) -> Dataset:
     """Normalised (3, 32, 32) images and int64 labels.
 
-    Validation is ``val_split`` when the source has it; otherwise a seeded ``val_fraction`` of the train split.
-    ``limit`` / ``val_limit`` keep the first examples only (quick runs). ``image_column`` / ``label_column``: None
-    finds them among ``IMAGE_COLUMNS`` / ``LABEL_COLUMNS``.
+    Validation is ``val_split`` when set and the source has it; otherwise (the default) a seeded ``val_fraction``
+    of the train split, held out from training. ``test_split``, when the source has it, is evaluated at the end of
+    a run and reported apart; it can never be the validation split. ``limit`` / ``val_limit`` / ``test_limit`` keep the first
+    examples only (quick runs). ``image_column`` / ``label_column``: None finds them among ``IMAGE_COLUMNS`` /
+    ``LABEL_COLUMNS``.
     """
+    if val_split is not None and val_split == test_split:
+        raise ValueError(f"data.val_split={val_split!r} is the test split: validation must be held out from the "
+                         "training data (data.val_split=null carves data.val_fraction of it)")
     splits = open_source(path, config_name, cache_dir=cache_dir)
     if train_split not in splits:
         raise ValueError(f"data.train_split={train_split!r} not in the source's splits {list(splits)}")
     train = splits[train_split]
     image_column = _column(train.column_names, image_column, IMAGE_COLUMNS, "image_column")
     label_column = _column(train.column_names, label_column, LABEL_COLUMNS, "label_column")
-    if val_split in splits:
+    if val_split is not None and val_split in splits:
         val = splits[val_split]
     else:
         if not 0.0 < val_fraction < 1.0:
@@ -117,10 +124,12 @@ def load_cifar10(
     features = train.features.get(label_column)
     classes = getattr(features, "num_classes", None) or num_classes
     mean, std = CIFAR10_MEAN, CIFAR10_STD
-    train_tensors = _split_to_tensors(train, image_column, label_column, limit, mean, std)
-    val_tensors = _split_to_tensors(val, image_column, label_column, val_limit, mean, std)
-    for split_name, tensors in (("train", train_tensors), ("val", val_tensors)):
-        if int(tensors.targets.max()) >= classes or int(tensors.targets.min()) < 0:
+    tensors = {name: _split_to_tensors(split, image_column, label_column, split_limit, mean, std)
+               for name, split, split_limit in (("train", train, limit), ("val", val, val_limit),
+                                                ("test", splits.get(test_split), test_limit))
+               if split is not None}
+    for split_name, split_tensors in tensors.items():
+        if int(split_tensors.targets.max()) >= classes or int(split_tensors.targets.min()) < 0:
             raise ValueError(f"{split_name} labels outside [0, {classes}); set data.num_classes")
-    spec = DataSpec(task="classification", input_shape=tuple(train_tensors.inputs.shape[1:]), num_classes=classes)
-    return Dataset(spec=spec, train=train_tensors, val=val_tensors, name="cifar10")
+    spec = DataSpec(task="classification", input_shape=tuple(tensors["train"].inputs.shape[1:]), num_classes=classes)
+    return Dataset(spec=spec, train=tensors["train"], val=tensors["val"], test=tensors.get("test"), name="cifar10")

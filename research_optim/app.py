@@ -20,8 +20,9 @@ from research_optim.errors import UserError
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def run(cfg: DictConfig) -> dict:
-    """Validate ``cfg`` and its surroundings, then run it where ``cluster`` says (here, torchrun, SLURM); returns
+def run(cfg: DictConfig, in_this_process: bool = False) -> dict:
+    """Validate ``cfg`` and its surroundings, then run it where ``cluster`` says (here, torchrun, SLURM) — or in
+    this process whatever it says (``in_this_process``: a SLURM job's own process running a tuning trial); returns
     the run's summary. ``train.device=auto`` is resolved here, on the submitting host: it is part of the run id."""
     validate(cfg)
     from research_optim.dispatch import launch  # imported late: `--help` and config errors stay fast
@@ -30,6 +31,10 @@ def run(cfg: DictConfig) -> dict:
 
     cfg = with_resolved_device(cfg)
     preflight(cfg)
+    if in_this_process:
+        from research_optim.train import train
+
+        return train(cfg)
     return launch(cfg)
 
 
@@ -49,7 +54,10 @@ def print_summary(summary: dict) -> None:
         f"final val loss     {summary['val_loss']:.4f}   (accuracy {summary['val_accuracy']:.4f})",
     ]
     if "val_gap_to_optimum" in summary:
-        lines.append(f"gap to the optimum {summary['val_gap_to_optimum']:.4f} nats/token")
+        lines.append(f"gap to the optimum {summary['val_gap_to_optimum']:.4f} nats")
+    if "test_loss" in summary:
+        lines.append(f"final test loss    {summary['test_loss']:.4f}   (accuracy {summary['test_accuracy']:.4f}; "
+                     "reported apart, never used for selection)")
     lines += [
         f"steps              {summary['step']}   ({summary['steps_per_s']:.1f} steps/s, "
         f"train {summary['train_time']:.1f} s, eval {summary['eval_time']:.1f} s)",

@@ -11,11 +11,9 @@ from __future__ import annotations
 import sys
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from research_optim.app import CONFIG_DIR
+from research_optim.app import CONFIG_DIR, end_point, exit_sweep, refusal, sweep_point
 from research_optim.errors import UserError
 from research_optim.tune.plan import Plan
 from research_optim.tune.protocol import Stopped, outcome, work
@@ -70,30 +68,23 @@ def tune(cfg: DictConfig) -> int:
     return work(plan)
 
 
-_sweep_failures: list[str] = []
+_sweep_failures: list[str] = []  # multirun (one study per point): the studies that did not complete
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="tune")
 def main(cfg: DictConfig) -> None:
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    point = " ".join(HydraConfig.get().overrides.task) if multirun else ""
+    point = sweep_point()
     try:
         code = tune(cfg)
     except UserError as err:
-        print(f"error{f' in sweep point [{point}]' if multirun else ''}: {err}", file=sys.stderr)
+        print(refusal(err, point), file=sys.stderr)
         code = 2
     except Stopped as stop:
         print(f"{stop}; run the same command again to resume", file=sys.stderr)
         code = EXIT_PREEMPTED
-    if code and not multirun:
-        sys.exit(code)
-    if code:
-        _sweep_failures.append(point)
+    end_point(code, point, _sweep_failures)
 
 
 def cli() -> None:
     main()
-    if _sweep_failures:
-        print(f"{len(_sweep_failures)} study(ies) did not complete: " + "; ".join(f"[{p}]" for p in _sweep_failures),
-              file=sys.stderr)
-        sys.exit(1)
+    exit_sweep(_sweep_failures, "study(ies)")

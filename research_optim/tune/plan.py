@@ -62,8 +62,8 @@ class Plan:
         space = SearchSpace.from_config(cfg.search_space, base, problems)
         if problems:
             raise TuneError("cannot tune:\n  - " + "\n  - ".join(problems))
-        plan = cls(absolute_root(with_resolved_device(base)), space, node.budget, node.sampler, node.sampler_seed, list(node.seeds),
-                   list(node.confirm_seeds), node.metric, node.edge, node.workers, cfg)
+        plan = cls(absolute_root(with_resolved_device(base)), space, node.budget, node.sampler, node.sampler_seed,
+                   list(node.seeds), list(node.confirm_seeds), node.metric, node.edge, node.workers, cfg)
         plan.check_corners()
         preflight(plan.config(space.corners()[0], plan.seeds[0]))  # the partition exists, run.root can be written
         plan.check_widening()

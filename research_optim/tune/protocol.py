@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from optuna.trial import FrozenTrial
 
 from research_optim.errors import UserError
 from research_optim.jobs import run_progress
@@ -46,11 +47,13 @@ def execute(cfg: DictConfig, in_this_process: bool, wait: bool) -> dict[str, Any
     (``wait``) or left to it (status "elsewhere"); a run refused by its own checks is "failed"."""
     from research_optim.app import run
 
-    directory = run_dir(cfg)
+    directory, waited = run_dir(cfg), False
     while (owner := RunLock(directory).holder()) is not None:
         if not wait:
             return {"status": "elsewhere", "error": f"held by {owner}", "run_dir": str(directory)}
-        print(f"  waiting for {directory.name}, which {owner} is running", flush=True)
+        if not waited:
+            print(f"waiting for {directory.name}, which {owner} is running", flush=True)
+        waited = True
         time.sleep(POLL_S)
     try:
         summary = run(cfg, in_this_process)
@@ -114,7 +117,8 @@ def finish(plan: Plan, in_this_process: bool) -> int:
     return code
 
 
-def protocol_note(plan: Plan, trials: list, best: Any) -> str:
+def protocol_note(plan: Plan, trials: list[FrozenTrial], best: FrozenTrial) -> str:
+    """How the entry was chosen, for the selection file's notes."""
     sampler = {"qmc": "Sobol QMC", "tpe": "TPE"}[plan.sampler]
     return (f"{len(trials)} {sampler} trials ({_count(trials)}), selected on the mean final validation "
             f"{plan.metric} of tuning seeds {_seeds(plan.seeds)}: trial {best.number}, {best.value:.6g}")
@@ -161,7 +165,8 @@ def _confirmation(plan: Plan, params: dict[str, Any]) -> tuple[list[str], bool]:
         values = [f[f"{split}_{plan.metric}"] for f in finals if f"{split}_{plan.metric}" in f]
         if values:
             spread = f" ± {statistics.stdev(values):.2g}" if len(values) > 1 else ""
-            head += f"; {'validation' if split == 'val' else 'test'} {plan.metric} {statistics.fmean(values):.4g}{spread}"
+            name = "validation" if split == "val" else "test"
+            head += f"; {name} {plan.metric} {statistics.fmean(values):.4g}{spread}"
     if len(finals) > 1:
         head += " (mean ± sd over seeds)"
     if target is not None and finals:
@@ -177,7 +182,7 @@ def _step_reaching(directory: Path, target: float) -> int | None:
                  if r["split"] == "val" and r["loss"] <= target), None)
 
 
-def _count(trials: list) -> str:
+def _count(trials: list[FrozenTrial]) -> str:
     counts = {status: sum(t.user_attrs.get("status") == status for t in trials)
               for status in ("completed", "diverged", "failed")}
     running = len(trials) - sum(counts.values())

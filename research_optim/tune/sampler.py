@@ -57,4 +57,5 @@ def make_sampler(name: str, space: dict[str, BaseDistribution], seed: int, trial
     trial it is about to sample, so two workers with the same history never propose the same point."""
     if name == "qmc":
         return SobolSampler(space, seed)
-    return optuna.samplers.TPESampler(seed=seed * 1_000_003 + trials_so_far, n_startup_trials=math.ceil(budget / 2))
+    return optuna.samplers.TPESampler(seed=(seed * 1_000_003 + trials_so_far) % 2**32,
+                                      n_startup_trials=math.ceil(budget / 2))

@@ -137,3 +137,11 @@ def test_a_diverged_trial_counts_as_tried_with_the_worst_value(tmp_path, capsys)
     assert best not in diverged and f"best     trial {best.number}:" in capsys.readouterr().out
     assert f"({len(trials) - len(diverged)} completed, {len(diverged)} diverged, 0 failed)" in \
         selection(tmp_path / "tune")["selected"][0]["notes"][0]
+
+
+def test_tpe_samples_the_same_space_and_is_recorded(tmp_path):
+    """TPE (random for the first half of the budget, then model-based), seeded per trial."""
+    assert tune(tune_config(tmp_path, "tune.sampler=tpe", "tune.budget=3", "tune.confirm_seeds=[100]")) == 0
+    trials = study(tmp_path / "tune").trials
+    assert [t.user_attrs["sampler"] for t in trials] == ["tpe"] * 3
+    assert len({t.params["lr"] for t in trials}) == 3 and all(1e-4 <= t.params["lr"] <= 1e-2 for t in trials)

@@ -51,7 +51,7 @@ def test_two_worker_jobs_share_one_study(partitions, tmp_path):
 def test_preempted_worker_requeues_and_resumes_its_own_trial(partitions, tmp_path):
     import submitit
 
-    args = [*SLURM, "tune.workers=1", "train.steps=4000", "train.checkpoint_every=500", "train.log_every=50",
+    args = [*SLURM, "tune.workers=1", "train.steps=2000", "train.checkpoint_every=200", "train.log_every=50",
             "tune.budget=1", "tune.confirm_seeds=[100]"]
     (job,), logs = submitted(run_tune(tmp_path, *args))
     deadline = time.time() + 240

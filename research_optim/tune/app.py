@@ -45,8 +45,7 @@ def submit_workers(plan: Plan) -> int:
     executor = slurm_executor(plan.base, study.folder / f"{study.name}.slurm", name=f"ro-tune-{study.name}")
     worker = TuneWorker(OmegaConf.to_yaml(plan.worker_config(), resolve=True))
     jobs = [executor.submit(worker) for _ in range(plan.workers)]
-    print(f"study {study.name}: {len(study.trials())} of {plan.budget} trials so far ({study.journal})\n"
-          f"submitted {len(jobs)} SLURM worker jobs: {' '.join(job.job_id for job in jobs)}\n"
+    print(f"{study.progress(plan.budget)}\nsubmitted {len(jobs)} SLURM worker jobs: {' '.join(job.job_id for job in jobs)}\n"
           f"  logs  {jobs[0].paths.stdout.parent}", flush=True)
     if not plan.base.cluster.wait:
         return 0

@@ -80,7 +80,7 @@ def run_trial(plan: Plan, claim: Claim, in_this_process: bool) -> TrialResult:
 def work(plan: Plan, in_this_process: bool = False) -> int:
     """Run trials until none is left, then finish the study if no other worker is still on one; the exit code."""
     study = plan.study
-    print(f"study {study.name}: {len(study.trials())} of {plan.budget} trials so far ({study.journal})", flush=True)
+    print(study.progress(plan.budget), flush=True)
     while (claim := study.claim(plan.space.distributions, plan.sampler, plan.study_seed, plan.budget)) is not None:
         if claim.previous_owner:
             print(f"trial {claim.number}: taken over from {claim.previous_owner} (gone); its runs resume from "

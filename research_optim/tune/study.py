@@ -58,6 +58,9 @@ class Study:
         """Every trial so far (none when the journal does not exist yet: nothing is created to find out)."""
         return self.study.get_trials(deepcopy=False) if "study" in self.__dict__ or self.journal.exists() else []
 
+    def progress(self, budget: int) -> str:
+        return f"study {self.name}: {len(self.trials())} of {budget} trials so far ({self.journal})"
+
     def claim(self, space: dict[str, BaseDistribution], sampler: str, seed: int, budget: int) -> Claim | None:
         """A trial for this worker to run, or None when the budget is spent and no trial is orphaned."""
         with file_lock(self.lock_path):

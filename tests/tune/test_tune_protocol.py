@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from optuna.trial import TrialState
 
+from research_optim.report.__main__ import main as report_main
 from research_optim.tune.app import tune
 from research_optim.tracking import MetricsFile
 from tuning import run_tune, selection, study, summary, tune_command, tune_config
@@ -145,3 +147,42 @@ def test_tpe_samples_the_same_space_and_is_recorded(tmp_path):
     trials = study(tmp_path / "tune").trials
     assert [t.user_attrs["sampler"] for t in trials] == ["tpe"] * 3
     assert len({t.params["lr"] for t in trials}) == 3 and all(1e-4 <= t.params["lr"] <= 1e-2 for t in trials)
+
+
+def test_the_report_compares_the_confirmed_configurations_named_in_selection_json(tmp_path):
+    """`tune -m optimizer=adamw,lion` writes one selection.json entry per study; the report represents each optimizer
+    by the selected configuration on its confirmation seeds alone (the tuning seed's run of the same configuration
+    is left out), on validation and on the held-out test split."""
+    out = subprocess.run(tune_command(tmp_path, "tune.budget=2", "optimizer=adamw,lion", multirun=True),
+                         capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    sweep = tmp_path / "tune"
+    entries = {entry["optimizer"]: entry for entry in selection(sweep)["selected"]}
+    assert sorted(entries) == ["adamw", "lion"] and all(e["seeds"] == [100, 101] for e in entries.values())
+    for split in ("val", "test"):
+        assert report_main([str(sweep), "--split", split, "--out", str(sweep / split), "--quiet"]) == 0
+        text = (sweep / split / "report.md").read_text()
+        methods = _rows(text, "## Methods and configurations")
+        finals = _rows(text, "## Final ")["mlp/teacher_student (excess)"]
+        for name, entry in entries.items():
+            assert (methods[name]["status"], methods[name]["seeds"]) == ("tuned", "100, 101")
+            assert f"lr={entry['config']['optimizer.lr']:g}" in methods[name]["configuration"]
+            assert entry["notes"][0] in methods[name]["notes"]
+            confirmed = [summary(run)["final"] for run in sweep.iterdir() if (run / "summary.json").exists()
+                         and _config(run)["seed"] in (100, 101) and _config(run)["optimizer"]["name"] == name]
+            gaps = [final[f"{split}_gap_to_optimum"] for final in confirmed]
+            assert len(gaps) == 2
+            assert float(finals[f"{name} (tuned)"].strip("*")) == pytest.approx(sum(gaps) / 2, rel=1e-3)
+
+
+def _config(run_dir: Path) -> dict:
+    return yaml.safe_load((run_dir / "config.yaml").read_text())
+
+
+def _rows(markdown: str, heading: str) -> dict[str, dict[str, str]]:
+    """The first Markdown table after ``heading``: its rows by first cell, each a dict by column header."""
+    lines = markdown.split(heading, 1)[1].splitlines()
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines
+             if line.startswith("|") and not set(line) <= set("|-")]
+    header, *rows = table[:next((i for i in range(1, len(table)) if len(table[i]) != len(table[0])), len(table))]
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}

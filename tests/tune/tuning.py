@@ -20,8 +20,10 @@ def tune_config(root: Path, *overrides: str):
     return compose_config([*TINY_TUNE, f"run.root={root}", *overrides], config_name="tune")
 
 
-def tune_command(root: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "research_optim.tune", *TINY_TUNE, f"run.root={root}", *overrides]
+def tune_command(root: Path, *overrides: str, multirun: bool = False) -> list[str]:
+    """The tune command line (``multirun``: Hydra's ``-m``, a study per point of the overrides' grid)."""
+    return [sys.executable, "-m", "research_optim.tune", *(["-m"] if multirun else []), *TINY_TUNE,
+            f"run.root={root}", *overrides]
 
 
 def run_tune(root: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:

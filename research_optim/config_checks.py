@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from research_optim.errors import UserError
 from research_optim.schedules import SCHEDULES
@@ -123,6 +123,9 @@ def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
     if isinstance(batch, int) and batch > 0 and world > 0 and batch % world:
         problems.append(f"train.batch_size={batch} is the global batch and must divide by the {world} processes "
                         f"of cluster={cfg.cluster.name}: choose a multiple of {world}")
+    elif isinstance(batch, int) and batch > 0 and cfg.data.get("mix") and (batch // world) % 2:
+        problems.append(f"data.mix pairs the examples of each process's batch, but train.batch_size={batch} gives "
+                        f"{batch // world} per process: choose a multiple of {2 * world}")
     if (cfg.cluster.launcher == "slurm" and cfg.train.device == "cuda"
             and isinstance(cfg.cluster.gpus_per_node, int) and cfg.cluster.gpus_per_node == 0):
         problems.append("train.device=cuda but cluster.gpus_per_node=0: ask for GPUs or set train.device=cpu")
@@ -130,7 +133,7 @@ def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every problem in ``cfg``."""
-    problems: list[str] = []
+    problems: list[str] = [f"{key} is not set (???): pass {key}=..." for key in sorted(OmegaConf.missing_keys(cfg))]
     _check_train(cfg, problems)
     if cfg.schedule.name not in SCHEDULES:
         problems.append(f"schedule.name={cfg.schedule.name!r}: choose one of {', '.join(SCHEDULES)}")

@@ -83,10 +83,14 @@ class LossWindow:
 
 
 def loss_and_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy (per token for LMs) and the number of correct predictions."""
-    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1)
+    """Mean cross-entropy (per token for LMs) and the number of correct predictions. Floating-point targets are
+    class probabilities (Mixup/CutMix, label smoothing); a prediction is correct on their most likely class."""
+    classes = logits.shape[-1]
+    flat_logits = logits.reshape(-1, classes).float()
+    soft = targets.is_floating_point()
+    flat_targets = targets.reshape(-1, classes) if soft else targets.reshape(-1)
     loss = F.cross_entropy(flat_logits, flat_targets)
-    return loss, (flat_logits.argmax(-1) == flat_targets).sum()
+    return loss, (flat_logits.argmax(-1) == (flat_targets.argmax(-1) if soft else flat_targets)).sum()
 
 
 def seed_everything(seed: int) -> None:

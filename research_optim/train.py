@@ -29,7 +29,7 @@ from research_optim.build import build_data, build_lr_schedule, build_model, bui
 from research_optim.data.base import DataSpec
 from research_optim.environment import run_environment
 from research_optim.errors import UserError
-from research_optim.optim.implementation import IMPLEMENTATIONS, set_compile_enabled, use_compiled
+from research_optim.optim.implementation import IMPLEMENTATIONS, resolve, set_compile_enabled
 from research_optim.preemption import Preempted, StopFlag, requeue_slurm_job
 from research_optim.run_dir import RunLock, run_dir, run_id
 from research_optim.threads import choose_threads
@@ -462,11 +462,11 @@ class Trainer:
 
 
 def compiles_step(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the optimizer's first step will run torch.compile (the library's compiled fast paths)."""
-    implementation = getattr(optimizer, "implementation", None)
-    if implementation not in IMPLEMENTATIONS or protocols.requires_closure(optimizer):  # line searches never compile
+    """Whether the optimizer's first step will run torch.compile (the library's compiled fast paths: ``paths``)."""
+    implementation, paths = getattr(optimizer, "implementation", None), getattr(optimizer, "paths", ())
+    if implementation not in IMPLEMENTATIONS:
         return False
-    return any(use_compiled(implementation, sum(p.numel() for p in group["params"]))
+    return any(resolve(implementation, paths, sum(p.numel() for p in group["params"])) == "compiled"
                for group in optimizer.param_groups)
 
 

@@ -267,8 +267,9 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Loss and accuracy on ``split`` ("val": all of it; "train": its first examples, as many as val has)."""
-        data = self.dataset.val if split == "val" else self.dataset.train
+        """Loss and accuracy on ``split`` ("val", "test": all of it; "train": its first examples, as many as val
+        has)."""
+        data = {"val": self.dataset.val, "test": self.dataset.test, "train": self.dataset.train}[split]
         with protocols.evaluation_mode(self.optimizer):
             if protocols.has_modes(self.optimizer) and protocols.has_batch_norm(self.model):
                 batches = (_to(b, self.env.device) for b in self.dataset.train.train_batches(
@@ -436,6 +437,7 @@ class Trainer:
                 raise Preempted(signum, s.step)
         bar.close()
         train_eval = self.evaluate("train")
+        test = self.final_test(tracker)
         steps_done = s.step - start_step
         final = {"step": s.step, "examples": s.examples, "train_loss": last_train_loss,
                  "train_eval_loss": train_eval["loss"], "train_accuracy": train_eval["accuracy"],
@@ -446,7 +448,17 @@ class Trainer:
             final["replicas_identical"] = self.replicas_identical()
         if "gap_to_optimum" in last_eval:
             final["val_gap_to_optimum"] = last_eval["gap_to_optimum"]
+        final.update({f"test_{key}": value for key, value in test.items()})
         return final
+
+    def final_test(self, tracker: Tracker) -> dict[str, float]:
+        """The test split, evaluated once at the end of the run and logged as split "test" (when the data has one).
+        Reported apart from validation: tuning selects on validation only."""
+        if self.dataset.test is None:
+            return {}
+        test = self.evaluate("test")
+        tracker.log(self.record("test", test))
+        return test
 
 
 def compiles_step(optimizer: torch.optim.Optimizer) -> bool:

@@ -140,7 +140,7 @@ def test_a_partition_the_cluster_does_not_have_is_refused(partitions, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
-    (["optimizer=sf_sgd", "optimizer.momentum=0"], "momentum must be in (0, 1), got 0"),
+    (["optimizer=sf_sgd", "optimizer.momentum=0"], "momentum must be in (0, 1) (the interpolation of y between"),
     (["run.root={tmp}/file/runs"], "is a file, not a directory"),
     (["cluster=slurm", "cluster.partition=nonexistent"], "no such partition"),
 ], ids=["optimizer", "root", "partition"])

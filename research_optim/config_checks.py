@@ -108,6 +108,14 @@ def _check_train(cfg: DictConfig, problems: list[str]) -> None:
             problems.append(f"train.{key}={t[key]}: must be an integer >= 0 (0 = only at the end)")
     if t.threads is not None and not (isinstance(t.threads, int) and t.threads > 0):
         problems.append(f"train.threads={t.threads}: must be a positive integer, or null to choose automatically")
+    if t.micro_batch_size is not None and not (isinstance(t.micro_batch_size, int) and t.micro_batch_size > 0):
+        problems.append(f"train.micro_batch_size={t.micro_batch_size}: must be a positive integer, or null for one "
+                        "micro-batch (the whole per-process batch)")
+    if t.peak_tflops is not None and not (_num(t.peak_tflops) and t.peak_tflops > 0):
+        problems.append(f"train.peak_tflops={t.peak_tflops}: must be > 0, or null to look the device up")
+    for key in ("compile_optimizer", "compile_model"):
+        if not isinstance(t[key], bool):
+            problems.append(f"train.{key}={t[key]!r}: must be true or false")
     if t.grad_clip is not None and not (_num(t.grad_clip) and t.grad_clip > 0):
         problems.append(f"train.grad_clip={t.grad_clip}: must be > 0, or null to disable clipping")
     allowed = {"precision": ("fp32", "bf16"), "nonfinite": ("stop", "skip"), "device": ("auto", "cpu", "cuda")}
@@ -117,12 +125,19 @@ def _check_train(cfg: DictConfig, problems: list[str]) -> None:
 
 
 def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
-    """The global batch must split evenly over the processes; a CUDA run on SLURM must ask for GPUs."""
+    """The global batch must split evenly over the processes, and each process's part over its micro-batches; a
+    CUDA run on SLURM must ask for GPUs."""
     world = planned_world_size(cfg.cluster)
-    batch = cfg.train.batch_size
+    batch, micro = cfg.train.batch_size, cfg.train.micro_batch_size
     if isinstance(batch, int) and batch > 0 and world > 0 and batch % world:
         problems.append(f"train.batch_size={batch} is the global batch and must divide by the {world} processes "
                         f"of cluster={cfg.cluster.name}: choose a multiple of {world}")
+    elif isinstance(batch, int) and batch > 0 and isinstance(micro, int) and micro > 0 and (batch // world) % micro:
+        per_rank = batch // world
+        divisors = [d for d in range(1, per_rank + 1) if per_rank % d == 0]
+        problems.append(f"train.micro_batch_size={micro} must divide each process's batch of {per_rank} "
+                        f"(train.batch_size={batch} over the {world} process{'es' if world > 1 else ''} of "
+                        f"cluster={cfg.cluster.name}): choose one of {divisors}, or null")
     if (cfg.cluster.launcher == "slurm" and cfg.train.device == "cuda"
             and isinstance(cfg.cluster.gpus_per_node, int) and cfg.cluster.gpus_per_node == 0):
         problems.append("train.device=cuda but cluster.gpus_per_node=0: ask for GPUs or set train.device=cpu")

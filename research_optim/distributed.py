@@ -90,3 +90,21 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def gather_float(value: float, device: torch.device) -> list[float]:
+    """``value`` of every rank, in rank order (one collective); ``[value]`` in a single process."""
+    if not dist.is_initialized():
+        return [value]
+    mine = torch.tensor([value], dtype=torch.float64, device=device)
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    return [t.item() for t in every]
+
+
+def to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A batch on ``device``; on CUDA through pinned host memory with non-blocking copies, so the host goes on
+    queueing work while the batch travels."""
+    if device.type == "cuda":
+        batch = tuple(t.pin_memory() for t in batch)
+    return tuple(t.to(device, non_blocking=True) for t in batch)

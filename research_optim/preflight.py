@@ -18,7 +18,7 @@ from research_optim import checkpoint
 from research_optim.errors import UserError
 from research_optim.jobs import read_job_records
 from research_optim.run_dir import RunLock, in_use_message, run_dir, slurm_job_active
-from research_optim.topology import check_resumable, planned_world_size, topology
+from research_optim.topology import check_resumable, planned_topology
 from research_optim.tracking import read_summary
 
 
@@ -77,8 +77,7 @@ def check_run_directory(cfg: DictConfig, directory: Path) -> None:
         return
     found = checkpoint.newest_readable(directory / "checkpoints", read=checkpoint.peek)
     if found is not None:
-        planned = topology(planned_world_size(cfg.cluster), cfg.train.device)
-        check_resumable(found.checkpoint.get("topology"), planned, str(found.path))
+        check_resumable(found.checkpoint.get("topology"), planned_topology(cfg), str(found.path))
 
 
 def preflight(cfg: DictConfig) -> None:

@@ -39,6 +39,14 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
 
 
+def without_measurements(records: list[dict]) -> list[dict]:
+    """Metrics lines without the measurements of the machine (times, throughput, memory): what two runs of one
+    config must agree on."""
+    from research_optim.throughput import MEASURED_KEYS
+
+    return [{k: v for k, v in r.items() if k not in MEASURED_KEYS} for r in records]
+
+
 @pytest.fixture
 def tiny_run(tmp_path):
     """``tiny_run(*overrides)`` composes the real config with tiny settings under tmp_path and trains it."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics
+from conftest import read_metrics, without_measurements
 from research_optim import protocols
 
 pytestmark = pytest.mark.timeout(300)
@@ -27,16 +27,17 @@ def cli(*args: str, **kw) -> subprocess.CompletedProcess:
 
 def metrics_of(root: Path) -> list[dict]:
     run = next(root.glob("default/*/metrics.jsonl")).parent
-    return [{k: v for k, v in r.items() if k not in ("train_time", "eval_time")} for r in read_metrics(run)]
+    return without_measurements(read_metrics(run))
 
 
 def summary_of(root: Path) -> dict:
     return json.loads(next(root.glob("default/*/summary.json")).read_text())
 
 
-def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("micro", [[], ["train.micro_batch_size=4"]], ids=["whole", "2-micro-batches"])
+def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, micro):
     out = cli("cluster=torchrun", "cluster.nproc_per_node=2", "train.batch_size=16", f"run.root={tmp_path / 'ddp'}",
-              *TINY)
+              *TINY, *micro)
     assert out.returncode == 0, out.stderr[-3000:]
     one = cli("train.batch_size=16", f"run.root={tmp_path / 'one'}", *TINY)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -72,8 +73,8 @@ def test_sigterm_in_process_checkpoints_and_resume_matches(tiny_run, tmp_path, m
     monkeypatch.setattr(protocols, "optimizer_step", real)
     resumed = tiny_run("model.dropout=0.2", root=tmp_path / "b")
     assert resumed["status"] == "completed"
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("train_time", "eval_time")} for r in rs]  # noqa
-    assert strip(read_metrics(resumed["run_dir"])) == strip(read_metrics(straight["run_dir"]))
+    assert without_measurements(read_metrics(resumed["run_dir"])) == without_measurements(
+        read_metrics(straight["run_dir"]))
 
 
 def test_sigterm_to_torchrun_launch_checkpoints_and_resumes(tmp_path):

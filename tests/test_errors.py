@@ -30,6 +30,12 @@ from research_optim.topology import with_resolved_device
     ("train.grad_clip=0", "train.grad_clip=0"),
     ("train.threads=0", "train.threads=0"),
     ("train.max_consecutive_skips=0", "train.max_consecutive_skips=0"),
+    ("train.micro_batch_size=0", "train.micro_batch_size=0: must be a positive integer"),
+    ("train.micro_batch_size=5", r"train.micro_batch_size=5 must divide each process's batch of 64 "
+                                 r"\(train.batch_size=64 over the 1 process of cluster=local\): choose one of "
+                                 r"\[1, 2, 4, 8, 16, 32, 64\], or null"),
+    ("train.peak_tflops=0", "train.peak_tflops=0: must be > 0"),
+    ("train.compile_model=maybe", "train.compile_model='maybe': must be true or false"),
     ("optimizer=sf_sgd optimizer.momentum=0",
      r"optimizer=sf_sgd refuses its arguments: SGDScheduleFree: momentum must be in \(0, 1\), got 0"),
     ("optimizer=sgd optimizer.momentum=1.0", "optimizer.momentum=1.0: must be < 1"),
@@ -82,6 +88,8 @@ def test_cli_exit_code_and_message_for_bad_value(tmp_path):
     (["cluster=slurm_multinode", "cluster.partition=gpu", "train.batch_size=6"],
      "train.batch_size=6 is the global batch and must divide by the 4 processes"),
     (["cluster=slurm", "cluster.partition=gpu", "train.device=cuda"], "train.device=cuda but cluster.gpus_per_node=0"),
+    (["cluster=torchrun", "train.batch_size=16", "train.micro_batch_size=3"],
+     r"train.micro_batch_size=3 must divide each process's batch of 8 \(train.batch_size=16 over the 2 processes"),
 ])
 def test_bad_cluster_configs_fail_before_submission(tmp_path, overrides, message):
     cfg = compose_config([f"run.root={tmp_path}", *overrides])

@@ -5,7 +5,6 @@ SLURM's time-limit signal that checkpoints, requeues itself and finishes with th
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import read_metrics, without_measurements
 from research_optim.jobs import job_table
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(240)]
@@ -28,8 +28,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def metrics(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k not in ("train_time", "eval_time")}
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return without_measurements(read_metrics(run_dir))
 
 
 def wait_for_jobs(root: Path, n: int, timeout: float = 150) -> list[dict]:

@@ -265,6 +265,24 @@ class Trainer:
                                     "threads": self.threads,
                                     "started": dt.datetime.now().isoformat(timespec="seconds")})
 
+    def prime_gradient_buckets(self, batch_loss: BatchLoss) -> None:
+        """Let DDP rebuild its gradient buckets before this process's first step, leaving no other trace.
+
+        DDP all-reduces a process's first backward in one bucket of all parameters and rebuilds its buckets, in
+        the order the gradients became ready, at the next forward. The position of a gradient in a bucket decides
+        the order in which the ranks' values are added (ring all-reduce), which with 3 ranks or more changes the
+        rounding: a resumed process's first step would add up its gradients differently from the uninterrupted
+        run's step. So every process starts with one forward/backward of its first batch whose gradients, buffers
+        (BatchNorm statistics) and random state are then put back as they were.
+        """
+        rng, buffers = checkpoint.rng_state(), [b.detach().clone() for b in self.model.buffers()]
+        batch_loss(True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, saved in zip(self.model.buffers(), buffers):
+                buffer.copy_(saved)
+        checkpoint.set_rng_state(rng)
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
@@ -400,13 +418,16 @@ class Trainer:
         window = LossWindow(*s.window, device=env.device)
         since = (s.examples, s.train_time)  # the throughput window starts here (a resume included)
         no_sync = self.net.no_sync if env.distributed else None  # DDP: all-reduce with the last micro-batch only
-        skip = t.nonfinite == "skip"
+        skip, primed = t.nonfinite == "skip", False
         last_train_loss, last_eval = math.nan, {}
         bar = _progress(t.steps, s.step, enabled=t.progress and env.is_main)
         segment = time.perf_counter()
         while s.step < t.steps:
             x, y = distributed.to_device(next(batches), env.device)
             batch_loss = BatchLoss(self.compute_loss, x, y, t.micro_batch_size, no_sync)
+            if env.distributed and not primed:
+                self.prime_gradient_buckets(batch_loss)
+                primed = True
             try:
                 loss, skipped = protocols.optimizer_step(self.optimizer, batch_loss, self.params, t.grad_clip,
                                                          skip_nonfinite=skip)

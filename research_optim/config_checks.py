@@ -61,9 +61,9 @@ def _check_model_data(cfg: DictConfig, problems: list[str]) -> None:
 CLUSTER_KEYS = {
     "local": {"name", "launcher"},
     "torchrun": {"name", "launcher", "nproc_per_node"},
-    "slurm": {"name", "launcher", "partition", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb",
-              "timeout_min", "signal_delay_s", "account", "qos", "constraint", "setup", "additional_parameters",
-              "wait"},
+    "slurm": {"name", "launcher", "rank_launcher", "partition", "nodes", "tasks_per_node", "nproc_per_node",
+              "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "signal_delay_s", "account", "qos",
+              "constraint", "setup", "additional_parameters", "wait"},
 }
 
 
@@ -91,11 +91,41 @@ def _check_cluster(c: DictConfig, problems: list[str]) -> None:
             _positive_int(c, key, "cluster", problems)
         _positive_int(c, "gpus_per_node", "cluster", problems, minimum=0)
         _positive_int(c, "signal_delay_s", "cluster", problems, minimum=0)
-        if isinstance(c.gpus_per_node, int) and c.gpus_per_node > 0 and c.tasks_per_node > c.gpus_per_node:
-            problems.append(f"cluster.tasks_per_node={c.tasks_per_node} is more than cluster.gpus_per_node="
-                            f"{c.gpus_per_node}: one task drives one GPU")
         if not (_num(c.mem_gb) and c.mem_gb > 0):
             problems.append(f"cluster.mem_gb={c.mem_gb}: must be > 0")
+        _check_slurm_ranks(c, problems)
+
+
+def _check_slurm_ranks(c: DictConfig, problems: list[str]) -> None:
+    """How the ranks of a SLURM job start, and one rank per GPU when the job asks for GPUs."""
+    mode, nproc, gpus = c.get("rank_launcher", "srun"), c.get("nproc_per_node"), c.gpus_per_node
+    if mode not in ("srun", "torchrun"):
+        problems.append(f"cluster.rank_launcher={mode!r}: choose srun (one SLURM task per rank) or torchrun (one task "
+                        "per node that starts torchrun)")
+        return
+    if not isinstance(gpus, int) or not isinstance(c.tasks_per_node, int):
+        return  # reported above
+    if mode == "srun":
+        if nproc is not None:
+            problems.append(f"cluster.nproc_per_node={nproc} applies to cluster.rank_launcher=torchrun only; with "
+                            f"srun the ranks per node are cluster.tasks_per_node={c.tasks_per_node}")
+        elif gpus > 0 and c.tasks_per_node != gpus:
+            problems.append(f"cluster.tasks_per_node={c.tasks_per_node} does not match cluster.gpus_per_node={gpus}: "
+                            f"one task drives one GPU, so set cluster.tasks_per_node={gpus}")
+        return
+    if c.tasks_per_node != 1:
+        problems.append(f"cluster.rank_launcher=torchrun starts one task per node (torchrun, which starts the node's "
+                        f"ranks), so the tasks must equal the nodes: set cluster.tasks_per_node=1, not "
+                        f"{c.tasks_per_node} (cluster.nproc_per_node sets the ranks per node)")
+    if nproc is None:
+        if gpus == 0:
+            problems.append("cluster.rank_launcher=torchrun on CPU nodes needs cluster.nproc_per_node (the ranks per "
+                            "node; on GPU nodes it defaults to cluster.gpus_per_node)")
+    elif not (isinstance(nproc, int) and not isinstance(nproc, bool) and nproc >= 1):
+        problems.append(f"cluster.nproc_per_node={nproc}: must be an integer >= 1, or null for one rank per GPU")
+    elif gpus > 0 and nproc != gpus:
+        problems.append(f"cluster.nproc_per_node={nproc} does not match cluster.gpus_per_node={gpus}: torchrun "
+                        f"starts one rank per GPU, so set cluster.nproc_per_node={gpus} (or null)")
 
 
 def _check_train(cfg: DictConfig, problems: list[str]) -> None:

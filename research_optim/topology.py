@@ -14,13 +14,22 @@ from omegaconf import DictConfig
 from research_optim.errors import UserError
 
 
+def slurm_ranks_per_node(cluster: DictConfig) -> int:
+    """Ranks on each node of a SLURM job: its tasks (``rank_launcher=srun``), or what torchrun starts on it
+    (``rank_launcher=torchrun``: ``nproc_per_node``, null = one per GPU)."""
+    if cluster.get("rank_launcher", "srun") == "torchrun":
+        return int(cluster.nproc_per_node or cluster.gpus_per_node)
+    return int(cluster.tasks_per_node)
+
+
 def planned_world_size(cluster: DictConfig) -> int:
-    """How many processes ``cluster`` starts: 1 here, ``nproc_per_node`` under torchrun, nodes × tasks on SLURM."""
+    """How many processes ``cluster`` starts: 1 here, ``nproc_per_node`` under torchrun, nodes × ranks per node on
+    SLURM."""
     launcher = cluster.get("launcher", "local")
     if launcher == "torchrun":
         return int(cluster.nproc_per_node)
     if launcher == "slurm":
-        return int(cluster.nodes) * int(cluster.tasks_per_node)
+        return int(cluster.nodes) * slurm_ranks_per_node(cluster)
     return 1
 
 

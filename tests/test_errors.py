@@ -79,7 +79,18 @@ def test_cli_exit_code_and_message_for_bad_value(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["cluster=slurm"], "cluster.partition is not set"),
     (["cluster=slurm", "cluster.partition=gpu", "cluster.gpus_per_node=2", "cluster.tasks_per_node=4"],
-     "cluster.tasks_per_node=4 is more than cluster.gpus_per_node=2"),
+     "cluster.tasks_per_node=4 does not match cluster.gpus_per_node=2: one task drives one GPU"),
+    (["cluster=slurm", "cluster.partition=gpu", "cluster.nproc_per_node=2"],
+     "cluster.nproc_per_node=2 applies to cluster.rank_launcher=torchrun only"),
+    (["cluster=slurm", "cluster.partition=gpu", "cluster.rank_launcher=mpirun"], "cluster.rank_launcher='mpirun'"),
+    (["cluster=slurm_torchrun", "cluster.partition=gpu", "cluster.tasks_per_node=2", "cluster.nproc_per_node=2"],
+     "the tasks must equal the nodes: set cluster.tasks_per_node=1, not 2"),
+    (["cluster=slurm_torchrun", "cluster.partition=gpu"],
+     "cluster.rank_launcher=torchrun on CPU nodes needs cluster.nproc_per_node"),
+    (["cluster=slurm_torchrun", "cluster.partition=gpu", "cluster.gpus_per_node=4", "cluster.nproc_per_node=2"],
+     "cluster.nproc_per_node=2 does not match cluster.gpus_per_node=4"),
+    (["cluster=slurm_torchrun", "cluster.partition=gpu", "cluster.gpus_per_node=4", "train.batch_size=12"],
+     "train.batch_size=12 is the global batch and must divide by the 8 processes of cluster=slurm_torchrun"),
     (["cluster=slurm_multinode", "cluster.partition=gpu", "cluster.nodes=0"], "cluster.nodes=0"),
     (["cluster=slurm", "cluster.partition=gpu", "+cluster.gpu_type=a100"], "unknown keys \\['gpu_type'\\]"),
     (["cluster=torchrun", "cluster.nproc_per_node=0"], "cluster.nproc_per_node=0"),
@@ -142,6 +153,16 @@ def test_a_partition_the_cluster_does_not_have_is_refused(partitions, tmp_path):
     cfg = compose_config([f"run.root={tmp_path}", "cluster=slurm", "cluster.partition=nonexistent"])
     with pytest.raises(PreflightError, match="cluster.partition=nonexistent: this cluster has no such partition "
                                              f"\\(sinfo lists .*{sorted(partitions)[0]}"):
+        run(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slurm
+def test_more_gpus_than_the_partitions_nodes_have_is_refused(partitions, tmp_path):
+    cfg = compose_config([f"run.root={tmp_path}", "cluster=slurm_torchrun", "cluster.partition=multi",
+                          "cluster.gpus_per_node=2"])
+    with pytest.raises(PreflightError, match=r"cluster.gpus_per_node=2, but the nodes of partition multi have no "
+                                             r"GPUs \(sinfo GRES: \(null\)\)"):
         run(cfg)
     assert not any(tmp_path.iterdir())
 

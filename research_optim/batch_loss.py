@@ -14,11 +14,19 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from research_optim.data.base import micro_slices
 
 LossOf = Callable[[Tensor, Tensor], Tensor]
+
+
+def loss_and_correct(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy (per token for LMs), computed in float32, and the number of correct predictions."""
+    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1)
+    loss = F.cross_entropy(flat_logits, flat_targets)
+    return loss, (flat_logits.argmax(-1) == flat_targets).sum()
 
 
 class BatchLoss:

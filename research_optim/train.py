@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from research_optim import checkpoint, distributed, protocols, throughput
-from research_optim.batch_loss import BatchLoss
+from research_optim.batch_loss import BatchLoss, loss_and_correct
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
 from research_optim.data.base import DataSpec
 from research_optim.environment import run_environment
@@ -82,13 +81,6 @@ class LossWindow:
         self.total.zero_()
         self.count = 0
         return total / count if count else math.nan
-
-
-def loss_and_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy (per token for LMs) and the number of correct predictions."""
-    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1)
-    loss = F.cross_entropy(flat_logits, flat_targets)
-    return loss, (flat_logits.argmax(-1) == flat_targets).sum()
 
 
 def seed_everything(seed: int) -> None:

@@ -69,11 +69,18 @@ def test_unknown_choice_lists_the_valid_ones(tmp_path):
     assert "Could not find 'optimizer/nope'" in out.stderr and "adamw" in out.stderr
 
 
-def test_cli_exit_code_and_message_for_bad_value(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "research_optim", "optimizer.lr=0", f"run.root={tmp_path}"],
+@pytest.mark.parametrize("overrides, message", [
+    (["optimizer.lr=0"], "optimizer.lr=0: must be > 0"),
+    (["train.micro_batch_size=5"], "train.micro_batch_size=5 must divide each process's batch of 64"),
+    (["cluster=slurm_torchrun", "cluster.partition=multi", "cluster.tasks_per_node=2", "cluster.nproc_per_node=2"],
+     "so the tasks must equal the nodes: set cluster.tasks_per_node=1, not 2"),
+])
+def test_cli_exit_code_and_message_for_bad_value(tmp_path, overrides, message):
+    out = subprocess.run([sys.executable, "-m", "research_optim", *overrides, f"run.root={tmp_path / 'runs'}"],
                          capture_output=True, text=True)
     assert out.returncode == 2
-    assert "optimizer.lr=0: must be > 0" in out.stderr
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) <= 2, out.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [

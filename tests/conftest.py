@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -33,6 +34,13 @@ TINY = ["train.steps=40", "train.batch_size=16", "train.eval_every=20", "train.l
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         return compose(config_name="config", overrides=list(overrides))
+
+
+def free_port() -> int:
+    """A TCP port free on this host now, for a process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

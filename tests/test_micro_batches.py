@@ -9,8 +9,6 @@ relative of 1 batch over 40 steps, for plain, closure and train/eval-mode optimi
 """
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -18,7 +16,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from conftest import read_metrics, without_measurements
+from conftest import free_port, read_metrics, without_measurements
 from research_optim.batch_loss import BatchLoss
 from research_optim.data.base import micro_slices
 
@@ -63,12 +61,6 @@ def test_micro_batches_give_the_loss_and_gradient_of_the_whole_batch(micro_batch
     torch.testing.assert_close(parts(backward=False), whole, **F64)  # forward only (line-search trials)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, results: dict) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -92,7 +84,7 @@ def _ddp_worker(rank: int, world: int, port: int, results: dict) -> None:
 @pytest.mark.slow
 def test_two_ranks_of_two_micro_batches_all_reduce_once_and_match_one_process():
     results = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), results), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), results), nprocs=2, join=True)
     model, (x, y) = _model(), _data()
     BatchLoss(_loss_of(model), x, y)(backward=True)
     for rank in (0, 1):

@@ -7,80 +7,52 @@ uninterrupted run on the same topology, bit for bit.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics, without_measurements
 from research_optim.jobs import job_table
+from slurm_jobs import TINY, cli, metrics, wait_for_jobs, warn_once_training
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-TINY = ["train.steps=40", "train.batch_size=16", "train.eval_every=20", "train.log_every=10",
-        "train.checkpoint_every=20", "train.progress=false", "model.dropout=0"]
 TWO_BY_TWO = ["cluster=slurm_torchrun", "cluster.partition=multi", "cluster.nodes=2", "cluster.nproc_per_node=2",
               "cluster.cpus_per_task=2"]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "research_optim", *args], capture_output=True, text=True,
-                          timeout=300)
-
-
-def metrics(root: Path) -> list[dict]:
-    return without_measurements(read_metrics(next(root.glob("default/*/metrics.jsonl")).parent))
-
-
-def wait_for_job(root: Path, timeout: float) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        rows = job_table(root)
-        if rows and rows[0]["state"] not in ("PENDING", "RUNNING", "REQUEUED", "UNKNOWN"):
-            return rows[0]
-        time.sleep(2)
-    raise AssertionError(f"the job under {root} did not finish: {job_table(root)}")
+def run_dir_under(root: Path) -> Path:
+    return next(root.glob("default/*/metrics.jsonl")).parent
 
 
 @pytest.mark.timeout(300)
 def test_two_nodes_of_two_torchrun_ranks_match_one_process(partitions, tmp_path):
-    out = cli(*TWO_BY_TWO, "cluster.wait=true", f"run.root={tmp_path / 'slurm'}", *TINY)
+    out = cli(*TWO_BY_TWO, "cluster.wait=true", f"run.root={tmp_path / 'slurm'}", *TINY, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     single = cli(f"run.root={tmp_path / 'local'}", *TINY)
     assert single.returncode == 0, single.stderr
-    a, b = metrics(tmp_path / "slurm"), metrics(tmp_path / "local")
+    a, b = metrics(run_dir_under(tmp_path / "slurm")), metrics(run_dir_under(tmp_path / "local"))
     assert [(r["step"], r["split"], r["examples"]) for r in a] == [(r["step"], r["split"], r["examples"]) for r in b]
     for ra, rb in zip(a, b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4), (ra, rb)
-    summary = next((tmp_path / "slurm").glob("default/*/summary.json")).read_text()
+    summary = (run_dir_under(tmp_path / "slurm") / "summary.json").read_text()
     assert '"world_size": 4' in summary and '"replicas_identical": true' in summary
-    assert [r["state"] for r in job_table(tmp_path / "slurm")] == ["COMPLETED"]
+    assert [r["state"] for r in wait_for_jobs(tmp_path / "slurm", 1)] == ["COMPLETED"]
 
 
 @pytest.mark.timeout(600)
 def test_a_warned_torchrun_job_checkpoints_requeues_and_matches_uninterrupted(partitions, tmp_path):
-    import submitit
-
     long = [*TINY, "train.steps=1000", "train.eval_every=500", "train.checkpoint_every=500", "train.log_every=50",
             "model.hidden=512"]
     submitted = cli(*TWO_BY_TWO, f"run.root={tmp_path / 'preempted'}", *long)
     assert submitted.returncode == 0, submitted.stderr
-    row = job_table(tmp_path / "preempted")[0]
-    run_dir = Path(row["run_dir"])
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait until training is under way
-        if (run_dir / "metrics.jsonl").exists() and len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.5)
-    submitit.SlurmJob(row["folder"], row["job_id"])._interrupt(timeout=True)  # SIGUSR2, as before a time limit
+    run_dir = warn_once_training(job_table(tmp_path / "preempted")[0], lines=2, timeout=240)
     # the same topology without interruption, 4 local torchrun ranks (while the job waits to be requeued)
-    straight = cli("cluster=torchrun", "cluster.nproc_per_node=4", f"run.root={tmp_path / 'straight'}", *long)
+    straight = cli("cluster=torchrun", "cluster.nproc_per_node=4", f"run.root={tmp_path / 'straight'}", *long,
+                   timeout=300)
     assert straight.returncode == 0, straight.stderr
-    finished = wait_for_job(tmp_path / "preempted", timeout=400)
+    finished = wait_for_jobs(tmp_path / "preempted", 1, timeout=400)[0]
     assert finished["state"] == "COMPLETED" and finished["run_status"] == "completed", finished
     log = (run_dir / "run.log").read_text()
     assert log.count("received SIGUSR2") == 1 and log.count("requeued SLURM job") == 1, log
     assert "resumed at step" in log
-    assert metrics(tmp_path / "preempted") == metrics(tmp_path / "straight")
+    assert metrics(run_dir) == metrics(run_dir_under(tmp_path / "straight"))

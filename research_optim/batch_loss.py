@@ -23,10 +23,15 @@ LossOf = Callable[[Tensor, Tensor], Tensor]
 
 
 def loss_and_correct(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy (per token for LMs), computed in float32, and the number of correct predictions."""
-    flat_logits, flat_targets = logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1)
+    """Mean cross-entropy (per token for LMs), computed in float32, and the number of correct predictions.
+    Floating-point targets are class probabilities (Mixup/CutMix, label smoothing); a prediction is correct on
+    their most likely class."""
+    classes = logits.shape[-1]
+    flat_logits = logits.reshape(-1, classes).float()
+    soft = targets.is_floating_point()
+    flat_targets = targets.reshape(-1, classes) if soft else targets.reshape(-1)
     loss = F.cross_entropy(flat_logits, flat_targets)
-    return loss, (flat_logits.argmax(-1) == flat_targets).sum()
+    return loss, (flat_logits.argmax(-1) == (flat_targets.argmax(-1) if soft else flat_targets)).sum()
 
 
 class BatchLoss:

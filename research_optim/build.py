@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import hydra.utils
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 
 from research_optim.data.base import Dataset
+from research_optim.errors import UserError
 from research_optim.schedules import build_schedule
 
 META_KEYS = ("name", "accepts", "kind")
@@ -26,12 +28,34 @@ def constructor_args(node: DictConfig) -> dict[str, Any]:
     return args
 
 
+def instantiate(config: Any) -> Any:
+    """``hydra.utils.instantiate`` (plain containers for arguments), except that a :class:`UserError` raised by a
+    constructor reaches the caller as itself — one line for the user — instead of wrapped in Hydra's exception."""
+    try:
+        return hydra.utils.instantiate(config, _convert_="all")
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+
+
 def build_data(node: DictConfig) -> Dataset:
-    return hydra.utils.instantiate(constructor_args(node), _convert_="all")
+    return instantiate(constructor_args(node))
 
 
 def build_model(node: DictConfig, dataset: Dataset) -> nn.Module:
-    return hydra.utils.instantiate(constructor_args(node), _convert_="all")(dataset.spec)
+    """The model for the data's spec; ``pretrained`` (a local path) loads its weights (``models/pretrained.py``)."""
+    args = constructor_args(node)
+    pretrained = args.pop("pretrained", None)
+    model = instantiate(args)(dataset.spec)
+    if pretrained is not None:
+        from research_optim.models.pretrained import load_pretrained
+
+        load_pretrained(model, pretrained)
+    return model
 
 
 def param_groups(model: nn.Module, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
@@ -53,7 +77,7 @@ def build_optimizer(node: DictConfig, model: nn.Module, decay_norm_and_bias: boo
             del args["n_batches_per_epoch"]  # a stream has no epochs: the optimizer's default
         else:
             args["n_batches_per_epoch"] = steps_per_epoch
-    factory = hydra.utils.instantiate(args, _convert_="all")
+    factory = instantiate(args)
     return factory(param_groups(model, decay_norm_and_bias))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from research_optim.errors import UserError
 from research_optim.schedules import SCHEDULES
@@ -155,19 +155,23 @@ def _check_train(cfg: DictConfig, problems: list[str]) -> None:
 
 
 def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
-    """The global batch must split evenly over the processes, and each process's part over its micro-batches; a
-    CUDA run on SLURM must ask for GPUs."""
+    """The global batch must split evenly over the processes, and each process's part over its micro-batches (and
+    into the pairs of data.mix); a CUDA run on SLURM must ask for GPUs."""
     world = planned_world_size(cfg.cluster)
     batch, micro = cfg.train.batch_size, cfg.train.micro_batch_size
     if isinstance(batch, int) and batch > 0 and world > 0 and batch % world:
         problems.append(f"train.batch_size={batch} is the global batch and must divide by the {world} processes "
                         f"of cluster={cfg.cluster.name}: choose a multiple of {world}")
-    elif isinstance(batch, int) and batch > 0 and isinstance(micro, int) and micro > 0 and (batch // world) % micro:
+    elif isinstance(batch, int) and batch > 0 and world > 0:
         per_rank = batch // world
-        divisors = [d for d in range(1, per_rank + 1) if per_rank % d == 0]
-        problems.append(f"train.micro_batch_size={micro} must divide each process's batch of {per_rank} "
-                        f"(train.batch_size={batch} over the {world} process{'es' if world > 1 else ''} of "
-                        f"cluster={cfg.cluster.name}): choose one of {divisors}, or null")
+        if isinstance(micro, int) and micro > 0 and per_rank % micro:
+            divisors = [d for d in range(1, per_rank + 1) if per_rank % d == 0]
+            problems.append(f"train.micro_batch_size={micro} must divide each process's batch of {per_rank} "
+                            f"(train.batch_size={batch} over the {world} process{'es' if world > 1 else ''} of "
+                            f"cluster={cfg.cluster.name}): choose one of {divisors}, or null")
+        if cfg.data.get("mix") and per_rank % 2:
+            problems.append(f"data.mix pairs the examples of each process's batch, but train.batch_size={batch} "
+                            f"gives {per_rank} per process: choose a multiple of {2 * world}")
     if (cfg.cluster.launcher == "slurm" and cfg.train.device == "cuda"
             and isinstance(cfg.cluster.gpus_per_node, int) and cfg.cluster.gpus_per_node == 0):
         problems.append("train.device=cuda but cluster.gpus_per_node=0: ask for GPUs or set train.device=cpu")
@@ -175,7 +179,7 @@ def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every problem in ``cfg``."""
-    problems: list[str] = []
+    problems: list[str] = [f"{key} is not set (???): pass {key}=..." for key in sorted(OmegaConf.missing_keys(cfg))]
     _check_train(cfg, problems)
     if cfg.schedule.name not in SCHEDULES:
         problems.append(f"schedule.name={cfg.schedule.name!r}: choose one of {', '.join(SCHEDULES)}")

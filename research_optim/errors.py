@@ -8,3 +8,7 @@ from __future__ import annotations
 
 class UserError(Exception):
     """An expected failure whose message names the key or file and says what to do."""
+
+
+class InputError(UserError, ValueError):
+    """A data set, tokenizer or weights file that cannot be used as configured: names the key or file."""

@@ -2,8 +2,9 @@
 
 Checked on the submitting host after the config checks, before anything is written or submitted: the SLURM
 partition exists and its nodes have the GPUs asked for (when ``sinfo`` is there to ask), a torchrun launch here
-has a GPU per rank, ``run.root`` can be written, the same config is not already
-running or queued, and a checkpoint to resume from can be read and was written on the topology this launch has.
+has a GPU per rank, ``run.root`` can be written, the files the run reads are there (``model.pretrained``, the
+tokenizer, token shards made with that tokenizer from ``data.source``), the same config is not already running or
+queued, and a checkpoint to resume from can be read and was written on the topology this launch has.
 The executing side repeats the run-directory checks (the state may change in between) with the same functions.
 """
 from __future__ import annotations
@@ -83,6 +84,27 @@ def _unwritable_problem(root: str, directory: Path) -> str | None:
     return None
 
 
+def _input_problem(cfg: DictConfig) -> str | None:
+    """The cheap checks of what the run will read: weights, tokenizer, prepared shards (the loaders repeat them)."""
+    from omegaconf import OmegaConf
+
+    from research_optim.build import instantiate
+    from research_optim.data.token_shards import check_prepared, read_meta
+    from research_optim.models.pretrained import check_path
+
+    try:
+        if cfg.model.get("pretrained"):
+            check_path(cfg.model.pretrained)
+        if "tokenizer" in cfg.data:
+            tokenizer = instantiate(cfg.data.tokenizer)
+            if "shards" in cfg.data:
+                check_prepared(read_meta(cfg.data.shards), cfg.data.shards, tokenizer,
+                               OmegaConf.to_container(cfg.data.source, resolve=True))
+    except UserError as err:
+        return str(err)
+    return None
+
+
 def _queued_jobs(directory: Path) -> list[str]:
     """SLURM jobs submitted for this run directory that are still pending or running."""
     jobs_file = directory.parent / "jobs.jsonl"
@@ -114,7 +136,7 @@ def preflight(cfg: DictConfig) -> None:
     """Raise :class:`~research_optim.errors.UserError` when this launch cannot start; writes nothing."""
     directory = run_dir(cfg)
     for problem in (_partition_problem(cfg.cluster) or _gpu_problem(cfg),
-                    _unwritable_problem(str(cfg.run.root), directory)):
+                    _unwritable_problem(str(cfg.run.root), directory), _input_problem(cfg)):
         if problem:
             raise PreflightError(problem)
     if directory.is_dir():

@@ -9,14 +9,17 @@ from torch import Tensor
 
 Task = Literal["classification", "lm"]
 
+PAD_ID = -1  # pads token inputs of sequence classification on the right; never a vocabulary id
+
 
 @dataclass(frozen=True)
 class DataSpec:
     """Shape of the task, handed to the model builder so the model adapts to the data.
 
     ``input_shape`` is (features,) for vectors, (channels, height, width) for images, (seq_len,) for text.
-    For ``lm`` tasks ``num_classes`` is the vocabulary size. ``optimum_loss`` is the best achievable
-    per-token loss when it is known (a synthetic language's entropy rate), else None.
+    ``vocab_size`` is set for text (token ids); for ``lm`` tasks ``num_classes`` is the vocabulary size too.
+    ``optimum_loss`` is the best achievable per-token loss when it is known (a synthetic language's entropy
+    rate), else None.
     """
 
     task: Task
@@ -24,11 +27,16 @@ class DataSpec:
     num_classes: int
     optimum_loss: float | None = None
     extra: dict = field(default_factory=dict)
+    vocab_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task == "lm" and self.vocab_size is None:  # an LM predicts its own vocabulary
+            object.__setattr__(self, "vocab_size", self.num_classes)
 
     @property
     def kind(self) -> str:
         """'vector', 'image' or 'text' — what kind of model input this is."""
-        if self.task == "lm":
+        if self.task == "lm" or self.vocab_size is not None:
             return "text"
         return "image" if len(self.input_shape) == 3 else "vector"
 
@@ -59,6 +67,23 @@ def micro_slices(per_rank: int, micro_batch_size: int | None) -> list[slice]:
     return [slice(i * size, (i + 1) * size) for i in range(count)]
 
 
+def epoch_batches(size: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[Tensor]:
+    """The example indices of each global batch from ``start_step`` on, endlessly: epoch ``e`` walks the
+    permutation drawn from ``seed + e`` alone, so the batch of step ``s`` is a pure function of (seed, size,
+    batch_size, s) and a run resumes at any step."""
+    per_epoch = size // batch_size
+    if per_epoch == 0:
+        raise ValueError(f"data has {size} examples, fewer than one batch of train.batch_size={batch_size}")
+    step, perm_epoch, perm = start_step, None, None
+    while True:
+        epoch, offset = divmod(step, per_epoch)
+        if epoch != perm_epoch:  # one permutation per epoch
+            perm_epoch = epoch
+            perm = torch.randperm(size, generator=torch.Generator().manual_seed(seed + epoch))
+        yield perm[offset * batch_size : (offset + 1) * batch_size]
+        step += 1
+
+
 class TensorDataset:
     """In-memory (inputs, targets) split with deterministic shuffling, sharding and resumable iteration.
 
@@ -79,20 +104,9 @@ class TensorDataset:
         self, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world_size: int = 1
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Endless batches from ``start_step`` on: this rank's part of each global batch of ``batch_size``."""
-        per_epoch = len(self) // batch_size
-        if per_epoch == 0:
-            raise ValueError(f"data has {len(self)} examples, fewer than one batch of train.batch_size={batch_size}")
         part = rank_slice(batch_size, rank, world_size)
-        step, perm_epoch, perm = start_step, None, None
-        while True:
-            epoch, offset = divmod(step, per_epoch)
-            if epoch != perm_epoch:  # one permutation per epoch, drawn from seed + epoch alone
-                perm_epoch = epoch
-                perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed + epoch))
-            lo = offset * batch_size
-            idx = perm[lo : lo + batch_size][part]
-            yield self.inputs[idx], self.targets[idx]
-            step += 1
+        for idx in epoch_batches(len(self), batch_size, seed, start_step):
+            yield self.inputs[idx[part]], self.targets[idx[part]]
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1,
                      limit: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from research_optim.data.base import DataSpec, Dataset, TensorDataset
-from research_optim.data.hf_source import open_source
+from research_optim.data.hf_source import check_labels, class_count, find_column, open_source, train_and_val
 
 # Per-channel statistics of the CIFAR-10 training images (pixel values in [0, 1]).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -54,17 +54,6 @@ def images_to_tensor(images: list, mean: tuple[float, ...], std: tuple[float, ..
     arrays = np.stack([np.asarray(to_image(image).convert("RGB"), dtype=np.uint8) for image in images])
     x = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0)
     return (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-
-
-def _column(columns: list[str], chosen: str | None, candidates: tuple[str, ...], key: str) -> str:
-    if chosen is not None:
-        if chosen not in columns:
-            raise ValueError(f"data.{key}={chosen!r} is not a column of the data {columns}")
-        return chosen
-    found = next((name for name in candidates if name in columns), None)
-    if found is None:
-        raise ValueError(f"the data has no column named {' or '.join(candidates)} (it has {columns}): set data.{key}")
-    return found
 
 
 def _split_to_tensors(split, image_column: str, label_column: str, limit: int | None, mean, std) -> TensorDataset:
@@ -102,25 +91,14 @@ def load_cifar10(
     finds them among ``IMAGE_COLUMNS`` / ``LABEL_COLUMNS``.
     """
     splits = open_source(path, config_name, cache_dir=cache_dir)
-    if train_split not in splits:
-        raise ValueError(f"data.train_split={train_split!r} not in the source's splits {list(splits)}")
-    train = splits[train_split]
-    image_column = _column(train.column_names, image_column, IMAGE_COLUMNS, "image_column")
-    label_column = _column(train.column_names, label_column, LABEL_COLUMNS, "label_column")
-    if val_split in splits:
-        val = splits[val_split]
-    else:
-        if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-        held_out = train.train_test_split(test_size=val_fraction, seed=split_seed)
-        train, val = held_out["train"], held_out["test"]
-    features = train.features.get(label_column)
-    classes = getattr(features, "num_classes", None) or num_classes
+    train, val = train_and_val(splits, train_split, val_split, val_fraction, split_seed)
+    image_column = find_column(train.column_names, image_column, IMAGE_COLUMNS, "image_column")
+    label_column = find_column(train.column_names, label_column, LABEL_COLUMNS, "label_column")
+    classes = class_count(train, label_column, num_classes)
     mean, std = CIFAR10_MEAN, CIFAR10_STD
     train_tensors = _split_to_tensors(train, image_column, label_column, limit, mean, std)
     val_tensors = _split_to_tensors(val, image_column, label_column, val_limit, mean, std)
     for split_name, tensors in (("train", train_tensors), ("val", val_tensors)):
-        if int(tensors.targets.max()) >= classes or int(tensors.targets.min()) < 0:
-            raise ValueError(f"{split_name} labels outside [0, {classes}); set data.num_classes")
+        check_labels(tensors.targets, classes, split_name)
     spec = DataSpec(task="classification", input_shape=tuple(train_tensors.inputs.shape[1:]), num_classes=classes)
     return Dataset(spec=spec, train=train_tensors, val=val_tensors, name="cifar10")

@@ -94,3 +94,45 @@ def open_source(
         raise RuntimeError(
             f"could not load data.path={path!r} (name={name!r}) from the Hugging Face hub or its cache: {error}"
         ) from error
+
+
+def train_and_val(splits: Any, train_split: str, val_split: str | None, val_fraction: float,
+                  split_seed: int) -> tuple[Any, Any]:
+    """(train, validation) of a map-style source: ``val_split`` when the source has it, otherwise a seeded
+    ``val_fraction`` of the train split, held out."""
+    if train_split not in splits:
+        raise ValueError(f"data.train_split={train_split!r} not in the source's splits {list(splits)}")
+    train = splits[train_split]
+    if val_split is not None and val_split in splits:
+        return train, splits[val_split]
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+    held_out = train.train_test_split(test_size=val_fraction, seed=split_seed)
+    return held_out["train"], held_out["test"]
+
+
+def find_column(columns: list[str], chosen: str | None, candidates: tuple[str, ...], key: str) -> str:
+    """``chosen`` if it is a column, else the first of ``candidates`` that is; the error names ``data.<key>``."""
+    if chosen is not None:
+        if chosen not in columns:
+            raise ValueError(f"data.{key}={chosen!r} is not a column of the data {columns}")
+        return chosen
+    found = next((name for name in candidates if name in columns), None)
+    if found is None:
+        raise ValueError(f"the data has no column named {' or '.join(candidates)} (it has {columns}): set data.{key}")
+    return found
+
+
+def class_count(split: Any, label_column: str, num_classes: int | None) -> int:
+    """The number of classes: the label column's ``ClassLabel`` count, else ``data.num_classes``."""
+    classes = getattr(split.features.get(label_column), "num_classes", None) or num_classes
+    if classes is None:
+        raise ValueError(f"the label column {label_column!r} is not a ClassLabel: set data.num_classes")
+    return classes
+
+
+def check_labels(labels: Any, classes: int, split_name: str) -> None:
+    """Refuse labels outside [0, classes) (e.g. GLUE's unlabelled test split, -1)."""
+    if len(labels) and (int(labels.max()) >= classes or int(labels.min()) < 0):
+        raise ValueError(f"{split_name} labels outside [0, {classes}) (from {int(labels.min())} to "
+                         f"{int(labels.max())}): set data.num_classes, or choose a labelled split")

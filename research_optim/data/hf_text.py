@@ -1,7 +1,8 @@
-"""A text corpus through Hugging Face ``datasets``, byte-tokenised and packed into fixed-length LM windows.
+"""A text corpus through Hugging Face ``datasets``, tokenised and packed into fixed-length LM windows.
 
-Tokenizer: UTF-8 bytes (ids 0–255) plus an end-of-document id 256. It needs no download and no vocabulary file,
-and every corpus maps to the same 257-id vocabulary, so losses are comparable across corpora (nats per byte).
+Tokenizer: ``data.tokenizer`` (``data/tokenizers.py``), by default UTF-8 bytes plus an end-of-document id 256: no
+download, no vocabulary file, and every corpus maps to the same 257 ids, so losses are comparable across corpora
+(nats per byte). Corpora read many times are better tokenised once into shards (``data/token_shards.py``).
 
 Documents are concatenated, each followed by end-of-document, and cut into windows of ``seq_len + 1`` tokens that
 overlap by one: (inputs, targets) = (window[:-1], window[1:]), so every token is a target exactly once.
@@ -24,21 +25,7 @@ from torch import Tensor
 
 from research_optim.data.base import DataSpec, Dataset, TensorDataset, rank_slice
 from research_optim.data.hf_source import open_source
-
-
-class ByteTokenizer:
-    """UTF-8 bytes + one end-of-document token."""
-
-    eos_id = 256
-    vocab_size = 257
-
-    def encode(self, text: str) -> np.ndarray:
-        """Token ids of ``text`` followed by end-of-document, as int64."""
-        ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
-        return np.append(ids, self.eos_id)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+from research_optim.data.tokenizers import ByteTokenizer, Tokenizer
 
 
 def pack_windows(token_chunks: Iterable[np.ndarray], seq_len: int) -> Iterator[np.ndarray]:
@@ -62,13 +49,13 @@ def windows_to_split(tokens: np.ndarray, seq_len: int) -> TensorDataset:
     return TensorDataset(t[:-1].view(count, seq_len), t[1:].view(count, seq_len))
 
 
-def _texts(split: Any, text_column: str) -> Iterator[str]:
+def split_texts(split: Any, text_column: str) -> Iterator[str]:
     """The documents of a split (map-style or streamed), read in batches of rows."""
     for batch in split.iter(batch_size=1000):
         yield from batch[text_column]
 
 
-def _tokenize_until(texts: Iterable[str], tokenizer: ByteTokenizer, max_tokens: int | None) -> tuple[np.ndarray, int]:
+def _tokenize_until(texts: Iterable[str], tokenizer: Tokenizer, max_tokens: int | None) -> tuple[np.ndarray, int]:
     """Concatenated tokens of documents (until at least ``max_tokens``) and how many documents were used."""
     chunks, total, docs = [], 0, 0
     for text in texts:
@@ -93,7 +80,7 @@ def _not_held_out(text: str, val_fraction: float) -> bool:
     return not is_held_out(text, val_fraction)
 
 
-def _check_column(split: Any, text_column: str) -> None:
+def check_text_column(split: Any, text_column: str) -> None:
     columns = split.column_names
     if columns is not None and text_column not in columns:
         raise ValueError(f"data.text_column={text_column!r} not in the data's columns {columns}")
@@ -110,7 +97,7 @@ class StreamingWindows:
     """
 
     def __init__(
-        self, source: Any, text_column: str, seq_len: int, tokenizer: ByteTokenizer, shuffle_buffer: int = 10_000
+        self, source: Any, text_column: str, seq_len: int, tokenizer: Tokenizer, shuffle_buffer: int = 10_000
     ) -> None:
         self.source, self.text_column, self.seq_len = source, text_column, seq_len
         self.tokenizer, self.shuffle_buffer = tokenizer, shuffle_buffer
@@ -121,7 +108,7 @@ class StreamingWindows:
         while True:
             stream.set_epoch(epoch)
             count = 0
-            for text in _texts(stream, self.text_column):
+            for text in split_texts(stream, self.text_column):
                 count += 1
                 yield text
             if count == 0:
@@ -153,7 +140,7 @@ class StreamingWindows:
 
         A full pass over a large corpus is long: pass ``limit``, or take as many batches as needed and stop.
         """
-        windows = itertools.islice(self._windows(_texts(self.source, self.text_column)), limit)
+        windows = itertools.islice(self._windows(split_texts(self.source, self.text_column)), limit)
         mine = itertools.islice(windows, rank, None, world_size)
         while batch := list(itertools.islice(mine, batch_size)):
             stacked = torch.from_numpy(np.stack(batch))
@@ -174,8 +161,10 @@ def load_hf_text(
     val_fraction: float = 0.05,
     shuffle_buffer: int = 10_000,
     cache_dir: str | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> Dataset:
-    """A byte-level LM data set from any ``datasets`` text source (see :func:`open_source` for ``path``).
+    """An LM data set from any ``datasets`` text source (see :func:`open_source` for ``path``), tokenised by
+    ``tokenizer`` (None: bytes).
 
     Validation: ``val_split`` when the source has it; otherwise the train documents that :func:`is_held_out`
     assigns to validation (about ``val_fraction`` of them, by a hash of the text), which training then never sees.
@@ -183,19 +172,19 @@ def load_hf_text(
     """
     if seq_len < 1:
         raise ValueError(f"data.seq_len must be ≥ 1, got {seq_len}")
-    tokenizer = ByteTokenizer()
+    tokenizer = tokenizer or ByteTokenizer()
     splits = open_source(path, config_name, data_files=data_files, streaming=streaming, cache_dir=cache_dir)
     if train_split not in splits:
         raise ValueError(f"data.train_split={train_split!r} not in the source's splits {list(splits)}")
     train_source = splits[train_split]
-    _check_column(train_source, text_column)
+    check_text_column(train_source, text_column)
     if val_split is not None and val_split in splits:
-        val_texts: Iterable[str] = _texts(splits[val_split], text_column)
+        val_texts: Iterable[str] = split_texts(splits[val_split], text_column)
         keep_for_train = None
     else:
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-        val_texts = (t for t in _texts(train_source, text_column) if is_held_out(t, val_fraction))
+        val_texts = (t for t in split_texts(train_source, text_column) if is_held_out(t, val_fraction))
         keep_for_train = functools.partial(_not_held_out, val_fraction=val_fraction)
     val_tokens, _ = _tokenize_until(val_texts, tokenizer, max_val_tokens)
 
@@ -206,7 +195,7 @@ def load_hf_text(
             train_source, text_column, seq_len, tokenizer, shuffle_buffer
         )
     else:
-        train_texts = _texts(train_source, text_column)
+        train_texts = split_texts(train_source, text_column)
         if keep_for_train is not None:
             train_texts = filter(keep_for_train, train_texts)
         train_tokens, _ = _tokenize_until(train_texts, tokenizer, max_train_tokens)
@@ -216,7 +205,7 @@ def load_hf_text(
         task="lm",
         input_shape=(seq_len,),
         num_classes=tokenizer.vocab_size,
-        extra={"tokenizer": "bytes", "source": path, "streaming": streaming},
+        extra={"tokenizer": tokenizer.identity(), "source": path, "streaming": streaming},
     )
     label = path.rstrip("/").split("/")[-1] + (f"/{config_name}" if config_name else "")
     return Dataset(spec=spec, train=train, val=windows_to_split(val_tokens, seq_len), name=label)

@@ -2,7 +2,8 @@
 
 Token + learned position embeddings, ``n_layer`` pre-LayerNorm blocks of causal self-attention and a GELU MLP,
 a final LayerNorm and an output head tied to the token embedding. Vocabulary and context length come from the
-data's :class:`DataSpec` (``num_classes`` and ``input_shape[0]``).
+data's :class:`DataSpec` (``vocab_size`` and ``input_shape[0]``); on text classification data the head is a
+linear classifier read at each sequence's last real token (``models/transformer.py``).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from research_optim.data.base import DataSpec
+from research_optim.models.transformer import (add_classifier, check_sizes, check_tokens, last_real_states, real_ids,
+                                               text_task, train_flops_per_sequence)
 
 
 class CausalSelfAttention(nn.Module):
@@ -53,7 +56,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """``model(tokens)`` with tokens (batch, seq ≤ context) → logits (batch, seq, vocab)."""
+    """``model(tokens)`` with tokens (batch, seq ≤ context) → logits (batch, seq, vocab), or (batch, classes) for
+    text classification."""
 
     def __init__(
         self,
@@ -65,24 +69,23 @@ class GPT(nn.Module):
         bias: bool = False,
     ) -> None:
         super().__init__()
-        if spec.task != "lm":
-            raise ValueError(f"model=gpt needs text (lm) data, got data of kind {spec.kind!r}")
-        for name, value in (("n_layer", n_layer), ("n_head", n_head), ("n_embd", n_embd)):
-            if value < 1:
-                raise ValueError(f"model.{name} must be ≥ 1, got {value}")
+        vocab_size, self.context = text_task(spec, "gpt")
+        check_sizes(n_layer=n_layer, n_head=n_head, n_embd=n_embd)
         if n_embd % n_head:
             raise ValueError(f"model.n_embd={n_embd} must be divisible by model.n_head={n_head}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
-        self.context = spec.input_shape[0]
-        self.tok_emb = nn.Embedding(spec.num_classes, n_embd)
+        self.n_layer, self.n_embd = n_layer, n_embd
+        self.tok_emb = nn.Embedding(vocab_size, n_embd)
         self.pos_emb = nn.Embedding(self.context, n_embd)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(n_embd, n_head, dropout, bias) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, bias=bias)
-        self.head = nn.Linear(n_embd, spec.num_classes, bias=False)
-        # Weight tying (Press & Wolf 2017): the output projection is the token embedding.
-        self.head.weight = self.tok_emb.weight
+        self.classify = add_classifier(self, spec, n_embd, bias)
+        if not self.classify:
+            self.head = nn.Linear(n_embd, vocab_size, bias=False)
+            # Weight tying (Press & Wolf 2017): the output projection is the token embedding.
+            self.head.weight = self.tok_emb.weight
         self._init_weights(n_layer)
 
     def _init_weights(self, n_layer: int) -> None:
@@ -97,23 +100,16 @@ class GPT(nn.Module):
             for projection in (block.attn.proj, block.mlp[2]):
                 nn.init.normal_(projection.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
-    def train_flops_per_example(self) -> float:
-        """Forward + backward FLOPs of one training sequence of the full context T (PaLM's appendix B, as nanoGPT):
-        6·N·T for the matrix multiplications by the N weights of the matrices (the tied head counted once; the
-        position embedding, a lookup, not at all) and 12·L·d·T² for attention's scores and weighted sums over the
-        whole T×T square (the causal half is not discounted). Equal to torch's FLOP counter (tests)."""
-        matrices = sum(p.numel() for p in self.parameters() if p.ndim == 2) - self.pos_emb.weight.numel()
-        tokens, width = self.context, self.tok_emb.embedding_dim
-        return 6.0 * matrices * tokens + 12.0 * len(self.blocks) * width * tokens**2
-
     def forward(self, tokens: Tensor) -> Tensor:
-        if tokens.dim() != 2:
-            raise ValueError(f"GPT expects token ids of shape (batch, seq), got {tuple(tokens.shape)}")
-        seq = tokens.shape[1]
-        if seq > self.context:
-            raise ValueError(f"sequence length {seq} exceeds the model's context {self.context}")
-        positions = torch.arange(seq, device=tokens.device)
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb(positions))
+        check_tokens(tokens, self.context, "GPT")
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.drop(self.tok_emb(real_ids(tokens) if self.classify else tokens) + self.pos_emb(positions))
         for block in self.blocks:
             x = block(x)
-        return self.head(self.ln_f(x))
+        x = self.ln_f(x)
+        return self.score(last_real_states(x, tokens)) if self.classify else self.head(x)
+
+    def train_flops_per_example(self) -> float:
+        """Forward + backward FLOPs of one sequence of the data's length (``models/transformer.py``)."""
+        head = self.score if self.classify else self.head
+        return train_flops_per_sequence(self.blocks, head, self.classify, self.n_layer, self.n_embd, self.context)

@@ -1,7 +1,9 @@
 """Image classifiers from timm, adapted to the data's channels, image size and number of classes.
 
-Nothing is pretrained: an optimizer study trains from scratch. ImageNet architectures assume 224×224 inputs,
-so each builder adapts the input end to small images (8×8 digits, 32×32 CIFAR) instead of resizing the data.
+An optimizer study trains from scratch; ``model.pretrained`` loads local weights for fine-tuning
+(``models/pretrained.py``: the classifier is replaced when the classes differ). ImageNet architectures assume
+224×224 inputs, so each builder adapts the input end to small images (8×8 digits, 32×32 CIFAR) instead of
+resizing the data.
 """
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ import torch
 
 datasets = pytest.importorskip("datasets")
 
-from research_optim.data.hf_text import ByteTokenizer, is_held_out, load_hf_text  # noqa: E402
+from research_optim.data.hf_text import is_held_out, load_hf_text  # noqa: E402
+from research_optim.data.tokenizers import ByteTokenizer  # noqa: E402
 
 TOKENIZER = ByteTokenizer()
 

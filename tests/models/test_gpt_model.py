@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lm_checks import assert_causal, assert_learns_a_sequence
 from research_optim.data.base import DataSpec
 from research_optim.models.gpt import GPT
 
@@ -35,30 +36,15 @@ def test_initial_loss_is_near_uniform():
 
 
 def test_attention_is_causal():
-    model = tiny_gpt().eval()
-    tokens = torch.randint(0, 50, (1, 16))
-    changed = tokens.clone()
-    changed[0, 10:] = (changed[0, 10:] + 1) % 50
-    with torch.no_grad():
-        a, b = model(tokens), model(changed)
-    torch.testing.assert_close(a[0, :10], b[0, :10])
-    assert not torch.allclose(a[0, 10:], b[0, 10:])
+    assert_causal(tiny_gpt())
 
 
 def test_learns_a_deterministic_sequence():
-    model = tiny_gpt()
-    tokens = torch.arange(17).remainder(50).unsqueeze(0).repeat(4, 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        loss = F.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.5
+    assert_learns_a_sequence(tiny_gpt())
 
 
 def test_refuses_image_data():
-    with pytest.raises(ValueError, match="model=gpt needs text \\(lm\\) data, got data of kind 'image'"):
+    with pytest.raises(ValueError, match="model=gpt needs text data \\(token ids\\), got data of kind 'image'"):
         GPT(DataSpec(task="classification", input_shape=(1, 8, 8), num_classes=10))
 
 

@@ -22,21 +22,15 @@ import torch
 
 from benchmarks.common import PARAM_SETS, make_params, print_table
 
-BUILDERS = {
-    "lion": "research_optim.optim.lion:Lion",
-    "c_lion": "research_optim.optim.lion:CautiousLion",
-    "c_adamw": "research_optim.optim.adamw:CautiousAdamW",
-    "sf_adamw": "research_optim.optim.schedule_free:AdamWScheduleFree",
-}
+from research_optim.optim.registry import OPTIMIZERS
+
+COMPILED = ("lion", "c_lion", "lib_adamw", "c_adamw", "lib_sgd", "sf_adamw", "sf_sgd")  # the names with that path
 
 
 def child(name: str, set_name: str, steps: int) -> dict[str, float]:
-    import importlib
-
-    module, cls = BUILDERS[name].split(":")
     torch.set_grad_enabled(False)
     params = make_params(PARAM_SETS[set_name](), torch.device("cpu"))
-    opt = getattr(importlib.import_module(module), cls)(params, implementation="compiled")
+    opt = OPTIMIZERS[name](params, implementation="compiled")
     if hasattr(opt, "train"):
         opt.train()
     times = []
@@ -57,7 +51,7 @@ def run_child(name: str, set_name: str, steps: int, cache_dir: str) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", default="vit_s", choices=sorted(PARAM_SETS))
-    parser.add_argument("--optimizers", nargs="+", default=["lion", "c_adamw", "sf_adamw"], choices=sorted(BUILDERS))
+    parser.add_argument("--optimizers", nargs="+", default=["lion", "c_adamw", "sf_adamw"], choices=COMPILED)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -19,7 +19,7 @@ from benchmarks.common import print_table, run_experiment
 
 CONFIGS = {
     "salsa": ["optimizer=salsa"],
-    "adamw (ours)": ["optimizer=c_adamw", "optimizer.cautious=null", "optimizer.weight_decay=0.0"],
+    "adamw (ours)": ["optimizer=lib_adamw", "optimizer.weight_decay=0.0"],
     "adamw (torch)": ["optimizer=adamw", "optimizer.weight_decay=0.0"],
 }
 

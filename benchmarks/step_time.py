@@ -24,6 +24,7 @@ from benchmarks.common import (
     PARAM_SETS, copy_bandwidth, device_name, make_params, print_row, print_table, synchronize,
     time_round_robin, train_mode,
 )
+from research_optim.optim.adafactor import Adafactor
 from research_optim.optim.adamw import AdamW, CautiousAdamW
 from research_optim.optim.lion import CautiousLion, Lion
 from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
@@ -83,6 +84,9 @@ RULES = [
          _schedulefree("AdamWScheduleFree", lr=2.5e-3)),
     Rule("sf_sgd", 20, train_mode(SGDScheduleFree), "schedulefree SGDScheduleFree",
          _schedulefree("SGDScheduleFree", lr=1.0)),
+    # one path (reference = default): torch's arithmetic reads ‖p‖ and ‖U‖ on the host per tensor
+    Rule("adafactor", 12, lambda ps, implementation: Adafactor(ps, implementation=implementation),
+         "torch Adafactor", lambda ps: torch.optim.Adafactor(ps)),
 ]
 
 

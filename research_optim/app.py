@@ -20,8 +20,9 @@ from research_optim.errors import UserError
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def run(cfg: DictConfig) -> dict:
-    """Validate ``cfg`` and its surroundings, then run it where ``cluster`` says (here, torchrun, SLURM); returns
+def run(cfg: DictConfig, in_this_process: bool = False) -> dict:
+    """Validate ``cfg`` and its surroundings, then run it where ``cluster`` says (here, torchrun, SLURM) — or in
+    this process whatever it says (``in_this_process``: a SLURM job's own process running a tuning trial); returns
     the run's summary. ``train.device=auto`` is resolved here, on the submitting host: it is part of the run id."""
     validate(cfg)
     from research_optim.dispatch import launch  # imported late: `--help` and config errors stay fast
@@ -30,6 +31,10 @@ def run(cfg: DictConfig) -> dict:
 
     cfg = with_resolved_device(cfg)
     preflight(cfg)
+    if in_this_process:
+        from research_optim.train import train
+
+        return train(cfg)
     return launch(cfg)
 
 
@@ -49,7 +54,10 @@ def print_summary(summary: dict) -> None:
         f"final val loss     {summary['val_loss']:.4f}   (accuracy {summary['val_accuracy']:.4f})",
     ]
     if "val_gap_to_optimum" in summary:
-        lines.append(f"gap to the optimum {summary['val_gap_to_optimum']:.4f} nats/token")
+        lines.append(f"gap to the optimum {summary['val_gap_to_optimum']:.4f} nats")
+    if "test_loss" in summary:
+        lines.append(f"final test loss    {summary['test_loss']:.4f}   (accuracy {summary['test_accuracy']:.4f}; "
+                     "reported apart, never used for selection)")
     lines += [
         f"steps              {summary['step']}   ({summary['steps_per_s']:.1f} steps/s, "
         f"train {summary['train_time']:.1f} s, eval {summary['eval_time']:.1f} s)",
@@ -58,26 +66,48 @@ def print_summary(summary: dict) -> None:
     print("\n" + "\n".join(lines))
 
 
+def sweep_point() -> str | None:
+    """The overrides of this point of a sweep (``-m``), or None for a single run."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return " ".join(HydraConfig.get().overrides.task)
+
+
+def refusal(err: UserError, point: str | None) -> str:
+    return f"error{f' in sweep point [{point}]' if point is not None else ''}: {err}"
+
+
+def end_point(code: int, point: str | None, failures: list[str]) -> None:
+    """A single run exits with ``code`` at once; a sweep point that failed is remembered and the sweep goes on."""
+    if code and point is None:
+        sys.exit(code)
+    if code:
+        failures.append(point)
+
+
+def exit_sweep(failures: list[str], what: str) -> None:
+    """After every point was tried: exit code 1 when any did not complete."""
+    if failures:
+        print(f"{len(failures)} {what} did not complete: " + "; ".join(f"[{p}]" for p in failures), file=sys.stderr)
+        sys.exit(1)
+
+
 _sweep_failures: list[str] = []  # multirun: the points that did not complete, for the exit code
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict | None:
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    point = " ".join(HydraConfig.get().overrides.task) if multirun else ""
+    point = sweep_point()
     try:
         summary = run(cfg)
     except UserError as err:
-        print(f"error{f' in sweep point [{point}]' if multirun else ''}: {err}", file=sys.stderr)
-        if not multirun:
-            sys.exit(2)
-        _sweep_failures.append(point)  # the sweep goes on with its other points
+        print(refusal(err, point), file=sys.stderr)
+        end_point(2, point, _sweep_failures)  # a sweep goes on with its other points
         return None
     print_summary(summary)
-    if summary.get("status") not in ("completed", "submitted"):
-        if not multirun:
-            sys.exit(143 if summary.get("status") == "preempted" else 1)
-        _sweep_failures.append(point)
+    status = summary.get("status")
+    end_point(0 if status in ("completed", "submitted") else 143 if status == "preempted" else 1, point,
+              _sweep_failures)
     return summary
 
 
@@ -85,10 +115,7 @@ def cli() -> None:
     """``python -m research_optim`` (and the ``research-optim`` script): a sweep whose points did not all complete
     (or get submitted) ends with exit code 1, after every point was tried."""
     main()
-    if _sweep_failures:
-        print(f"{len(_sweep_failures)} sweep point(s) did not complete: " + "; ".join(f"[{p}]" for p in _sweep_failures),
-              file=sys.stderr)
-        sys.exit(1)
+    exit_sweep(_sweep_failures, "sweep point(s)")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from torch.optim import Optimizer
 
 from research_optim.data.base import Dataset
 from research_optim.errors import UserError
+from research_optim.optim import muon
 from research_optim.schedules import build_schedule
 
-META_KEYS = ("name", "accepts", "kind")
+META_KEYS = ("name", "accepts", "kind", "hidden_matrices")
 
 
 def constructor_args(node: DictConfig) -> dict[str, Any]:
@@ -58,14 +59,24 @@ def build_model(node: DictConfig, dataset: Dataset) -> nn.Module:
     return model
 
 
-def param_groups(model: nn.Module, decay_norm_and_bias: bool) -> list[dict[str, Any]]:
-    """One group, or two: matrices/embeddings (decayed) and 1-D tensors — biases, norm scales (no decay)."""
+def param_groups(model: nn.Module, decay_norm_and_bias: bool, hidden_matrices: bool = False) -> list[dict[str, Any]]:
+    """One group, or two: matrices/embeddings (decayed) and 1-D tensors — biases, norm scales (no decay).
+
+    ``hidden_matrices`` (the Muon configs' key) splits each group by ``use_muon``: the hidden layers' 2-D weights
+    (``optim.muon.hidden_matrices``) and the rest (embeddings, the output head, norms, biases)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if decay_norm_and_bias:
-        return [{"params": params}]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    return [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+        groups = [{"params": params}]
+    else:
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    if not hidden_matrices:
+        return groups
+    matrices = {id(p) for p in muon.hidden_matrices(model)}
+    split = [{**g, "params": [p for p in g["params"] if (id(p) in matrices) == use], "use_muon": use}
+             for g in groups for use in (True, False)]
+    return [g for g in split if g["params"]]
 
 
 def build_optimizer(node: DictConfig, model: nn.Module, decay_norm_and_bias: bool,
@@ -78,7 +89,7 @@ def build_optimizer(node: DictConfig, model: nn.Module, decay_norm_and_bias: boo
         else:
             args["n_batches_per_epoch"] = steps_per_epoch
     factory = instantiate(args)
-    return factory(param_groups(model, decay_norm_and_bias))
+    return factory(param_groups(model, decay_norm_and_bias, bool(node.get("hidden_matrices", False))))
 
 
 def build_lr_schedule(node: DictConfig, optimizer: Optimizer, total_steps: int):

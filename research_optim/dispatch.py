@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from research_optim.run_dir import run_dir
 
 
-def _absolute_root(cfg: DictConfig) -> DictConfig:
+def absolute_root(cfg: DictConfig) -> DictConfig:
     """Jobs may start elsewhere: pin run.root to an absolute path (run.* is not part of the run identity)."""
     cfg = cfg.copy()
     cfg.run.root = str(Path(cfg.run.root).resolve())
@@ -71,7 +71,7 @@ def run_agent(cmd: list[str], directory: Path, forward: tuple[signal.Signals, ..
 
 
 def run_torchrun(cfg: DictConfig) -> dict[str, Any]:
-    cfg = _absolute_root(cfg)
+    cfg = absolute_root(cfg)
     directory = run_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
@@ -103,13 +103,14 @@ def run_slurm_node(cfg: DictConfig) -> dict[str, Any]:
     return run_agent(cmd, directory, (signal.SIGTERM, signal.SIGUSR2), env=shutdown)
 
 
-def slurm_executor(cfg: DictConfig, folder: Path):
+def slurm_executor(cfg: DictConfig, folder: Path, name: str | None = None):
+    """A submitit executor for ``cluster`` (SLURM); jobs are named ``name`` (default: after the run directory)."""
     import submitit
 
     c = cfg.cluster
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(
-        name=f"ro-{run_dir(cfg).name}", nodes=c.nodes, tasks_per_node=c.tasks_per_node,
+        name=name or f"ro-{run_dir(cfg).name}", nodes=c.nodes, tasks_per_node=c.tasks_per_node,
         cpus_per_task=c.cpus_per_task, gpus_per_node=c.gpus_per_node or None, mem_gb=c.mem_gb,
         timeout_min=c.timeout_min, slurm_partition=c.partition, slurm_account=c.account, slurm_qos=c.qos,
         slurm_constraint=c.constraint, slurm_setup=list(c.setup), slurm_signal_delay_s=c.signal_delay_s,
@@ -121,7 +122,7 @@ def slurm_executor(cfg: DictConfig, folder: Path):
 def submit_slurm(cfg: DictConfig) -> dict[str, Any]:
     from research_optim.worker import SlurmTask
 
-    cfg = _absolute_root(cfg)
+    cfg = absolute_root(cfg)
     directory = run_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
     folder = directory / "slurm"

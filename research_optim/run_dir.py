@@ -5,8 +5,9 @@ share one. Everything that changes the numbers is in the id: the whole config, w
 to the device the run really uses (``topology.with_resolved_device``) and ``train.batch_size`` the global batch.
 Left out are the keys that say WHERE or HOW a run is executed or watched — cluster (the number of processes splits
 the same global batch), the micro-batch size (it splits each process's part), logger, run root/group/resume/tags,
-progress bar, thread count, the peak FLOP/s that MFU is measured against — so moving a run from a laptop to SLURM
-keeps its identity; a resume on another number of processes, micro-batches or device is refused (checkpoint),
+progress bar, thread count, the peak FLOP/s that MFU is measured against, and the workload's declared validation
+target (``workload.target``, a yardstick, not a setting) — so moving a run from a laptop to SLURM keeps its
+identity; a resume on another number of processes, micro-batches or device is refused (checkpoint),
 and the code version of every segment of a run is recorded in its summary.json.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from research_optim.errors import UserError
 
 # Top-level keys and dotted paths that do not affect what is computed.
 NOT_IN_IDENTITY = ("cluster", "logger", "run", "train.progress", "train.threads", "train.micro_batch_size",
-                   "train.peak_tflops", "hydra")
+                   "train.peak_tflops", "hydra", "workload")
 
 
 def _drop(d: dict[str, Any], dotted: str) -> None:
@@ -70,12 +71,37 @@ def slurm_job_active(job_id: str) -> bool | None:
     return out.returncode == 0 and bool(out.stdout.strip())
 
 
+def process_owner() -> str:
+    """This process as "host pid [slurm-job-id]": who holds a run directory (or a tuning trial)."""
+    return f"{socket.gethostname()} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '')}".strip()
+
+
+def owner_is_gone(owner: str) -> bool:
+    """Whether the process named by ``owner`` ("host pid [job]", see :func:`process_owner`) is gone for good: dead
+    (same host), an earlier run of this same SLURM job (requeued, possibly onto another node), or its SLURM job no
+    longer runs (other host). A process on another host without a SLURM job cannot be checked: never gone."""
+    try:
+        host, pid, *job = owner.split()
+        pid_number = int(pid)
+    except ValueError:
+        return True
+    if job and job[0] == os.environ.get("SLURM_JOB_ID"):
+        return True
+    if host != socket.gethostname():
+        return bool(job) and slurm_job_active(job[0]) is False
+    try:
+        os.kill(pid_number, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return pid_number == os.getpid()
+
+
 class RunLock:
     """Refuse to run twice in one directory at the same time (same config launched twice).
 
-    The lock file holds "host pid [slurm-job-id]". It is stale — and taken over — when its process is dead (same
-    host), when it belongs to an earlier run of this same SLURM job (requeued, possibly onto another node), or when
-    its SLURM job no longer runs (other host).
+    The lock file holds :func:`process_owner`. It is stale — and taken over — when :func:`owner_is_gone`.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -88,10 +114,10 @@ class RunLock:
             owner = self.path.read_text().strip()
         except OSError:
             return None
-        return None if self._stale(owner) else owner
+        return None if owner_is_gone(owner) else owner
 
     def acquire(self) -> None:
-        me = f"{socket.gethostname()} {os.getpid()} {os.environ.get('SLURM_JOB_ID', '')}".strip()
+        me = process_owner()
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -105,24 +131,6 @@ class RunLock:
                 f.write(me)
             self.held = True
             return
-
-    def _stale(self, owner: str) -> bool:
-        try:
-            host, pid, *job = owner.split()
-            pid_number = int(pid)
-        except ValueError:
-            return True
-        if job and job[0] == os.environ.get("SLURM_JOB_ID"):
-            return True
-        if host != socket.gethostname():
-            return bool(job) and slurm_job_active(job[0]) is False
-        try:
-            os.kill(pid_number, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return pid_number == os.getpid()
 
     def release(self) -> None:
         if self.held:

@@ -30,7 +30,7 @@ from research_optim.build import build_data, build_lr_schedule, build_model, bui
 from research_optim.data.base import DataSpec
 from research_optim.environment import run_environment
 from research_optim.errors import UserError
-from research_optim.optim.implementation import IMPLEMENTATIONS, set_compile_enabled, use_compiled
+from research_optim.optim.implementation import IMPLEMENTATIONS, resolve, set_compile_enabled
 from research_optim.preemption import Preempted, StopFlag, requeue_slurm_job
 from research_optim.run_dir import RunLock, run_dir, run_id
 from research_optim.threads import choose_threads
@@ -278,8 +278,9 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        """Loss and accuracy on ``split`` ("val": all of it; "train": its first examples, as many as val has)."""
-        data = self.dataset.val if split == "val" else self.dataset.train
+        """Loss and accuracy on ``split`` ("val", "test": all of it; "train": its first examples, as many as val
+        has)."""
+        data = {"val": self.dataset.val, "test": self.dataset.test, "train": self.dataset.train}[split]
         with protocols.evaluation_mode(self.optimizer):
             if protocols.has_modes(self.optimizer) and protocols.has_batch_norm(self.model):
                 batches = (distributed.to_device(b, self.env.device) for b in self.dataset.train.train_batches(
@@ -469,6 +470,7 @@ class Trainer:
                 raise Preempted(signum, s.step)
         bar.close()
         train_eval = self.evaluate("train")
+        test = self.final_test(tracker)
         final = {"step": s.step, "examples": s.examples, "train_loss": last_train_loss,
                  "train_eval_loss": train_eval["loss"], "train_accuracy": train_eval["accuracy"],
                  "val_loss": last_eval.get("loss", math.nan), "val_accuracy": last_eval.get("accuracy", math.nan),
@@ -479,15 +481,25 @@ class Trainer:
             final["replicas_identical"] = self.replicas_identical()
         if "gap_to_optimum" in last_eval:
             final["val_gap_to_optimum"] = last_eval["gap_to_optimum"]
+        final.update({f"test_{key}": value for key, value in test.items()})
         return final
+
+    def final_test(self, tracker: Tracker) -> dict[str, float]:
+        """The test split, evaluated once at the end of the run and logged as split "test" (when the data has one).
+        Reported apart from validation: tuning selects on validation only."""
+        if self.dataset.test is None:
+            return {}
+        test = self.evaluate("test")
+        tracker.log(self.record("test", test))
+        return test
 
 
 def compiles_step(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the optimizer's first step will run torch.compile (the library's compiled fast paths)."""
-    implementation = getattr(optimizer, "implementation", None)
-    if implementation not in IMPLEMENTATIONS or protocols.requires_closure(optimizer):  # line searches never compile
+    """Whether the optimizer's first step will run torch.compile (the library's compiled fast paths: ``paths``)."""
+    implementation, paths = getattr(optimizer, "implementation", None), getattr(optimizer, "paths", ())
+    if implementation not in IMPLEMENTATIONS:
         return False
-    return any(use_compiled(implementation, sum(p.numel() for p in group["params"]))
+    return any(resolve(implementation, paths, sum(p.numel() for p in group["params"])) == "compiled"
                for group in optimizer.param_groups)
 
 

@@ -31,9 +31,10 @@ TINY = ["train.steps=40", "train.batch_size=16", "train.eval_every=20", "train.l
         "train.checkpoint_every=20", "train.progress=false", "train.eval_batch_size=128"]
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str = "config") -> DictConfig:
+    """The real config tree composed with ``overrides`` (``config_name="tune"``: the tune command's)."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def free_port() -> int:

@@ -60,7 +60,7 @@ def test_grid_sizes_and_axes():
     assert len(sweep_points("phi_ablation")) == 4 * 5 * 2
     assert len(sweep_points("beta_ablation")) == 5 * 3 * 3 * 2
     assert len(sweep_points("lr_sweep")) == 6 * 11 * 2 * 2
-    assert len(sweep_points("optimizer_bench")) == 2 * 11 * 3
+    assert len(sweep_points("optimizer_bench")) == 2 * 13 * 3
     assert len(sweep_points("line_search_ablation")) == 11 * 2
     assert len(sweep_points("seeds")) == 3
 

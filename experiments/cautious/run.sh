@@ -23,10 +23,11 @@ done
 
 # --- φ ablation: every φ over the AdamW and Lion bases at the base's tuned lr, 500 steps, seeds 0,1,2 ---
 PHI="train.steps=500 train.eval_every=250 train.log_every=10 train.checkpoint_every=0 train.progress=false"
-for base in adamw lion; do
-  lr=$($PICK runs/cautious/digits_lr $base)
+for opt in adamw lion; do
+  lr=$($PICK runs/cautious/digits_lr $opt)
+  base=${opt/adamw/lib_adamw}   # make_cautious's base: the library's AdamW (torch's takes no mask)
   $RO sweep=phi_ablation optimizer.base=$base optimizer.lr=$lr seed=0,1,2 $PHI run.group=cautious/phi
-  $RO optimizer=$base optimizer.lr=$lr seed=0,1,2 $PHI run.group=cautious/phi     # the uncautious reference
+  $RO optimizer=$opt optimizer.lr=$lr seed=0,1,2 $PHI run.group=cautious/phi     # the uncautious reference
 done
 
 python experiments/tools.py sweep runs/cautious/digits_lr --param lr --out $OUT/lr_sweep_digits

@@ -120,9 +120,14 @@ class TensorDataset:
 
 @dataclass
 class Dataset:
-    """A built data set: its spec and the train/val splits."""
+    """A built data set: its spec, the train/val splits, and a test split when the source has one.
+
+    Validation is held out from the training data and is what tuning selects on; the test split is evaluated
+    once, at the end of a run, and reported separately — never used for selection.
+    """
 
     spec: DataSpec
     train: TensorDataset
     val: TensorDataset
     name: str = ""
+    test: TensorDataset | None = None

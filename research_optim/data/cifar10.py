@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from research_optim.data.base import DataSpec, Dataset, TensorDataset
-from research_optim.data.hf_source import check_labels, class_count, find_column, open_source, train_and_val
+from research_optim.data.hf_source import check_labels, class_count, find_column, open_source, train_val_test
 
 # Per-channel statistics of the CIFAR-10 training images (pixel values in [0, 1]).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -74,11 +74,13 @@ def load_cifar10(
     path: str = "uoft-cs/cifar10",
     config_name: str | None = None,
     train_split: str = "train",
-    val_split: str = "test",
+    val_split: str | None = None,
+    test_split: str | None = "test",
     val_fraction: float = 0.1,
     split_seed: int = 0,
     limit: int | None = None,
     val_limit: int | None = None,
+    test_limit: int | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
     num_classes: int = 10,
@@ -86,19 +88,23 @@ def load_cifar10(
 ) -> Dataset:
     """Normalised (3, 32, 32) images and int64 labels.
 
-    Validation is ``val_split`` when the source has it; otherwise a seeded ``val_fraction`` of the train split.
-    ``limit`` / ``val_limit`` keep the first examples only (quick runs). ``image_column`` / ``label_column``: None
-    finds them among ``IMAGE_COLUMNS`` / ``LABEL_COLUMNS``.
+    Validation is ``val_split`` when set and the source has it; otherwise (the default) a seeded ``val_fraction``
+    of the train split, held out from training. ``test_split``, when the source has it, is evaluated at the end of
+    a run and reported apart; it can never be the validation split. ``limit`` / ``val_limit`` / ``test_limit`` keep the first
+    examples only (quick runs). ``image_column`` / ``label_column``: None finds them among ``IMAGE_COLUMNS`` /
+    ``LABEL_COLUMNS``.
     """
-    splits = open_source(path, config_name, cache_dir=cache_dir)
-    train, val = train_and_val(splits, train_split, val_split, val_fraction, split_seed)
+    train, val, test = train_val_test(open_source(path, config_name, cache_dir=cache_dir), train_split, val_split,
+                                      test_split, val_fraction, split_seed)
     image_column = find_column(train.column_names, image_column, IMAGE_COLUMNS, "image_column")
     label_column = find_column(train.column_names, label_column, LABEL_COLUMNS, "label_column")
     classes = class_count(train, label_column, num_classes)
     mean, std = CIFAR10_MEAN, CIFAR10_STD
-    train_tensors = _split_to_tensors(train, image_column, label_column, limit, mean, std)
-    val_tensors = _split_to_tensors(val, image_column, label_column, val_limit, mean, std)
-    for split_name, tensors in (("train", train_tensors), ("val", val_tensors)):
-        check_labels(tensors.targets, classes, split_name)
-    spec = DataSpec(task="classification", input_shape=tuple(train_tensors.inputs.shape[1:]), num_classes=classes)
-    return Dataset(spec=spec, train=train_tensors, val=val_tensors, name="cifar10")
+    tensors = {name: _split_to_tensors(split, image_column, label_column, split_limit, mean, std)
+               for name, split, split_limit in (("train", train, limit), ("val", val, val_limit),
+                                                ("test", test, test_limit))
+               if split is not None}
+    for split_name, split_tensors in tensors.items():
+        check_labels(split_tensors.targets, classes, split_name)
+    spec = DataSpec(task="classification", input_shape=tuple(tensors["train"].inputs.shape[1:]), num_classes=classes)
+    return Dataset(spec=spec, train=tensors["train"], val=tensors["val"], test=tensors.get("test"), name="cifar10")

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from research_optim.errors import InputError
+
 # File extension → the `datasets` packaged builder that reads it.
 FILE_BUILDERS = {
     ".parquet": "parquet",
@@ -109,6 +111,17 @@ def train_and_val(splits: Any, train_split: str, val_split: str | None, val_frac
         raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
     held_out = train.train_test_split(test_size=val_fraction, seed=split_seed)
     return held_out["train"], held_out["test"]
+
+
+def train_val_test(splits: Any, train_split: str, val_split: str | None, test_split: str | None, val_fraction: float,
+                   split_seed: int) -> tuple[Any, Any, Any]:
+    """(train, validation, test) of a map-style source: validation as :func:`train_and_val` holds it out, never the
+    test split; test is ``test_split`` when the source has it, else None."""
+    if val_split is not None and val_split == test_split:
+        raise InputError(f"data.val_split={val_split!r} is the test split: validation must be held out from the "
+                         "training data (data.val_split=null holds out data.val_fraction of it)")
+    train, val = train_and_val(splits, train_split, val_split, val_fraction, split_seed)
+    return train, val, splits[test_split] if test_split is not None and test_split in splits else None
 
 
 def find_column(columns: list[str], chosen: str | None, candidates: tuple[str, ...], key: str) -> str:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from research_optim.data.base import DataSpec, Dataset, epoch_batches, rank_slice
 from research_optim.data.cifar10 import IMAGE_COLUMNS, LABEL_COLUMNS, to_image
-from research_optim.data.hf_source import check_labels, class_count, find_column, open_source, train_and_val
+from research_optim.data.hf_source import check_labels, class_count, find_column, open_source, train_val_test
 from research_optim.errors import InputError
 
 
@@ -186,7 +186,7 @@ def _transforms(image_size: int, augment: dict | None, crop_pct: float, mean, st
 
 
 def _image_data(name: str, train: tuple, val: tuple, classes: int, image_size: int, augment: dict | None,
-                mix: dict | None, crop_pct: float, mean, std, num_workers: int) -> Dataset:
+                mix: dict | None, crop_pct: float, mean, std, num_workers: int, test: tuple | None = None) -> Dataset:
     if image_size < 1 or num_workers < 0:
         raise InputError(f"data.image_size must be ≥ 1 and data.num_workers ≥ 0, got {image_size} and {num_workers}")
     train_transform, eval_transform = _transforms(image_size, augment, crop_pct, tuple(mean), tuple(std))
@@ -195,9 +195,11 @@ def _image_data(name: str, train: tuple, val: tuple, classes: int, image_size: i
     except TypeError as error:
         raise InputError(f"data.mix={mix}: {error} (keys: mixup_alpha, cutmix_alpha, prob, switch_prob, "
                          "label_smoothing)") from None
-    splits = [ImageSplit(read, size, train_transform, eval_transform, num_workers, mixer) for read, size in (train, val)]
+    train_split, val_split, test_split = (
+        None if split is None else ImageSplit(*split, train_transform, eval_transform, num_workers, mixer)
+        for split in (train, val, test))
     spec = DataSpec(task="classification", input_shape=(3, image_size, image_size), num_classes=classes)
-    return Dataset(spec=spec, train=splits[0], val=splits[1], name=name)
+    return Dataset(spec=spec, train=train_split, val=val_split, test=test_split, name=name)
 
 
 def _folder(root: Path, key: str):
@@ -227,19 +229,26 @@ def load_image_folder(path: str, train_dir: str = "train", val_dir: str = "val",
 
 
 def load_hf_images(path: str = "uoft-cs/cifar10", config_name: str | None = None, train_split: str = "train",
-                   val_split: str | None = "test", val_fraction: float = 0.1, split_seed: int = 0,
-                   image_column: str | None = None, label_column: str | None = None, num_classes: int | None = None,
-                   image_size: int = 32, augment: dict | None = None, mix: dict | None = None, crop_pct: float = 1.0,
-                   mean: tuple = (0.4914, 0.4822, 0.4465), std: tuple = (0.2470, 0.2435, 0.2616),
-                   num_workers: int = 4, cache_dir: str | None = None) -> Dataset:
-    """A ``datasets`` source with an image column (any layout of docs/data.md) and integer labels."""
-    train, val = train_and_val(open_source(path, config_name, cache_dir=cache_dir), train_split, val_split,
-                               val_fraction, split_seed)
+                   val_split: str | None = None, test_split: str | None = "test", val_fraction: float = 0.1,
+                   split_seed: int = 0, image_column: str | None = None, label_column: str | None = None,
+                   num_classes: int | None = None, image_size: int = 32, augment: dict | None = None,
+                   mix: dict | None = None, crop_pct: float = 1.0, mean: tuple = (0.4914, 0.4822, 0.4465),
+                   std: tuple = (0.2470, 0.2435, 0.2616), num_workers: int = 4, cache_dir: str | None = None) -> Dataset:
+    """A ``datasets`` source with an image column (any layout of docs/data.md) and integer labels. Validation is
+    ``val_split`` when set and present, else ``val_fraction`` of the train split held out; ``test_split``, when
+    present, is evaluated at the end of a run and reported apart — it can never be the validation split."""
+    train, val, test = train_val_test(open_source(path, config_name, cache_dir=cache_dir), train_split, val_split,
+                                      test_split, val_fraction, split_seed)
     image_column = find_column(train.column_names, image_column, IMAGE_COLUMNS, "image_column")
     label_column = find_column(train.column_names, label_column, LABEL_COLUMNS, "label_column")
     classes = class_count(train, label_column, num_classes)
-    for split_name, split in (("train", train), ("val", val)):
-        check_labels(np.asarray(split[label_column]), classes, split_name)
+    named = {"train": train, "val": val, "test": test}
+    for split_name, split in named.items():
+        if split is not None:
+            check_labels(np.asarray(split[label_column]), classes, split_name)
     label = path.rstrip("/").split("/")[-1] + (f"/{config_name}" if config_name else "")
-    readers = [(ColumnReader(split, image_column, label_column), len(split)) for split in (train, val)]
-    return _image_data(label, *readers, classes, image_size, augment, mix, crop_pct, mean, std, num_workers)
+    train_reader, val_reader, test_reader = (
+        None if split is None else (ColumnReader(split, image_column, label_column), len(split))
+        for split in named.values())
+    return _image_data(label, train_reader, val_reader, classes, image_size, augment, mix, crop_pct, mean, std,
+                       num_workers, test_reader)

@@ -8,12 +8,15 @@ which an optimizer opts into by what it defines (see ``research_optim.protocols`
 * ``train()`` / ``eval()`` methods — the loop switches modes around evaluation and checkpointing (Schedule-Free).
 
 An optimizer may also define ``diagnostics() -> dict[str, float]``; the loop calls it only when it logs, so it
-is the one place where an optimizer may synchronise with the device.
+is the one place where an optimizer may synchronise with the device. How the library is built (rules, transforms)
+and how to add an optimizer: docs/adding_an_optimizer.md.
 """
 
+from research_optim.optim.adafactor import Adafactor, CautiousAdafactor
 from research_optim.optim.adamw import AdamW, CautiousAdamW
 from research_optim.optim.lion import CautiousLion, Lion
-from research_optim.optim.registry import make_cautious
+from research_optim.optim.muon import CautiousMuon, Muon
+from research_optim.optim.registry import OPTIMIZERS, make_cautious
 from research_optim.optim.salsa import SaLSA
 from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
 from research_optim.optim.schedule_free_reference import AdamWScheduleFreeReference, SGDScheduleFreeReference
@@ -22,7 +25,8 @@ from research_optim.optim.sgd import SGD
 from research_optim.optim.sls import SLS, AdamSLS
 
 __all__ = [
-    "AdamW", "CautiousAdamW", "Lion", "CautiousLion", "SGD", "make_cautious", "AdamWScheduleFree",
+    "AdamW", "CautiousAdamW", "Lion", "CautiousLion", "SGD", "Muon", "CautiousMuon", "Adafactor", "CautiousAdafactor",
+    "make_cautious", "OPTIMIZERS", "AdamWScheduleFree",
     "SGDScheduleFree", "AdamWScheduleFreeReference", "SGDScheduleFreeReference", "ScheduleFreeWrapper", "SaLSA",
     "SLS", "AdamSLS",
 ]

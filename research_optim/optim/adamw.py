@@ -1,7 +1,8 @@
-"""The library's own AdamW (Loshchilov & Hutter 2019, arXiv 1711.05101), the base of C-AdamW.
+"""The library's own AdamW (Loshchilov & Hutter 2019, arXiv 1711.05101) and its rule, the base of C-AdamW.
 
-Plain baselines use torch's fused ``torch.optim.AdamW``; this readable per-tensor rule exists so that cautious
-masking is one transform over every momentum optimizer. Per tensor, at step t::
+Plain baselines use torch's fused ``torch.optim.AdamW`` (config ``adamw``); this readable per-tensor rule (config
+``lib_adamw``) exists so that cautious masking, Muon's non-matrix group and the Schedule-Free AdamW share one Adam.
+Per tensor, at step t::
 
     m = β1·m + (1 − β1)·g                  v = β2·v + (1 − β2)·g²
     m̂ = m / (1 − β1^t)                     v̂ = v / (1 − β2^t)
@@ -19,24 +20,70 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from research_optim.optim.direction import DirectionOptimizer, check_betas, check_eps
-from research_optim.optim.implementation import COMPILE_FAILED, call_compiled, scalar
+from research_optim.optim import checks
+from research_optim.optim.direction import DirectionOptimizer
+from research_optim.optim.moments import (
+    RMS_ORDERS, adam_direction, adam_direction_many, bias_correction, ema_, ema_many_, ema_square_,
+    ema_square_many_, rms_scaled, rms_scaled_many,
+)
+from research_optim.optim.rule import Rule
 
-__all__ = ["AdamW", "CautiousAdamW", "adam_moments_update_", "adam_direction"]
+__all__ = ["AdamRule", "ADAM", "AdamW", "CautiousAdamW"]
 
 
-def adam_moments_update_(exp_avg: Tensor, exp_avg_sq: Tensor, grad: Tensor, beta1: float, beta2: float) -> None:
-    """m ← β1·m + (1 − β1)·g and v ← β2·v + (1 − β2)·g², in place."""
-    exp_avg.lerp_(grad, 1.0 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+class AdamRule(Rule):
+    """Adam's direction from the group's ``betas`` and ``eps``.
+
+    ``first_moment=True``: u = m̂ / (√v̂ + eps) (AdamW); ``False``: u = g / (√v̂ + eps), no m kept — the
+    Schedule-Free AdamW base direction, whose interpolation β takes m's place (``betas[0]`` is then not read
+    here). ``order`` is the arithmetic of ``moments.rms_scaled``: ``"torch"`` or ``"schedulefree"``.
+    """
+
+    counts_steps = True
+    paths = ("reference", "foreach", "compiled")
+
+    def __init__(self, first_moment: bool = True, order: str = "torch") -> None:
+        if order not in RMS_ORDERS:
+            raise ValueError(f"AdamRule: order must be one of {list(RMS_ORDERS)}, got {order!r}")
+        self.first_moment, self.order = first_moment, order
+        self.buffers = ("exp_avg", "exp_avg_sq") if first_moment else ("exp_avg_sq",)
+
+    def check(self, owner: str, group: dict[str, Any]) -> None:
+        checks.betas(owner, group["betas"])
+        checks.non_negative(owner, "eps", group["eps"])
+
+    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        for key in self.buffers:
+            state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def scalars(self, group: dict[str, Any], step: int) -> dict[str, Any]:
+        beta1, beta2 = group["betas"]
+        return dict(beta1=beta1, beta2=beta2, eps=group["eps"], bias_correction1=bias_correction(beta1, step),
+                    bias_correction2=bias_correction(beta2, step))
+
+    def direction(self, p: Tensor, g: Tensor, state: dict[str, Any], s: dict[str, Any]) -> Tensor:
+        ema_square_(state["exp_avg_sq"], g, s["beta2"])
+        if not self.first_moment:
+            return rms_scaled(g, state["exp_avg_sq"], s["bias_correction2"], s["eps"], self.order)
+        ema_(state["exp_avg"], g, s["beta1"])
+        return adam_direction(state["exp_avg"], state["exp_avg_sq"], s["bias_correction1"], s["bias_correction2"],
+                              s["eps"])
+
+    def directions(self, ps: list[Tensor], gs: list[Tensor], states: list[dict[str, Any]],
+                   s: dict[str, Any]) -> list[Tensor]:
+        vs = [st["exp_avg_sq"] for st in states]
+        ema_square_many_(vs, gs, s["beta2"])
+        if not self.first_moment:
+            return rms_scaled_many(gs, vs, s["bias_correction2"], s["eps"], self.order)
+        ms = [st["exp_avg"] for st in states]
+        ema_many_(ms, gs, s["beta1"])
+        return adam_direction_many(ms, vs, s["bias_correction1"], s["bias_correction2"], s["eps"])
+
+    def sign_source(self, g: Tensor, state: dict[str, Any]) -> Tensor | None:
+        return state["exp_avg"] if self.first_moment else g  # the denominator √v̂ + eps is positive
 
 
-def adam_direction(exp_avg: Tensor, exp_avg_sq: Tensor, step: int, beta1: float, beta2: float, eps: float) -> Tensor:
-    """u = m̂ / (√v̂ + eps) with the bias corrections of step ``step`` (≥ 1); a new tensor."""
-    bias_correction1 = 1.0 - beta1**step
-    bias_correction2_sqrt = (1.0 - beta2**step) ** 0.5
-    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-    return (exp_avg / denom).div_(bias_correction1)
+ADAM = AdamRule()
 
 
 class AdamW(DirectionOptimizer):
@@ -50,8 +97,11 @@ class AdamW(DirectionOptimizer):
         weight_decay: decoupled weight decay λ (≥ 0); torch's default 1e-2.
         cautious: φ name for cautious masking (see ``research_optim.optim.cautious``) or None.
         cautious_factor: weight of misaligned coordinates for φ = ``soft`` (in [0, 1]).
-        implementation: ``"auto"`` | ``"reference"`` | ``"compiled"`` (see ``research_optim.optim.implementation``).
+        implementation: ``"auto"`` | ``"reference"`` | ``"foreach"`` | ``"compiled"`` (see
+            ``research_optim.optim.implementation``).
     """
+
+    rule = ADAM
 
     def __init__(
         self,
@@ -64,43 +114,9 @@ class AdamW(DirectionOptimizer):
         cautious_factor: float = 0.0,
         implementation: str = "auto",
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, cautious=cautious,
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, cautious=cautious,
                         cautious_factor=cautious_factor)
         super().__init__(params, defaults, implementation)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_betas(group["betas"], type(self).__name__)
-        check_eps(group["eps"], type(self).__name__)
-
-    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        state["step"] = 0  # a Python int: bias corrections need no device read
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def _direction(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor:
-        beta1, beta2 = group["betas"]
-        state["step"] += 1
-        adam_moments_update_(state["exp_avg"], state["exp_avg_sq"], grad, beta1, beta2)
-        return adam_direction(state["exp_avg"], state["exp_avg_sq"], state["step"], beta1, beta2, group["eps"])
-
-    def _bucket_key(self, p: Tensor, state: dict[str, Any]) -> Any:
-        return (p.device, p.dtype, state["step"])  # one bias correction per compiled call
-
-    def _compiled_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                       states: list[dict[str, Any]]) -> Any:
-        from research_optim.optim.fused_direction import adamw_step  # imports lion, which imports direction
-
-        beta1, beta2 = group["betas"]
-        step = states[0]["step"] + 1
-        masked = call_compiled(
-            adamw_step, params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], scalar(group["lr"]),
-            scalar(group["weight_decay"]), scalar(beta1), scalar(beta2), scalar(group["eps"]),
-            scalar(1.0 - beta1**step), scalar((1.0 - beta2**step) ** 0.5), group["cautious"],
-            float(group["cautious_factor"]))
-        if masked is not COMPILE_FAILED:  # a failed compile changed nothing: the reference path takes the step
-            for state in states:
-                state["step"] = step
-        return masked
 
 
 class CautiousAdamW(AdamW):

@@ -1,188 +1,184 @@
-"""Base class for "direction" optimizers: p ← p·(1 − lr·wd) − lr·cautious(u).
+"""Direction optimizers: a rule's direction u, the cautious mask and decoupled weight decay, per tensor::
 
-AdamW, Lion and SGD-momentum differ only in the direction ``u`` they propose and the state they keep; the
-decoupled weight decay, the optional cautious mask (``research_optim.optim.cautious``) and its masked-fraction
-diagnostic are the same for all, so they live here once. A subclass defines
+    p ← p·(1 − lr·λ) − η·u∘φ(u∘g)          η = lr (Muon: lr·r(shape); Adafactor: its relative step)
 
-* ``_validate_group(group)`` — check its own hyperparameters (called for every param group, defaults included);
-* ``_init_state(p, state, group)`` — create its state buffers on the first step of ``p``;
-* ``_direction(grad, state, group)`` — return ``u`` (may update state that ``u`` depends on);
-* ``_after_update(grad, state, group)`` — optional, state updates that come after the parameter step (Lion).
-
-The per-tensor functions each subclass calls (``adam_direction``, ``lion_direction``, ...) are plain functions
-of tensors. The fast path: a subclass also defines ``_compiled_step(group, params, grads, states)``, which runs
-its multi-tensor function of ``fused_direction`` compiled (see ``implementation``); ``implementation="auto"``
-(default) takes it for large groups, ``"reference"`` keeps the per-tensor loop below. State keys are the same in
-both, so a state_dict moves between implementations.
+AdamW, Lion, SGD, Muon and Adafactor differ only in their rule (``research_optim.optim.rule``); the decay — applied
+first, as torch and timm do, and never masked —, the optional cautious mask (``cautious``) and its masked-fraction
+diagnostic, and the three implementations (``implementation``: per-tensor reference, foreach twin, compiled) are
+here once. A subclass sets ``rule`` (or overrides :meth:`DirectionOptimizer.rule_of` to give groups different
+rules, as Muon does) and passes its defaults. State keys are the same in every implementation, so a state_dict
+moves between them.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from research_optim.optim.cautious import MaskedFraction, cautious_direction, check_phi
-from research_optim.optim.implementation import COMPILE_FAILED, buckets, check_implementation, use_compiled
+from research_optim.optim import checks
+from research_optim.optim.cautious import (
+    MaskedFractionMixin, cautious_direction, cautious_directions, cautious_masked, check_phi,
+)
+from research_optim.optim.implementation import (
+    COMPILE_FAILED, add_, bucket_indices, call_compiled, check_implementation, graph_inputs, resolve, scalar,
+)
+from research_optim.optim.rule import Rule
 
-__all__ = [
-    "DirectionOptimizer",
-    "decoupled_step_",
-    "check_lr",
-    "check_betas",
-    "check_eps",
-    "check_weight_decay",
-    "check_unit_interval",
-]
+__all__ = ["DirectionOptimizer", "decoupled_step_"]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Hyperparameter validation: every error names the argument and the allowed range.
-
-
-def check_lr(lr: float, owner: str) -> None:
-    if not 0.0 < lr < math.inf:
-        raise ValueError(f"{owner}: lr must be > 0 and finite, got {lr}")
-
-
-def check_betas(betas: tuple[float, ...], owner: str, count: int = 2) -> None:
-    if len(betas) != count:
-        raise ValueError(f"{owner}: betas must have {count} entries, got {betas}")
-    for i, beta in enumerate(betas):
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"{owner}: betas[{i}] must be in [0, 1), got {beta}")
-
-
-def check_eps(eps: float, owner: str) -> None:
-    if not eps >= 0.0:
-        raise ValueError(f"{owner}: eps must be >= 0, got {eps}")
-
-
-def check_weight_decay(weight_decay: float, owner: str) -> None:
-    if not weight_decay >= 0.0:
-        raise ValueError(f"{owner}: weight_decay must be >= 0, got {weight_decay}")
-
-
-def check_unit_interval(name: str, value: float, owner: str) -> None:
-    """``value`` in [0, 1) — momentum-like coefficients."""
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def decoupled_step_(p: Tensor, u: Tensor, lr: float, weight_decay: float) -> None:
-    """p ← p·(1 − lr·wd) − lr·u, in place. The decay is applied first (as torch/timm do) and is never masked."""
-    if weight_decay != 0.0:
+def decoupled_step_(p: Tensor, u: Tensor, lr: Any, weight_decay: Any, step_size: Any) -> None:
+    """p ← p·(1 − lr·λ) − η·u, in place (numbers, or 0-dim tensors in a compiled step: then the decay is always
+    applied, an exact multiplication by 1 when λ = 0)."""
+    if isinstance(weight_decay, Tensor) or weight_decay != 0.0:
         p.mul_(1.0 - lr * weight_decay)
-    p.add_(u, alpha=-lr)
+    add_(p, u, -step_size)
 
 
-class DirectionOptimizer(Optimizer):
-    """p ← p·(1 − lr·wd) − lr·u∘φ(u∘g) per tensor, with φ the cautious mask (identity when ``cautious=None``).
+def _compiled_step(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Tensor]],
+                   s: dict[str, Any], lr: Tensor, weight_decay: Tensor, phi: str | None,
+                   cautious_factor: float) -> Tensor | None:
+    """The per-tensor reference loop over one bucket, written to be ``torch.compile``d: hyperparameters are 0-dim
+    tensors, ``rule``, ``phi`` and ``cautious_factor`` static. Returns the masked count (None without caution)."""
+    masked: list[Tensor] = []
+    for p, g, state in zip(params, grads, states):
+        u = rule.direction(p, g, state, s)
+        if phi is not None:
+            u, count = cautious_masked(u, g, phi, cautious_factor, rule.sign_source(g, state))
+            masked.append(count)
+        decoupled_step_(p, u, lr, weight_decay, lr)
+    return torch.stack(masked).sum() if masked else None
 
-    ``cautious`` (a φ name from ``cautious.PHI_FUNCTIONS`` or None) and ``cautious_factor`` are param-group
-    options like ``lr``. ``diagnostics()`` reports ``masked_fraction`` (over the steps since the previous call)
-    whenever some group has caution on.
+
+class DirectionOptimizer(MaskedFractionMixin, Optimizer):
+    """p ← p·(1 − lr·λ) − η·u∘φ(u∘g) per tensor, u from the group's rule, φ the cautious mask (identity when
+    ``cautious=None``).
+
+    ``lr``, ``weight_decay``, ``cautious`` (a φ name of ``cautious.PHI_FUNCTIONS`` or None) and ``cautious_factor``
+    are param-group options, checked for every group along with the rule's own. ``diagnostics()`` reports
+    ``masked_fraction`` (over the steps since the previous call) whenever some group has caution on.
     """
 
+    rule: Rule
+
     def __init__(self, params: Any, defaults: dict[str, Any], implementation: str = "auto") -> None:
-        check_implementation(implementation, type(self).__name__)
+        super().__init__(params, defaults)
+        check_implementation(type(self).__name__, implementation, self.paths)
         # an attribute, not a group option: state_dicts stay identical across implementations
         self.implementation = implementation
-        self._masked = MaskedFraction()
-        super().__init__(params, defaults)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._masked = MaskedFraction()  # not part of Optimizer.__getstate__ (a diagnostic, not training state)
-        self.__dict__.setdefault("implementation", "auto")
+    def rule_of(self, group: dict[str, Any]) -> Rule:
+        """The rule stepping ``group`` (the class's ``rule`` unless a subclass mixes rules)."""
+        return self.rule
 
-    # -- subclass interface ---------------------------------------------------------------------------------------
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        raise NotImplementedError
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The implementations every group's rule has."""
+        rules = [self.rule_of(group) for group in self.param_groups]
+        return tuple(path for path in ("reference", "foreach", "compiled") if all(path in r.paths for r in rules))
 
-    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        raise NotImplementedError
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "implementation": self.implementation}
 
-    def _direction(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor:
-        raise NotImplementedError
-
-    def _after_update(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        """State updates that must follow the parameter step (none by default)."""
-
-    def _compiled_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                       states: list[dict[str, Any]]) -> Any:
-        """The compiled multi-tensor step of one bucket (one device, dtype) through ``call_compiled``: the masked
-        count, None without caution, or ``COMPILE_FAILED`` (then nothing, state included, may have changed)."""
-        raise NotImplementedError
-
-    def _bucket_key(self, p: Tensor, state: dict[str, Any]) -> Any:
-        """Tensors stepped by one compiled call share this key (subclasses add e.g. the step count)."""
-        return (p.device, p.dtype)
-
-    # -- shared machinery ---------------------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        owner = type(self).__name__
-        check_lr(group["lr"], owner)
-        check_weight_decay(group["weight_decay"], owner)
-        check_phi(group["cautious"], group["cautious_factor"])
-        self._validate_group(group)
+        self._check_group(self.param_groups[-1])
 
+    def _check_group(self, group: dict[str, Any]) -> None:
+        owner = type(self).__name__
+        checks.positive(owner, "lr", group["lr"])
+        checks.non_negative(owner, "weight_decay", group["weight_decay"])
+        check_phi(owner, group["cautious"], group["cautious_factor"])
+        self.rule_of(group).check(owner, group)
+
+    # -- the step -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        available = self.paths  # the optimizer's, so every group of a mixed-rule one (Muon) takes the same choice
         for group in self.param_groups:
+            rule = self.rule_of(group)
             params = [p for p in group["params"] if p.grad is not None]
-            if use_compiled(self.implementation, sum(p.numel() for p in params)):
-                params = self._fast_group_step(group, params)  # what is left if the compiler failed
             for p in params:
-                grad = p.grad
-                if grad.is_sparse:
+                if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                state = self.state[p]
-                if len(state) == 0:
-                    self._init_state(p, state, group)
-                u = self._direction(grad, state, group)
-                u = cautious_direction(u, grad, group["cautious"], group["cautious_factor"], self._masked)
-                decoupled_step_(p, u, group["lr"], group["weight_decay"])
-                self._after_update(grad, state, group)
+                if len(self.state[p]) == 0:
+                    if rule.counts_steps:
+                        self.state[p]["step"] = 0  # a Python int: bias corrections need no device read
+                    rule.init_state(p, self.state[p], group)
+            path = resolve(self.implementation, available, sum(p.numel() for p in params))
+            if path == "compiled":
+                params = self._compiled_group_step(group, rule, params)  # what is left if the compiler failed
+                path = "foreach" if "foreach" in rule.paths else "reference"
+            if path == "foreach":
+                self._foreach_group_step(group, rule, params)
+            else:
+                self._reference_group_step(group, rule, params)
         return loss
 
-    def _fast_group_step(self, group: dict[str, Any], params: list[Tensor]) -> list[Tensor]:
-        """Step ``params`` bucket by bucket with the compiled step; returns the parameters left for the reference
-        path (none, unless compilation failed)."""
+    def _reference_group_step(self, group: dict[str, Any], rule: Rule, params: list[Tensor]) -> None:
+        lr, weight_decay, phi, factor = group["lr"], group["weight_decay"], group["cautious"], group["cautious_factor"]
+        s = None if rule.counts_steps else rule.scalars(group, 0)
         for p in params:
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            if len(self.state[p]) == 0:
-                self._init_state(p, self.state[p], group)
-        keyed = [(self._bucket_key(p, self.state[p]), p) for p in params]
+            state = self.state[p]
+            if rule.counts_steps:
+                state["step"] += 1
+                s = rule.scalars(group, state["step"])
+            u = rule.direction(p, p.grad, state, s)
+            u = cautious_direction(u, p.grad, phi, factor, self._masked, rule.sign_source(p.grad, state))
+            decoupled_step_(p, u, lr, weight_decay, rule.step_size(p, u, state, group))
+
+    def _buckets(self, rule: Rule, params: list[Tensor]) -> list[list[Tensor]]:
+        steps = [self.state[p].get("step", 0) for p in params]  # one bias correction per multi-tensor call
+        return [[params[i] for i in idx] for idx in bucket_indices(params, steps)]
+
+    def _foreach_group_step(self, group: dict[str, Any], rule: Rule, params: list[Tensor]) -> None:
+        lr, weight_decay, phi, factor = group["lr"], group["weight_decay"], group["cautious"], group["cautious_factor"]
+        for bucket in self._buckets(rule, params):
+            states = [self.state[p] for p in bucket]
+            grads = [p.grad for p in bucket]
+            step = states[0].get("step", -1) + 1
+            us = rule.directions(bucket, grads, states, rule.scalars(group, step))
+            if rule.counts_steps:
+                for state in states:
+                    state["step"] = step
+            signs = [rule.sign_source(g, st) for g, st in zip(grads, states)] if phi is not None else None
+            us = cautious_directions(us, grads, phi, factor, self._masked, signs)
+            if weight_decay != 0.0:
+                torch._foreach_mul_(bucket, 1.0 - lr * weight_decay)
+            sizes = [rule.step_size(p, u, st, group) for p, u, st in zip(bucket, us, states)]
+            for idx in bucket_indices(bucket, sizes):  # one alpha per multi-tensor add (Muon: one per shape)
+                torch._foreach_add_([bucket[i] for i in idx], [us[i] for i in idx], alpha=-sizes[idx[0]])
+
+    def _compiled_group_step(self, group: dict[str, Any], rule: Rule, params: list[Tensor]) -> list[Tensor]:
+        """Step ``params`` bucket by bucket with the compiled reference loop; returns the parameters left for the
+        eager path (none, unless compilation failed)."""
         left = list(params)
-        for bucket in buckets(keyed).values():
-            masked = self._compiled_step(group, bucket, [p.grad for p in bucket], [self.state[p] for p in bucket])
-            if masked is COMPILE_FAILED:
+        for bucket in self._buckets(rule, params):
+            states = [self.state[p] for p in bucket]
+            step = states[0].get("step", -1) + 1
+            masked = call_compiled(_compiled_step, rule, bucket, [p.grad for p in bucket],
+                                   [{key: st[key] for key in rule.buffers if key in st} for st in states],
+                                   graph_inputs(rule.scalars(group, step)),
+                                   scalar(group["lr"]), scalar(group["weight_decay"]), group["cautious"],
+                                   float(group["cautious_factor"]))
+            if masked is COMPILE_FAILED:  # nothing changed, step counts included
                 return left
+            if rule.counts_steps:
+                for state in states:
+                    state["step"] = step
             if masked is not None:
                 self._masked.add_count(masked, sum(p.numel() for p in bucket))
             done = {id(p) for p in bucket}
             left = [p for p in left if id(p) not in done]
         return left
 
-    @property
-    def cautious_enabled(self) -> bool:
-        return any(group["cautious"] is not None for group in self.param_groups)
-
+    # -- diagnostics ----------------------------------------------------------------------------------------------
     def diagnostics(self) -> dict[str, float]:
         """``masked_fraction`` over the steps since the previous call (host sync: call at logging time only)."""
-        if not self.cautious_enabled:
-            return {}
-        return {"masked_fraction": self._masked.pop()}
+        return self._masked_fraction()

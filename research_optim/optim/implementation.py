@@ -1,47 +1,74 @@
-"""Which implementation of a step runs: the readable per-tensor reference, or a ``torch.compile``d multi-tensor step.
+"""Which implementation of a step runs — one vocabulary for every optimizer of the library.
 
-Every optimizer with a fast path takes ``implementation=`` (``"auto"`` | ``"reference"`` | ``"compiled"``):
+Every optimizer with a fast path takes ``implementation=`` with the same four meanings:
 
-* ``"reference"`` — the per-tensor code, readable and tested against the public reference packages;
-* ``"compiled"``  — one ``torch.compile``d function per (device, dtype) bucket of a param group: inductor fuses each
-  tensor's update into one pass over memory (Lion: read p, g, m; write p, m — 20 bytes per float32 parameter), which
-  is what eager ``torch._foreach_*`` ops cannot do (one pass per op). Falls back to the reference when compilation is
-  disabled or unavailable, with the same numerics (tested equal to ≤1e-6 relative in float32);
-* ``"auto"`` (default) — compiled when compilation is enabled and the group holds at least ``COMPILE_MIN_NUMEL``
-  elements, else the reference: below that size the first-step compile cost (seconds on CPU) is never repaid and
-  Python overhead, not memory traffic, dominates the step — so tiny test runs never compile.
+* ``"reference"`` — the readable per-tensor loop; the path tested against the public reference packages;
+* ``"foreach"``   — the same arithmetic, op for op, as multi-tensor ``torch._foreach_*`` calls, one per op and
+  (device, dtype) bucket: bit-identical to the reference on CPU (tested), far fewer kernel launches on a GPU;
+* ``"compiled"``  — one ``torch.compile``d multi-tensor step per bucket: inductor fuses each tensor's update into one
+  pass over memory (Lion: read p, g, m; write p, m — 20 bytes per float32 parameter), which eager ops cannot do.
+  Equal to the reference up to rounding (products written out where the reference passes ``alpha=``; tested to
+  1e-6 relative in float32). Without compilation (switched off, or the compiler fails) it runs the eager path;
+* ``"auto"`` (default) — compiled when compilation is on and the group holds at least ``COMPILE_MIN_NUMEL``
+  elements (below that the first-step compile cost, seconds on CPU, is never repaid), else the eager path:
+  foreach where the optimizer has it, else the reference.
 
-Process-wide switch: :func:`set_compile_enabled` or the environment variable ``RESEARCH_OPTIM_COMPILE=0`` (e.g. a
-test conftest, or a machine without a C++ compiler). Hyperparameters enter compiled functions as 0-dim float64
-tensors, never Python floats: dynamo would specialise on a float and recompile whenever a schedule changes lr.
-Compiled artefacts are cached across processes by inductor's FX graph cache (``TORCHINDUCTOR_CACHE_DIR``).
+Each optimizer has the paths its rules have — AdamW, Lion, SGD, Schedule-Free AdamW/SGD: all three; Muon and SaLSA:
+reference and foreach (matrix products and trial forwards dominate, not memory traffic); Adafactor: reference
+only (torch's arithmetic reads two norms on the host per tensor) — and refuses the others by name. The readable twin
+of a *different algorithm* — the Schedule-Free Reference classes with explicit x, y, z — is a class of its own, not
+an ``implementation``.
+
+Process-wide switch: :func:`set_compile_enabled` or ``RESEARCH_OPTIM_COMPILE=0`` (a test conftest, a machine without
+a C++ compiler). Compiled functions take hyperparameters as 0-dim float64 tensors (:func:`scalar`), never Python
+floats: dynamo would specialise on a float and recompile whenever a schedule changes lr. So that one per-tensor
+function serves both the eager paths (Python numbers) and the compiled ones (0-dim tensors), :func:`add`,
+:func:`add_` and :func:`addcmul_` take either. Compiled artefacts are cached across processes by inductor's FX graph
+cache (``TORCHINDUCTOR_CACHE_DIR``).
 """
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "IMPLEMENTATIONS", "COMPILE_MIN_NUMEL", "check_implementation", "compile_enabled", "set_compile_enabled",
-    "use_compiled", "compiled", "call_compiled", "COMPILE_FAILED", "scalar", "buckets",
+    "IMPLEMENTATIONS", "COMPILE_MIN_NUMEL", "check_implementation", "resolve", "compile_enabled",
+    "set_compile_enabled", "call_compiled", "COMPILE_FAILED", "scalar", "graph_inputs", "add", "add_", "addcmul_",
+    "bucket_indices", "per_bucket",
 ]
 
-IMPLEMENTATIONS = ("auto", "reference", "compiled")
-COMPILE_MIN_NUMEL = 1 << 20  # ~1M elements: below this "auto" keeps the reference (compile cost not repaid)
+IMPLEMENTATIONS = ("auto", "reference", "foreach", "compiled")
+COMPILE_MIN_NUMEL = 1 << 20  # ~1M elements: below this "auto" stays eager (compile cost not repaid)
 
-RECOMPILE_LIMIT = 64  # static arguments (φ × rule variants) each compile once; dynamo's default cap is 8
+RECOMPILE_LIMIT = 128  # one compiled step serves every rule: rules × φ × flags each compile once; dynamo's cap is 8
 
 _compile_override: bool | None = None
 _compiled_cache: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
-def check_implementation(implementation: str, owner: str) -> None:
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"{owner}: implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+def check_implementation(owner: str, implementation: Any, available: Sequence[str]) -> None:
+    """Refuse a value outside the vocabulary, or one this optimizer does not have (``"auto"`` is always allowed)."""
+    allowed = ("auto", *available)
+    if implementation not in allowed:
+        why = f" ({owner} has no {implementation} path)" if implementation in IMPLEMENTATIONS else ""
+        raise ValueError(f"{owner}: implementation must be one of {list(allowed)}, got {implementation!r}{why}")
+
+
+def resolve(implementation: str, available: Sequence[str], numel: int) -> str:
+    """The path a group of ``numel`` elements takes: ``"reference"``, ``"foreach"`` or ``"compiled"``."""
+    eager = "foreach" if "foreach" in available else "reference"
+    if implementation == "reference":
+        return "reference"
+    compiled_ok = "compiled" in available and compile_enabled()
+    if implementation == "compiled":
+        return "compiled" if compiled_ok else eager
+    if implementation == "auto" and compiled_ok and numel >= COMPILE_MIN_NUMEL:
+        return "compiled"
+    return eager
 
 
 def set_compile_enabled(enabled: bool | None) -> None:
@@ -59,17 +86,10 @@ def compile_enabled() -> bool:
     return enabled and hasattr(torch, "compile") and torch._dynamo.is_dynamo_supported()
 
 
-def use_compiled(implementation: str, numel: int) -> bool:
-    """Whether a group of ``numel`` elements takes the compiled path under ``implementation``."""
-    if implementation == "reference" or not compile_enabled():
-        return False
-    return implementation == "compiled" or numel >= COMPILE_MIN_NUMEL
-
-
-def compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``torch.compile(fn)``, built once per process (dynamo recompiles per new shapes / static arguments)."""
     if fn not in _compiled_cache:
-        # the cap is per function: every φ, Nesterov flag, ... is one more variant of the same code object
+        # the cap is per function: every φ, rule, Nesterov flag, ... is one more variant of the same code object
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         _compiled_cache[fn] = torch.compile(fn, fullgraph=True)
     return _compiled_cache[fn]
@@ -79,14 +99,14 @@ COMPILE_FAILED = object()  # returned by call_compiled when the compiler failed 
 
 
 def call_compiled(fn: Callable[..., Any], *args: Any) -> Any:
-    """``compiled(fn)(*args)``; if compilation fails (no C++ compiler, unsupported backend, ...), warn once, switch
-    compilation off for the process and return ``COMPILE_FAILED`` — the caller then runs its reference path
+    """``torch.compile(fn)(*args)``; if compilation fails (no C++ compiler, unsupported backend, ...), warn once,
+    switch compilation off for the process and return ``COMPILE_FAILED`` — the caller then runs its eager path
     (compilation happens before the compiled code runs, so no tensor was modified)."""
     try:
-        return compiled(fn)(*args)
+        return _compiled(fn)(*args)
     except torch._dynamo.exc.TorchDynamoException as err:
         warnings.warn(f"research_optim: compiling {fn.__name__} failed ({type(err).__name__}: {err}); "
-                      "using the reference optimizer steps from now on", RuntimeWarning, stacklevel=3)
+                      "using the eager optimizer steps from now on", RuntimeWarning, stacklevel=3)
         set_compile_enabled(False)
         return COMPILE_FAILED
 
@@ -96,9 +116,44 @@ def scalar(value: float) -> Tensor:
     return torch.tensor(float(value), dtype=torch.float64)
 
 
-def buckets(items: list[tuple[Hashable, Any]]) -> dict[Hashable, list[Any]]:
-    """Group items by key, keeping order (a compiled multi-tensor call needs one device and dtype)."""
-    out: dict[Hashable, list[Any]] = {}
-    for key, item in items:
-        out.setdefault(key, []).append(item)
+def graph_inputs(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every number as a 0-dim tensor (:func:`scalar`); booleans and names stay static."""
+    return {key: scalar(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            for key, v in values.items()}
+
+
+def add(x: Tensor, y: Tensor, alpha: Any) -> Tensor:
+    """x + α·y as a new tensor (``torch.add(alpha=)`` for a number α, the product written out for a 0-dim tensor)."""
+    return x + y * alpha if isinstance(alpha, Tensor) else x.add(y, alpha=alpha)
+
+
+def add_(x: Tensor, y: Tensor, alpha: Any) -> Tensor:
+    """x ← x + α·y in place: one fused op for a number α, the product written out for a 0-dim tensor α (compiled
+    code: ``alpha=`` needs a number)."""
+    return x.add_(y * alpha) if isinstance(alpha, Tensor) else x.add_(y, alpha=alpha)
+
+
+def addcmul_(x: Tensor, y: Tensor, z: Tensor, value: Any) -> Tensor:
+    """x ← x + value·y·z in place (``addcmul_`` for a number, written out for a 0-dim tensor)."""
+    return x.add_(y * z * value) if isinstance(value, Tensor) else x.addcmul_(y, z, value=value)
+
+
+def bucket_indices(tensors: Sequence[Tensor], keys: Sequence[Hashable] | None = None) -> list[list[int]]:
+    """Indices of ``tensors`` grouped by (device, dtype[, key]), in order — the one grouping helper: a multi-tensor
+    kernel's fast route and a compiled call both need one device and one dtype (``keys`` adds e.g. a step count)."""
+    out: dict[Hashable, list[int]] = {}
+    for i, t in enumerate(tensors):
+        out.setdefault((t.device, t.dtype, None if keys is None else keys[i]), []).append(i)
+    return list(out.values())
+
+
+def per_bucket(fn: Callable[..., Any], tensors: Sequence[Tensor], *others: Sequence[Any]) -> list[Any]:
+    """Call ``fn(tensors_b, *others_b)`` once per (device, dtype) bucket (``others``: parallel lists split the same
+    way) and return its per-tensor results in the original order (Nones where ``fn`` returns None)."""
+    out: list[Any] = [None] * len(tensors)
+    for idx in bucket_indices(tensors):
+        result = fn([tensors[i] for i in idx], *[[other[i] for i in idx] for other in others])
+        if result is not None:
+            for i, r in zip(idx, result):
+                out[i] = r
     return out

@@ -12,12 +12,12 @@ SaLSA (Kenneweg et al. 2024, arXiv 2407.20650) smooths both sides with an EMA (r
 This module holds, once: the closure protocol (:class:`LossEvaluator` — the seed's ``closure(backwards)`` form
 and the plain no-argument form, with the RNG state replayed for every evaluation of a step), the ray of trial
 points (:class:`ParameterRay`), the backtracking loop (:func:`backtracking_armijo`), the cross-rank mean of the
-scalars the test compares (:func:`mean_over_ranks`) and the update directions searched along (:data:`RULES`).
+scalars the test compares (:func:`mean_over_ranks`) and the first phase of every step, decay and statistics
+(:func:`prepare_directions`). The directions searched along are in ``search_directions``.
 """
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -26,62 +26,16 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
-from research_optim.optim.implementation import buckets
+from research_optim.optim import checks
+from research_optim.optim.implementation import per_bucket
 
 __all__ = [
-    "LossEvaluator",
-    "ParameterRay",
-    "ArmijoResult",
-    "backtracking_armijo",
-    "mean_over_ranks",
-    "takes_backwards_flag",
-    "bias_correction",
-    "AdamRule",
-    "SgdRule",
-    "SignRule",
-    "RULES",
-    "check_positive",
-    "check_open_unit",
-    "check_unit_interval",
-    "check_betas",
-    "check_count",
-    "refuse_grad_scaler",
-    "SearchStats",
-    "device_dtype_groups",
-    "per_bucket",
+    "LossEvaluator", "ParameterRay", "ArmijoResult", "backtracking_armijo", "mean_over_ranks", "takes_backwards_flag",
+    "refuse_grad_scaler", "SearchStats", "GlobalSearchState", "prepare_directions",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
-# Hyperparameter validation: every error names the argument and the allowed range.
-
-
-def check_positive(name: str, value: float, owner: str) -> None:
-    if not 0.0 < value < math.inf:
-        raise ValueError(f"{owner}: {name} must be > 0 and finite, got {value}")
-
-
-def check_open_unit(name: str, value: float, owner: str) -> None:
-    """``value`` in (0, 1) — Armijo constant c, backtracking factor."""
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{owner}: {name} must be in (0, 1), got {value}")
-
-
-def check_unit_interval(name: str, value: float, owner: str) -> None:
-    """``value`` in [0, 1) — EMA rates."""
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value}")
-
-
-def check_betas(name: str, betas: Sequence[float], owner: str) -> None:
-    if len(betas) != 2:
-        raise ValueError(f"{owner}: {name} must have 2 entries, got {betas}")
-    for i, beta in enumerate(betas):
-        check_unit_interval(f"{name}[{i}]", beta, owner)
-
-
-def check_count(name: str, value: int, owner: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+# Refusals.
 
 
 def refuse_grad_scaler(grad_scaler: Any, owner: str) -> None:
@@ -305,39 +259,33 @@ class SearchStats:
         return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Directions searched along. Each rule keeps per-tensor statistics and proposes two directions (p ← p − η·d):
-# ``search`` (built on the current gradient, a descent direction, with the slope ⟨g, d⟩ the Armijo test needs)
-# and ``step`` (built on the momentum, used where no search happens). ``update_many`` / ``step_many`` are the
-# multi-tensor forms of ``update`` / ``step`` (SaLSA's ``implementation="foreach"``): the same ops in the same
-# order, one ``torch._foreach_*`` call per op and (device, dtype) bucket instead of one kernel per tensor.
-
-
-def bias_correction(beta: float, step: int) -> float:
-    """1 − β^max(1, step)."""
-    return 1.0 - beta ** max(1, step)
-
-
 class GlobalSearchState:
     """Mixin for line searches with one global state (step size, its EMAs) beside the per-parameter state,
-    and per-group decoupled weight decay (checked for every group, also groups added later).
+    and per-group decoupled weight decay (checked for every group, also groups added later, as the searched
+    directions check the group's parameters).
 
-    It travels in ``state_dict()[SEARCH_KEY]`` as a plain dict of the dataclass ``SEARCH_STATE``.
+    It travels in ``state_dict()[SEARCH_KEY]`` as a plain dict of the dataclass ``SEARCH_STATE``. Pickling (and
+    ``copy.deepcopy``) keeps the whole object: the hyperparameters and the search state are attributes here, not
+    param-group options, so ``Optimizer.__getstate__`` alone would drop them.
     """
 
     SEARCH_KEY: str
     SEARCH_STATE: type
     _search: Any
+    directions: Any  # the searched directions (``search_directions``), set before Optimizer.__init__
 
     @property
     def step_size(self) -> float:
         return self._search.step_size
 
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)  # type: ignore[attr-defined]
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)  # type: ignore[misc]
-        wd = self.param_groups[-1]["weight_decay"]  # type: ignore[attr-defined]
-        if not wd >= 0.0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {wd}")
+        group = self.param_groups[-1]  # type: ignore[attr-defined]
+        checks.non_negative(type(self).__name__, "weight_decay", group["weight_decay"])
+        self.directions.check(type(self).__name__, group)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()  # type: ignore[misc]
@@ -354,34 +302,14 @@ class GlobalSearchState:
         self._search = self.SEARCH_STATE(**search)
 
 
-def device_dtype_groups(tensors: Sequence[Tensor]) -> list[list[int]]:
-    """Indices of ``tensors`` grouped by (device, dtype), in order: a multi-tensor kernel's fast route needs one
-    device and one dtype per call (mixed lists silently fall back to one kernel per tensor)."""
-    return list(buckets([((t.device, t.dtype), i) for i, t in enumerate(tensors)]).values())
-
-
-def per_bucket(fn: Callable[..., list[Tensor] | None], tensors: Sequence[Tensor], *others: Sequence[Any]
-               ) -> list[Tensor]:
-    """Call ``fn(tensors_b, *others_b)`` once per (device, dtype) bucket of ``tensors`` (``others`` are parallel
-    lists, split the same way) and return its per-tensor results in the original order (Nones when ``fn``
-    updates in place and returns None)."""
-    out: list[Any] = [None] * len(tensors)
-    for idx in device_dtype_groups(tensors):
-        result = fn([tensors[i] for i in idx], *[[other[i] for i in idx] for other in others])
-        if result is not None:
-            for i, r in zip(idx, result):
-                out[i] = r
-    return out
-
-
-def prepare_directions(optimizer: Optimizer, rule: Any, step_size: float, foreach: bool = False
+def prepare_directions(optimizer: Optimizer, directions: Any, step_size: float, foreach: bool = False
                        ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
     """Shared first phase of every line-search step: for each parameter with a gradient, apply the decoupled
-    weight decay with the previous step size and update the direction rule's statistics. Returns the
+    weight decay with the previous step size and update the statistics of the searched ``directions``. Returns the
     parameters, their gradients and their states, in param-group order.
 
     ``foreach`` runs the decay and the statistics as multi-tensor ops (:meth:`update_many`), bucketed by
-    device and dtype — the same arithmetic, op for op, as the per-tensor reference (``rule.update``)."""
+    device and dtype — the same arithmetic, op for op, as the per-tensor reference (``directions.update``)."""
     params, grads, states = [], [], []
     for group in optimizer.param_groups:
         decayed = []
@@ -392,14 +320,14 @@ def prepare_directions(optimizer: Optimizer, rule: Any, step_size: float, foreac
                 raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
             state = optimizer.state[p]
             if not state:
-                rule.init_state(p, state)
+                directions.init_state(p, state, group)
             if group["weight_decay"] != 0.0:
                 if foreach:
                     decayed.append(p)
                 else:
                     p.mul_(1.0 - group["weight_decay"] * step_size)
             if not foreach:
-                rule.update(state, p.grad)
+                directions.update(state, p.grad)
             params.append(p)
             grads.append(p.grad)
             states.append(state)
@@ -407,140 +335,5 @@ def prepare_directions(optimizer: Optimizer, rule: Any, step_size: float, foreac
             factor = 1.0 - group["weight_decay"] * step_size
             per_bucket(lambda ps: torch._foreach_mul_(ps, factor), decayed)
     if foreach and params:
-        rule.update_many(states, grads)
+        directions.update_many(states, grads)
     return params, grads, states
-
-
-def _stat(states: list[dict[str, Any]], key: str) -> list[Tensor]:
-    return [state[key] for state in states]
-
-
-def _ema_(averages: list[Tensor], values: list[Tensor], beta: float) -> None:
-    """a ← β·a + ((1−β)·x), two rounded products and a sum — op for op the reference's ``mul_(β).add_(x·(1−β))``
-    (``_foreach_lerp_`` or ``add_(alpha=)`` round differently and would break bit-for-bit seed equality)."""
-    torch._foreach_mul_(averages, beta)
-    scaled = torch._foreach_mul(values, 1.0 - beta)
-    torch._foreach_add_(averages, scaled)
-
-
-class AdamRule:
-    """Adam statistics: m = β1·m + (1−β1)·g, v = β2·v + (1−β2)·g², P = 1/(√v̂ + eps).
-
-    search: d = P·g, slope Σ g²·P ;  step: d = P·m̂.
-    """
-
-    state_keys = ("exp_avg", "exp_avg_sq")
-
-    def __init__(self, betas: tuple[float, float], eps: float) -> None:
-        self.beta1, self.beta2 = betas
-        self.eps = eps
-
-    def init_state(self, p: Tensor, state: dict[str, Any]) -> None:
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def update(self, state: dict[str, Any], g: Tensor) -> None:
-        # (β·v) + ((1−β)·g²) as two rounded products and a sum, the seed's arithmetic (bit-for-bit comparable).
-        state["exp_avg_sq"].mul_(self.beta2).add_(g.square().mul_(1.0 - self.beta2))
-        state["exp_avg"].mul_(self.beta1).add_(g.mul(1.0 - self.beta1))
-
-    def update_many(self, states: list[dict[str, Any]], grads: list[Tensor]) -> None:
-        """:meth:`update` for many tensors, multi-tensor ops per (device, dtype) bucket (same bits)."""
-        def bucket(gs: list[Tensor], ss: list[dict[str, Any]]) -> None:
-            torch._foreach_mul_(_stat(ss, "exp_avg_sq"), self.beta2)
-            squares = torch._foreach_mul(gs, gs)  # g·g is g.square()'s arithmetic
-            torch._foreach_mul_(squares, 1.0 - self.beta2)
-            torch._foreach_add_(_stat(ss, "exp_avg_sq"), squares)
-            _ema_(_stat(ss, "exp_avg"), gs, self.beta1)
-        per_bucket(bucket, grads, states)
-
-    def step_many(self, states: list[dict[str, Any]], grads: list[Tensor], k: int) -> list[Tensor]:
-        """:meth:`step` for many tensors: P·m̂ with multi-tensor ops per (device, dtype) bucket (same bits)."""
-        def bucket(gs: list[Tensor], ss: list[dict[str, Any]]) -> list[Tensor]:
-            precond = torch._foreach_div(_stat(ss, "exp_avg_sq"), bias_correction(self.beta2, k))
-            torch._foreach_sqrt_(precond)
-            torch._foreach_add_(precond, self.eps)
-            torch._foreach_reciprocal_(precond)
-            torch._foreach_mul_(precond, torch._foreach_div(_stat(ss, "exp_avg"), bias_correction(self.beta1, k)))
-            return precond
-        return per_bucket(bucket, grads, states)
-
-    def _preconditioner(self, state: dict[str, Any], k: int) -> Tensor:
-        v_hat = state["exp_avg_sq"] / bias_correction(self.beta2, k)
-        return v_hat.sqrt_().add_(self.eps).reciprocal_()
-
-    def search(self, state: dict[str, Any], g: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        precond = self._preconditioner(state, k)
-        return precond * g, (g.square() * precond).sum()
-
-    def step(self, state: dict[str, Any], g: Tensor, k: int) -> Tensor:
-        return self._preconditioner(state, k) * (state["exp_avg"] / bias_correction(self.beta1, k))
-
-
-class SgdRule:
-    """SGD: search d = g, slope ‖g‖² ; step d = m̂ with m = β1·m + (1−β1)·g (d = g when β1 = 0)."""
-
-    state_keys = ("exp_avg",)
-
-    def __init__(self, betas: tuple[float, float], eps: float) -> None:
-        self.beta1 = betas[0]
-
-    def init_state(self, p: Tensor, state: dict[str, Any]) -> None:
-        if self.beta1 > 0.0:
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def update(self, state: dict[str, Any], g: Tensor) -> None:
-        if self.beta1 > 0.0:
-            state["exp_avg"].mul_(self.beta1).add_(g.mul(1.0 - self.beta1))
-
-    def update_many(self, states: list[dict[str, Any]], grads: list[Tensor]) -> None:
-        if self.beta1 > 0.0:
-            per_bucket(lambda gs, ss: _ema_(_stat(ss, "exp_avg"), gs, self.beta1), grads, states)
-
-    def step_many(self, states: list[dict[str, Any]], grads: list[Tensor], k: int) -> list[Tensor]:
-        if self.beta1 == 0.0:
-            return [g.clone() for g in grads]
-        correction = bias_correction(self.beta1, k)
-        return per_bucket(lambda gs, ss: torch._foreach_div(_stat(ss, "exp_avg"), correction), grads, states)
-
-    def search(self, state: dict[str, Any], g: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        return g.clone(), g.square().sum()
-
-    def step(self, state: dict[str, Any], g: Tensor, k: int) -> Tensor:
-        if self.beta1 == 0.0:
-            return g.clone()
-        return state["exp_avg"] / bias_correction(self.beta1, k)
-
-
-class SignRule:
-    """Sign (signSGD / Lion-like): search d = sign(g), slope ‖g‖₁ ; step d = sign(m), m = β1·m + (1−β1)·g."""
-
-    state_keys = ("exp_avg",)
-
-    def __init__(self, betas: tuple[float, float], eps: float) -> None:
-        self.beta1 = betas[0]
-
-    def init_state(self, p: Tensor, state: dict[str, Any]) -> None:
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def update(self, state: dict[str, Any], g: Tensor) -> None:
-        state["exp_avg"].mul_(self.beta1).add_(g.mul(1.0 - self.beta1))
-
-    def update_many(self, states: list[dict[str, Any]], grads: list[Tensor]) -> None:
-        per_bucket(lambda gs, ss: _ema_(_stat(ss, "exp_avg"), gs, self.beta1), grads, states)
-
-    def step_many(self, states: list[dict[str, Any]], grads: list[Tensor], k: int) -> list[Tensor]:
-        return per_bucket(lambda gs, ss: torch._foreach_sign(_stat(ss, "exp_avg")), grads, states)
-
-    def search(self, state: dict[str, Any], g: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        return g.sign(), g.abs().sum()
-
-    def step(self, state: dict[str, Any], g: Tensor, k: int) -> Tensor:
-        return state["exp_avg"].sign()
-
-
-RULES: dict[str, type[AdamRule] | type[SgdRule] | type[SignRule]] = {
-    "adam": AdamRule,
-    "sgd": SgdRule,
-    "sign": SignRule,
-}

@@ -19,20 +19,45 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from research_optim.optim.direction import DirectionOptimizer, check_betas
-from research_optim.optim.implementation import call_compiled, scalar
+from research_optim.optim import checks
+from research_optim.optim.direction import DirectionOptimizer
+from research_optim.optim.moments import ema_, ema_many_
+from research_optim.optim.rule import Rule
 
-__all__ = ["Lion", "CautiousLion", "lion_direction", "lion_momentum_update_"]
-
-
-def lion_direction(exp_avg: Tensor, grad: Tensor, beta1: float) -> Tensor:
-    """u = sign(β1·m + (1 − β1)·g) (a new tensor; ``exp_avg`` is not modified)."""
-    return torch.lerp(exp_avg, grad, 1.0 - beta1).sign_()
+__all__ = ["LionRule", "LION", "Lion", "CautiousLion"]
 
 
-def lion_momentum_update_(exp_avg: Tensor, grad: Tensor, beta2: float) -> None:
-    """m ← β2·m + (1 − β2)·g, in place."""
-    exp_avg.lerp_(grad, 1.0 - beta2)
+class LionRule(Rule):
+    """u = sign(lerp(m, g, 1 − β1)), then m ← lerp(m, g, 1 − β2): the momentum is updated after u is formed."""
+
+    buffers = ("exp_avg",)
+    paths = ("reference", "foreach", "compiled")
+
+    def check(self, owner: str, group: dict[str, Any]) -> None:
+        checks.betas(owner, group["betas"])
+
+    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def scalars(self, group: dict[str, Any], step: int) -> dict[str, Any]:
+        beta1, beta2 = group["betas"]
+        return dict(beta1=beta1, beta2=beta2)
+
+    def direction(self, p: Tensor, g: Tensor, state: dict[str, Any], s: dict[str, Any]) -> Tensor:
+        u = torch.lerp(state["exp_avg"], g, 1.0 - s["beta1"]).sign_()
+        ema_(state["exp_avg"], g, s["beta2"])
+        return u
+
+    def directions(self, ps: list[Tensor], gs: list[Tensor], states: list[dict[str, Any]],
+                   s: dict[str, Any]) -> list[Tensor]:
+        ms = [st["exp_avg"] for st in states]
+        us = torch._foreach_lerp(ms, gs, 1.0 - s["beta1"])
+        torch._foreach_sign_(us)
+        ema_many_(ms, gs, s["beta2"])
+        return us
+
+
+LION = LionRule()
 
 
 class Lion(DirectionOptimizer):
@@ -46,8 +71,11 @@ class Lion(DirectionOptimizer):
         weight_decay: decoupled weight decay λ (≥ 0).
         cautious: φ name for cautious masking (see ``research_optim.optim.cautious``) or None.
         cautious_factor: weight of misaligned coordinates for φ = ``soft`` (in [0, 1]).
-        implementation: ``"auto"`` | ``"reference"`` | ``"compiled"`` (see ``research_optim.optim.implementation``).
+        implementation: ``"auto"`` | ``"reference"`` | ``"foreach"`` | ``"compiled"`` (see
+            ``research_optim.optim.implementation``).
     """
+
+    rule = LION
 
     def __init__(
         self,
@@ -59,30 +87,9 @@ class Lion(DirectionOptimizer):
         cautious_factor: float = 0.0,
         implementation: str = "auto",
     ) -> None:
-        defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, cautious=cautious,
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, cautious=cautious,
                         cautious_factor=cautious_factor)
         super().__init__(params, defaults, implementation)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_betas(group["betas"], type(self).__name__)
-
-    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def _direction(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor:
-        return lion_direction(state["exp_avg"], grad, group["betas"][0])
-
-    def _after_update(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        lion_momentum_update_(state["exp_avg"], grad, group["betas"][1])
-
-    def _compiled_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                       states: list[dict[str, Any]]) -> Any:
-        from research_optim.optim.fused_direction import lion_step  # imports this module
-
-        beta1, beta2 = group["betas"]
-        return call_compiled(lion_step, params, grads, [s["exp_avg"] for s in states], scalar(group["lr"]),
-                                   scalar(group["weight_decay"]), scalar(beta1), scalar(beta2), group["cautious"],
-                                   float(group["cautious_factor"]))
 
 
 class CautiousLion(Lion):

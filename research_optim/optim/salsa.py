@@ -16,8 +16,9 @@ One global step size η, Adam statistics and a smoothed Armijo test (t counts st
     else:                                               # speed-up step: no search, no extra forward
         p ← p − η_try·P·m̂                               # η itself is unchanged
 
-Variants search along other directions (``direction="sgd"``: d = g / m̂; ``"sign"``: sign(g) / sign(m)) and may
-mask the direction with a cautious φ (``research_optim.optim.cautious``).
+Variants search along other directions (``direction="sgd"``: d = g / m̂; ``"sign"``: sign(g) / sign(m); ``"muon"``:
+orthogonalised g / Nesterov momentum for the matrices, Adam for the rest; ``search_directions``) and
+may mask the direction with a cautious φ (``research_optim.optim.cautious``).
 
 Deliberate differences from the seed code (``salsa-optimizer`` 0.1.0, ``salsa/SaLSA.py``):
 
@@ -46,30 +47,27 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from research_optim.optim.cautious import MaskedFraction, cautious_direction, check_phi
+from research_optim.optim import checks
+from research_optim.optim.cautious import MaskedFractionMixin, cautious_direction, cautious_directions, check_phi
+from research_optim.optim.implementation import check_implementation
 from research_optim.optim.line_search import (
-    RULES,
     GlobalSearchState,
     LossEvaluator,
-    prepare_directions,
     ParameterRay,
     SearchStats,
     backtracking_armijo,
-    check_betas,
-    check_count,
-    check_open_unit,
-    check_positive,
-    check_unit_interval,
     mean_over_ranks,
+    prepare_directions,
     refuse_grad_scaler,
 )
+from research_optim.optim.search_directions import DIRECTIONS
 
-__all__ = ["SaLSA", "IMPLEMENTATIONS"]
+__all__ = ["SaLSA"]
 
-# "foreach": the direction statistics and step directions as multi-tensor ops (``rule.update_many`` /
-# ``rule.step_many``), op for op the reference's arithmetic; "reference": one tensor at a time; "auto": foreach.
-# SaLSA has no compiled path: its per-step cost is Python overhead and trial forwards, not memory traffic.
-IMPLEMENTATIONS = ("auto", "reference", "foreach")
+# "foreach": the direction statistics and step directions as multi-tensor ops (``update_many`` / ``step_many``),
+# op for op the reference's arithmetic; "reference": one tensor at a time; "auto": foreach. SaLSA has no compiled
+# path: its per-step cost is Python overhead and trial forwards, not memory traffic.
+PATHS = ("reference", "foreach")
 
 _SLOPE_FLOOR = 1e-8       # below this smoothed slope the seed does not search (the test would be meaningless)
 _STEP_SIZE_EMA_INIT = 1e-8  # the seed's starting value of both step-size EMAs (ratio 1 → cadence at its cap)
@@ -88,8 +86,8 @@ class _SearchState:
     since_search: int = 100        # the seed's starting value: the first step past the warmup searches
 
 
-class SaLSA(GlobalSearchState, Optimizer):
-    """SaLSA: Adam (or SGD / sign) directions with one global step size set by a smoothed Armijo line search.
+class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
+    """SaLSA: Adam (or SGD / sign / Muon) directions with one global step size set by a smoothed Armijo line search.
 
     Args:
         params: parameters or param groups (a group may set its own ``weight_decay``).
@@ -106,7 +104,7 @@ class SaLSA(GlobalSearchState, Optimizer):
         step_size_ema: (fast, slow) EMA rates of η that set the cadence.
         speed_up: skip searches between cadence points; False searches every step.
         eps: added to √v̂ in the preconditioner.
-        direction: ``"adam"`` (SaLSA), ``"sgd"`` or ``"sign"``.
+        direction: ``"adam"`` (SaLSA), ``"sgd"``, ``"sign"`` or ``"muon"``.
         cautious, cautious_factor: φ name of ``cautious.PHI_FUNCTIONS`` (or None) masking the direction.
         seed_compat: reproduce the seed's arithmetic (bias-correction exponent t+1, η after an exhausted search)
             so the trajectory can be compared with ``salsa.SaLSA`` exactly.
@@ -121,6 +119,7 @@ class SaLSA(GlobalSearchState, Optimizer):
     """
 
     SEARCH_KEY, SEARCH_STATE = "salsa", _SearchState
+    paths = PATHS
     requires_closure = True
 
     def __init__(
@@ -148,39 +147,33 @@ class SaLSA(GlobalSearchState, Optimizer):
         implementation: str = "auto",
     ) -> None:
         owner = type(self).__name__
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"{owner}: implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        check_implementation(owner, implementation, PATHS)
         refuse_grad_scaler(grad_scaler, owner)
-        check_positive("init_step_size", init_step_size, owner)
-        check_open_unit("c", c, owner)
-        check_betas("betas", betas, owner)
-        check_unit_interval("beta3", beta3, owner)
-        if not growth >= 1.0:
-            raise ValueError(f"{owner}: growth must be >= 1, got {growth}")
-        check_open_unit("backtrack", backtrack, owner)
-        check_count("max_tries", max_tries, owner)
-        if not cadence_cap >= 1.0:
-            raise ValueError(f"{owner}: cadence_cap must be >= 1, got {cadence_cap}")
-        check_count("search_warmup", search_warmup, owner, minimum=0)
-        check_betas("step_size_ema", step_size_ema, owner)
-        if not eps >= 0.0:
-            raise ValueError(f"{owner}: eps must be >= 0, got {eps}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"{owner}: weight_decay must be >= 0, got {weight_decay}")
-        if direction not in RULES:
-            raise ValueError(f"{owner}: direction must be one of {sorted(RULES)}, got {direction!r}")
-        check_phi(cautious, cautious_factor)
+        checks.positive(owner, "init_step_size", init_step_size)
+        checks.open_unit_interval(owner, "c", c)
+        checks.betas(owner, betas)
+        checks.unit_interval(owner, "beta3", beta3)
+        checks.at_least(owner, "growth", growth, 1.0)
+        checks.open_unit_interval(owner, "backtrack", backtrack)
+        checks.integer(owner, "max_tries", max_tries, minimum=1)
+        checks.at_least(owner, "cadence_cap", cadence_cap, 1.0)
+        checks.integer(owner, "search_warmup", search_warmup)
+        checks.betas(owner, step_size_ema, name="step_size_ema")
+        checks.boolean(owner, "speed_up", speed_up)
+        checks.non_negative(owner, "eps", eps)
+        checks.choice(owner, "direction", direction, sorted(DIRECTIONS))
+        check_phi(owner, cautious, cautious_factor)
+        checks.boolean(owner, "seed_compat", seed_compat)
 
         self.c, self.beta3, self.growth, self.backtrack = c, beta3, growth, backtrack
         self.max_tries, self.cadence_cap, self.search_warmup = max_tries, cadence_cap, search_warmup
         self.step_size_ema, self.speed_up, self.seed_compat = tuple(step_size_ema), speed_up, seed_compat
         self.direction, self.cautious, self.cautious_factor = direction, cautious, cautious_factor
-        self.rule = RULES[direction](tuple(betas), eps)
+        self.directions = DIRECTIONS[direction](tuple(betas), eps)
         # an attribute, not a group option: state_dicts stay identical across implementations
         self.implementation = implementation
         self._search = _SearchState(step_size=float(init_step_size))
         self._ray = ParameterRay()
-        self._masked = MaskedFraction()
         self._stats = SearchStats()
         super().__init__(params, {"weight_decay": weight_decay, "lr": float(init_step_size)})
 
@@ -229,19 +222,17 @@ class SaLSA(GlobalSearchState, Optimizer):
         return self.implementation != "reference"
 
     def _prepare(self, step_size: float) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
-        return prepare_directions(self, self.rule, step_size, foreach=self._foreach)
+        return prepare_directions(self, self.directions, step_size, foreach=self._foreach)
 
     def _mask(self, d: Tensor, g: Tensor) -> Tensor:
         return cautious_direction(d, g, self.cautious, self.cautious_factor, self._masked)
 
     def _step_directions(self, grads: list[Tensor], states: list[dict[str, Any]], k: int) -> list[Tensor]:
         if self._foreach:
-            directions = self.rule.step_many(states, grads, k)
+            directions = self.directions.step_many(states, grads, k)
         else:
-            directions = [self.rule.step(state, g, k) for g, state in zip(grads, states)]
-        if self.cautious is None:
-            return directions
-        return [self._mask(d, g) for d, g in zip(directions, grads)]
+            directions = [self.directions.step(state, g, k) for g, state in zip(grads, states)]
+        return cautious_directions(directions, grads, self.cautious, self.cautious_factor, self._masked)
 
     @staticmethod
     def _take_step(params: list[Tensor], directions: list[Tensor], step_size: float) -> None:
@@ -254,7 +245,7 @@ class SaLSA(GlobalSearchState, Optimizer):
         s = self._search
         directions, slope = [], 0  # summed tensor by tensor, in parameter order (the seed's summation order)
         for g, state in zip(grads, states):
-            d, tensor_slope = self.rule.search(state, g, k)
+            d, tensor_slope = self.directions.search(state, g, k)
             if self.cautious is not None:
                 d = self._mask(d, g)
                 tensor_slope = (g * d).sum()
@@ -292,11 +283,6 @@ class SaLSA(GlobalSearchState, Optimizer):
         return forwards, backtracks
 
     # -- state and diagnostics ---------------------------------------------------------------------------------
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self.__dict__.setdefault("implementation", "auto")
-        self._masked = MaskedFraction()
-
     def diagnostics(self) -> dict[str, float]:
         """η, cadence L, forwards/backtracks of the last step, whether it searched, mean forwards per step since
         the previous call (the line search's compute overhead) and, with caution on, the masked fraction."""

@@ -11,8 +11,14 @@ training and x during evaluation; the paper's three sequences are::
     SGD:    d = g + λ·y                                                            (β is ``momentum``)
 
 with the warmup and averaging weights of :mod:`research_optim.optim.schedule_free_core`. Weight decay is taken
-at y, as in the ``schedulefree`` package. Verified against ``schedulefree.AdamWScheduleFree`` and
-``SGDScheduleFree`` (1.4.1) and against the explicit-x/y/z twins in ``schedule_free_reference``.
+at y, as in the ``schedulefree`` package. The base directions are rules (``research_optim.optim.rule``): AdamW's is
+``AdamRule(first_moment=False, order="schedulefree")`` — the package's arithmetic order, bit for bit —, SGD's the
+gradient. Verified against ``schedulefree.AdamWScheduleFree`` and ``SGDScheduleFree`` (1.4.1) and against the
+explicit-x/y/z twins in ``schedule_free_reference``.
+
+``implementation`` (see ``research_optim.optim.implementation``): ``"reference"`` steps one tensor at a time,
+``"foreach"`` the same arithmetic as multi-tensor ops (bit-identical on CPU), ``"compiled"`` the reference loop
+``torch.compile``d; the readable twin of the algorithm itself, with x, y and z stored, is the Reference class.
 
 Usage: ``optimizer.train()`` before training, ``optimizer.eval()`` before evaluation and checkpoints. Like the
 package, a new optimizer is in eval mode and ``step()`` raises ``RuntimeError`` until ``train()`` is called.
@@ -30,32 +36,31 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from research_optim.optim.cautious import cautious_direction
+from research_optim.optim.adamw import AdamRule
+from research_optim.optim.cautious import cautious_direction, cautious_directions, cautious_masked
 from research_optim.optim.implementation import (
-    COMPILE_FAILED, buckets, call_compiled, check_implementation, scalar, use_compiled,
+    COMPILE_FAILED, add, bucket_indices, call_compiled, check_implementation, graph_inputs, resolve, scalar,
 )
+from research_optim.optim.rule import GRADIENT, Rule
 from research_optim.optim.schedule_free_core import (
-    OwnDirectionScheduleFree,
+    RuleScheduleFree,
     averaging_step,
-    check_non_negative,
-    check_open_unit_interval,
-    fast_step_,
+    check_beta,
     params_with_state,
+    schedule_free_step_,
+    schedule_free_step_many_,
     x_to_y_,
     y_to_x_,
     z_based_x_minus_y,
 )
 
-__all__ = ["AdamWScheduleFree", "SGDScheduleFree", "AdamWRule", "SGDRule"]
+__all__ = ["AdamWScheduleFree", "SGDScheduleFree", "SCHEDULE_FREE_ADAM", "AdamWArguments", "SGDArguments"]
+
+SCHEDULE_FREE_ADAM = AdamRule(first_moment=False, order="schedulefree")
 
 
-def _set_implementation(optimizer: Any, implementation: str) -> None:
-    check_implementation(implementation, type(optimizer).__name__)
-    optimizer.implementation = implementation  # an attribute, not a group option: state_dicts stay identical
-
-
-class AdamWRule:
-    """Hyperparameters and state of the Schedule-Free AdamW rule, shared by the fast and reference versions.
+class AdamWArguments:
+    """The constructor of Schedule-Free AdamW, shared by the memory-efficient class and its Reference twin.
 
     Args:
         params: parameters or param-group dicts.
@@ -68,87 +73,81 @@ class AdamWRule:
         weight_lr_power: w_t ∝ lr_max^weight_lr_power (≥ 0; 0 disables lr weighting).
         cautious: φ name for cautious masking of the z direction, or None.
         cautious_factor: weight of misaligned coordinates for φ = ``soft`` (in [0, 1]).
-        implementation: ``"auto"`` | ``"reference"`` | ``"compiled"`` for the memory-efficient version (its eager
-            foreach step is the reference; see ``research_optim.optim.implementation``); the explicit-x/y/z
-            twins of ``schedule_free_reference`` have a single implementation and ignore it.
+        implementation (memory-efficient class only): ``"auto"`` | ``"reference"`` | ``"foreach"`` | ``"compiled"``.
     """
+
+    rule: Rule = SCHEDULE_FREE_ADAM
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
                  weight_lr_power: float = 2.0, cautious: str | None = None, cautious_factor: float = 0.0,
-                 implementation: str = "auto") -> None:
-        _set_implementation(self, implementation)
-        if len(betas) != 2:
-            raise ValueError(f"{type(self).__name__}: betas must have 2 entries, got {betas}")
-        defaults = dict(lr=lr, betas=tuple(float(b) for b in betas), eps=eps, weight_decay=weight_decay,
-                        warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power, cautious=cautious,
-                        cautious_factor=cautious_factor)
-        super().__init__(params, defaults)  # type: ignore[call-arg]
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        owner = type(self).__name__
-        beta1, beta2 = group["betas"]
-        check_open_unit_interval("betas[0]", beta1, owner)
-        if not 0.0 <= beta2 < 1.0:
-            raise ValueError(f"{owner}: betas[1] must be in [0, 1), got {beta2}")
-        check_non_negative("eps", group["eps"], owner)
+                 **implementation: str) -> None:
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
+                        weight_lr_power=weight_lr_power, cautious=cautious, cautious_factor=cautious_factor)
+        super().__init__(params, defaults, **implementation)  # type: ignore[call-arg]
 
     def _beta(self, group: dict[str, Any]) -> float:
         return group["betas"][0]
 
-    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    def _check_beta(self, group: dict[str, Any]) -> None:
+        check_beta(type(self).__name__, "betas[0]", group["betas"][0])
 
 
-class SGDRule:
-    """Hyperparameters of the Schedule-Free SGD rule, shared by the fast and reference versions.
+class SGDArguments:
+    """The constructor of Schedule-Free SGD, shared by the memory-efficient class and its Reference twin.
 
     Args:
         params: parameters or param-group dicts.
         lr: peak learning rate (> 0); default 1.0.
-        momentum: β ∈ (0, 1), interpolation of y between z and x; default 0.9.
+        momentum: β ∈ (0, 1), interpolation of y between z and x; default 0.9 (0 is refused: it leaves no average).
         weight_decay, warmup_steps, r, weight_lr_power, cautious, cautious_factor, implementation: as in
-            ``AdamWRule``.
+            ``AdamWArguments``.
     """
+
+    rule: Rule = GRADIENT
 
     def __init__(self, params: Any, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
                  warmup_steps: int = 0, r: float = 0.0, weight_lr_power: float = 2.0, cautious: str | None = None,
-                 cautious_factor: float = 0.0, implementation: str = "auto") -> None:
-        _set_implementation(self, implementation)
+                 cautious_factor: float = 0.0, **implementation: str) -> None:
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
                         weight_lr_power=weight_lr_power, cautious=cautious, cautious_factor=cautious_factor)
-        super().__init__(params, defaults)  # type: ignore[call-arg]
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        check_open_unit_interval("momentum", group["momentum"], type(self).__name__)
+        super().__init__(params, defaults, **implementation)  # type: ignore[call-arg]
 
     def _beta(self, group: dict[str, Any]) -> float:
         return group["momentum"]
 
-    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
-        """SGD keeps nothing beyond the Schedule-Free iterates."""
+    def _check_beta(self, group: dict[str, Any]) -> None:
+        check_beta(type(self).__name__, "momentum", group["momentum"])
 
 
-class _FastScheduleFree(OwnDirectionScheduleFree):
-    """y in p, z in state; a subclass supplies the base directions of a list of gradients.
+def _compiled_step(rule: Rule, ys: list[Tensor], zs: list[Tensor], grads: list[Tensor],
+                   states: list[dict[str, Tensor]], s: dict[str, Any], lr: Tensor, c: Tensor, beta: Tensor,
+                   weight_decay: Tensor, phi: str | None, cautious_factor: float) -> Tensor | None:
+    """The per-tensor reference loop over one bucket, written to be ``torch.compile``d (0-dim tensor
+    hyperparameters; the decay at y always applied: + 0·y is exact when λ = 0)."""
+    masked: list[Tensor] = []
+    for y, z, g, state in zip(ys, zs, grads, states):
+        u = rule.direction(y, g, state, s)
+        if phi is not None:
+            u, count = cautious_masked(u, g, phi, cautious_factor, rule.sign_source(g, state))
+            masked.append(count)
+        schedule_free_step_(y, z, add(u, y, weight_decay), lr, c, beta)
+    return torch.stack(masked).sum() if masked else None
 
-    ``implementation``: ``"reference"`` is the eager ``torch._foreach_*`` step below, ``"compiled"`` the
-    same step compiled (``fused_schedule_free``), ``"auto"`` picks (see ``research_optim.optim.implementation``).
-    """
 
-    _adam = False  # whether the compiled step keeps the second moment (static argument of the compiled function)
+class _FastScheduleFree(RuleScheduleFree):
+    """y in p, z in state; the base direction from ``rule``."""
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self.__dict__.setdefault("implementation", "auto")
+    paths = ("reference", "foreach", "compiled")
 
-    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+    def __init__(self, params: Any, defaults: dict[str, Any], implementation: str = "auto") -> None:
+        check_implementation(type(self).__name__, implementation, self.paths)
+        # an attribute, not a group option: state_dicts stay identical across implementations
+        self.implementation = implementation
+        super().__init__(params, defaults)
 
-    def _directions(self, grads: list[Tensor], states: list[dict[str, Any]], group: dict[str, Any],
-                    t: int) -> list[Tensor]:
-        """The base directions u (without decay); may return ``grads`` itself, which is then only read."""
-        raise NotImplementedError
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "implementation": self.implementation}
 
     def _to_eval_(self, group: dict[str, Any]) -> None:
         y_to_x_(*params_with_state(group, self.state, "z"), self._beta(group))
@@ -165,46 +164,58 @@ class _FastScheduleFree(OwnDirectionScheduleFree):
         for group in self.param_groups:
             avg = averaging_step(group, group["lr"], group["warmup_steps"], group["r"], group["weight_lr_power"])
             ys = [p for p in group["params"] if p.grad is not None]
-            if not ys:
-                continue
             for p in ys:
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 state = self.state[p]
                 if "z" not in state:  # first step: x = y = z = p
                     state["z"] = p.detach().clone(memory_format=torch.preserve_format)
-                    self._init_state(p, state)
-            if use_compiled(self.implementation, sum(p.numel() for p in ys)):
+                    self.rule.init_state(p, state, group)
+            path = resolve(self.implementation, self.paths, sum(p.numel() for p in ys))
+            if path == "compiled":
                 ys = self._compiled_group_step(group, ys, avg.t, avg.lr, avg.c)  # left if the compiler failed
-                if not ys:
-                    continue
-            grads = [p.grad for p in ys]
-            states = [self.state[p] for p in ys]
-            directions = self._directions(grads, states, group, avg.t)
-            if group["cautious"] is not None:
-                directions = [cautious_direction(u, g, group["cautious"], group["cautious_factor"], self._masked)
-                              for u, g in zip(directions, grads)]
-            if group["weight_decay"] != 0.0:
-                # decay at y, never masked; a new list, so p.grad is left as the caller computed it
-                directions = torch._foreach_add(directions, ys, alpha=group["weight_decay"])
-            fast_step_(ys, [s["z"] for s in states], directions, avg.lr, avg.c, self._beta(group))
+                path = "foreach"
+            for idx in bucket_indices(ys):
+                bucket = [ys[i] for i in idx]
+                step = self._foreach_bucket_step if path == "foreach" else self._reference_bucket_step
+                step(group, bucket, avg.t, avg.lr, avg.c)
         return loss
+
+    def _reference_bucket_step(self, group: dict[str, Any], ys: list[Tensor], t: int, lr: float, c: float) -> None:
+        s, beta = self.rule.scalars(group, t), self._beta(group)
+        for y in ys:
+            state = self.state[y]
+            u = self.rule.direction(y, y.grad, state, s)
+            u = cautious_direction(u, y.grad, group["cautious"], group["cautious_factor"], self._masked,
+                                   self.rule.sign_source(y.grad, state))
+            if group["weight_decay"] != 0.0:
+                u = add(u, y, group["weight_decay"])  # decay at y, never masked; a new tensor (p.grad is kept)
+            schedule_free_step_(y, state["z"], u, lr, c, beta)
+
+    def _foreach_bucket_step(self, group: dict[str, Any], ys: list[Tensor], t: int, lr: float, c: float) -> None:
+        states = [self.state[y] for y in ys]
+        grads = [y.grad for y in ys]
+        us = self.rule.directions(ys, grads, states, self.rule.scalars(group, t))
+        signs = [self.rule.sign_source(g, st) for g, st in zip(grads, states)]
+        us = cautious_directions(us, grads, group["cautious"], group["cautious_factor"], self._masked, signs)
+        if group["weight_decay"] != 0.0:
+            us = torch._foreach_add(us, ys, alpha=group["weight_decay"])
+        schedule_free_step_many_(ys, [st["z"] for st in states], us, lr, c, self._beta(group))
 
     def _compiled_group_step(self, group: dict[str, Any], ys: list[Tensor], t: int, lr: float,
                              c: float) -> list[Tensor]:
         """Step ``ys`` bucket by bucket, compiled; returns the parameters left for the foreach path (none, unless
         compilation failed)."""
-        from research_optim.optim.fused_schedule_free import schedule_free_step
-
-        beta2, eps = (group["betas"][1], group["eps"]) if self._adam else (0.0, 0.0)
-        scalars = [scalar(v) for v in (lr, c, self._beta(group), group["weight_decay"], beta2, 1.0 - beta2**t, eps)]
+        s = graph_inputs(self.rule.scalars(group, t))
+        hyper = [scalar(v) for v in (lr, c, self._beta(group), group["weight_decay"])]
         left = list(ys)
-        for bucket in buckets([((p.device, p.dtype), p) for p in ys]).values():
+        for idx in bucket_indices(ys):
+            bucket = [ys[i] for i in idx]
             states = [self.state[p] for p in bucket]
             masked = call_compiled(
-                schedule_free_step, bucket, [s["z"] for s in states], [p.grad for p in bucket],
-                [s["exp_avg_sq"] for s in states] if self._adam else [], *scalars, self._adam, group["cautious"],
-                float(group["cautious_factor"]))
+                _compiled_step, self.rule, bucket, [st["z"] for st in states], [p.grad for p in bucket],
+                [{key: st[key] for key in self.rule.buffers if key in st} for st in states], s, *hyper,
+                group["cautious"], float(group["cautious_factor"]))
             if masked is COMPILE_FAILED:
                 return left
             if masked is not None:
@@ -214,26 +225,9 @@ class _FastScheduleFree(OwnDirectionScheduleFree):
         return left
 
 
-class AdamWScheduleFree(AdamWRule, _FastScheduleFree):
-    """Schedule-Free AdamW, memory-efficient: state z and v; β = betas[0]. Arguments: see ``AdamWRule``."""
-
-    _adam = True
-
-    def _directions(self, grads: list[Tensor], states: list[dict[str, Any]], group: dict[str, Any],
-                    t: int) -> list[Tensor]:
-        beta2 = group["betas"][1]
-        exp_avg_sq = [s["exp_avg_sq"] for s in states]
-        torch._foreach_mul_(exp_avg_sq, beta2)
-        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
-        denom = torch._foreach_div(exp_avg_sq, 1.0 - beta2**t)
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, group["eps"])
-        return torch._foreach_div(grads, denom)
+class AdamWScheduleFree(AdamWArguments, _FastScheduleFree):
+    """Schedule-Free AdamW, memory-efficient: state z and v; β = betas[0]. Arguments: see ``AdamWArguments``."""
 
 
-class SGDScheduleFree(SGDRule, _FastScheduleFree):
-    """Schedule-Free SGD, memory-efficient: state z only; β = ``momentum``. Arguments: see ``SGDRule``."""
-
-    def _directions(self, grads: list[Tensor], states: list[dict[str, Any]], group: dict[str, Any],
-                    t: int) -> list[Tensor]:
-        return grads
+class SGDScheduleFree(SGDArguments, _FastScheduleFree):
+    """Schedule-Free SGD, memory-efficient: state z only; β = ``momentum``. Arguments: see ``SGDArguments``."""

@@ -12,7 +12,7 @@ evaluate and checkpoint here) and y (the point where gradients are taken)::
 
 The memory-efficient versions keep only z: the parameter tensor holds y while training and x while evaluating,
 and the other point is recovered from the identity y = lerp(x, z, 1 − β) ⇔ x = lerp(y, z, 1 − 1/β). Substituting
-the three updates into that identity gives one in-place update of y (see :func:`fast_step_`).
+the three updates into that identity gives one in-place update of y (see :func:`schedule_free_step_`).
 
 This module holds that arithmetic once — the averaging weight c_t, the mode switches, the fused y update — and
 :class:`ScheduleFreeOptimizer`, the base class with ``train()``/``eval()``, checkpoint consistency and
@@ -26,7 +26,6 @@ stored in every param group (``train_mode``, the package's key) so it travels wi
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -34,23 +33,15 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from research_optim.optim.cautious import MaskedFraction, check_phi
+from research_optim.optim import checks
+from research_optim.optim.cautious import MaskedFractionMixin, check_phi
+from research_optim.optim.implementation import add_
+from research_optim.optim.rule import Rule
 
 __all__ = [
-    "SCHEDULE_FREE_GROUP_DEFAULTS",
-    "AveragingStep",
-    "averaging_step",
-    "fast_step_",
-    "y_to_x_",
-    "x_to_y_",
-    "check_positive",
-    "check_non_negative",
-    "check_open_unit_interval",
-    "check_warmup_steps",
-    "ScheduleFreeOptimizer",
-    "OwnDirectionScheduleFree",
-    "z_based_x_minus_y",
-    "params_with_state",
+    "SCHEDULE_FREE_GROUP_DEFAULTS", "AveragingStep", "averaging_step", "schedule_free_step_",
+    "schedule_free_step_many_", "y_to_x_", "x_to_y_", "check_beta", "check_averaging", "ScheduleFreeOptimizer",
+    "RuleScheduleFree", "z_based_x_minus_y", "params_with_state",
 ]
 
 # Per-group bookkeeping, under the package's key names so that its checkpoints load here.
@@ -59,32 +50,18 @@ SCHEDULE_FREE_GROUP_DEFAULTS: dict[str, Any] = dict(k=0, train_mode=False, weigh
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Hyperparameter validation: each error names the argument and its allowed range.
+# Checks and the shared arithmetic.
 
 
-def check_positive(name: str, value: float, owner: str) -> None:
-    if not 0.0 < value < math.inf:
-        raise ValueError(f"{owner}: {name} must be > 0 and finite, got {value}")
+def check_beta(owner: str, name: str, value: Any) -> None:
+    """β interpolates y between z and x; ``eval()`` divides by it, and β = 0 (y = z) leaves nothing averaged."""
+    checks.open_unit_interval(owner, name, value, "the interpolation of y between x and z; 0 would leave no "
+                              "average to evaluate — for plain SGD/AdamW use lib_sgd/lib_adamw")
 
 
-def check_non_negative(name: str, value: float, owner: str) -> None:
-    if not value >= 0.0:
-        raise ValueError(f"{owner}: {name} must be >= 0, got {value}")
-
-
-def check_open_unit_interval(name: str, value: float, owner: str) -> None:
-    """β in (0, 1): eval() divides by β, so 0 is excluded as well as 1."""
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{owner}: {name} must be in (0, 1), got {value}")
-
-
-def check_warmup_steps(value: int, owner: str) -> None:
-    if isinstance(value, bool) or int(value) != value or value < 0:
-        raise ValueError(f"{owner}: warmup_steps must be an integer >= 0, got {value}")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The shared arithmetic.
+def check_averaging(owner: str, r: Any, weight_lr_power: Any) -> None:
+    checks.non_negative(owner, "r", r)
+    checks.non_negative(owner, "weight_lr_power", weight_lr_power)
 
 
 @dataclass(frozen=True)
@@ -112,16 +89,23 @@ def averaging_step(group: dict[str, Any], base_lr: float, warmup_steps: int, r: 
     return AveragingStep(t=t, lr=lr, c=c)
 
 
-def fast_step_(ys: list[Tensor], zs: list[Tensor], directions: list[Tensor], lr: float, c: float,
-               beta: float) -> None:
-    """One Schedule-Free step on (y, z) without storing x, in place, for lists of tensors.
+def schedule_free_step_(y: Tensor, z: Tensor, d: Tensor, lr: Any, c: Any, beta: Any) -> None:
+    """One Schedule-Free step on (y, z) of one tensor without storing x, in place.
 
     With x = lerp(y, z, 1 − 1/β), the updates z' = z − lr·d, x' = lerp(x, z', c), y' = lerp(x', z', 1 − β) give
-    y' = lerp(y, z, c) + lr·(β·(1 − c) − 1)·d, which needs neither x nor z'. ``directions`` is only read.
-    """
+    y' = lerp(y, z, c) + lr·(β·(1 − c) − 1)·d, which needs neither x nor z'. ``d`` is only read. Numbers, or
+    0-dim tensors in a compiled step."""
+    y.lerp_(z, c)
+    add_(y, d, lr * (beta * (1.0 - c) - 1.0))
+    add_(z, d, -lr)
+
+
+def schedule_free_step_many_(ys: list[Tensor], zs: list[Tensor], ds: list[Tensor], lr: float, c: float,
+                             beta: float) -> None:
+    """:func:`schedule_free_step_` for tensors of one device and dtype, as multi-tensor ops (same arithmetic)."""
     torch._foreach_lerp_(ys, zs, c)
-    torch._foreach_add_(ys, directions, alpha=lr * (beta * (1.0 - c) - 1.0))
-    torch._foreach_sub_(zs, directions, alpha=lr)
+    torch._foreach_add_(ys, ds, alpha=lr * (beta * (1.0 - c) - 1.0))
+    torch._foreach_add_(zs, ds, alpha=-lr)
 
 
 def y_to_x_(ps: list[Tensor], zs: list[Tensor], beta: float) -> None:
@@ -282,39 +266,26 @@ def params_with_state(group: dict[str, Any], state: dict[Tensor, dict[str, Any]]
     return ps, buffers
 
 
-class OwnDirectionScheduleFree(ScheduleFreeOptimizer):
-    """Schedule-Free optimizers that compute their own base direction (AdamW, SGD; fast or reference).
+class RuleScheduleFree(MaskedFractionMixin, ScheduleFreeOptimizer):
+    """Schedule-Free around an update rule (AdamW: ``AdamRule(first_moment=False, order="schedulefree")``; SGD: the
+    gradient itself): the group checks (lr, weight_decay, warmup_steps, r, weight_lr_power, β, cautious and the
+    rule's own) and the cautious masked-fraction counter, shared by the memory-efficient and the Reference versions.
+    A subclass sets ``rule`` and ``_beta``."""
 
-    Holds what they share beyond the averaging: the validation of the common hyperparameters (lr, weight_decay,
-    warmup_steps, r, weight_lr_power, cautious) and the cautious masked-fraction counter. A subclass adds
-    ``_validate_group(group)`` for its own hyperparameters.
-    """
-
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
-        self._masked = MaskedFraction()
-        super().__init__(params, defaults)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._masked = MaskedFraction()  # a diagnostic, not training state
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        raise NotImplementedError
+    rule: Rule
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         owner = type(self).__name__
-        check_positive("lr", group["lr"], owner)
-        check_non_negative("weight_decay", group["weight_decay"], owner)
-        check_warmup_steps(group["warmup_steps"], owner)
-        check_non_negative("r", group["r"], owner)
-        check_non_negative("weight_lr_power", group["weight_lr_power"], owner)
-        check_phi(group["cautious"], group["cautious_factor"])
-        self._validate_group(group)
+        checks.positive(owner, "lr", group["lr"])
+        checks.non_negative(owner, "weight_decay", group["weight_decay"])
+        checks.integer(owner, "warmup_steps", group["warmup_steps"])
+        check_averaging(owner, group["r"], group["weight_lr_power"])
+        check_phi(owner, group["cautious"], group["cautious_factor"])
+        self.rule.check(owner, group)
+        self._check_beta(group)
         self._init_group_bookkeeping(group)
 
-    def _masked_fraction(self) -> dict[str, float]:
-        if not any(group["cautious"] is not None for group in self.param_groups):
-            return {}
-        return {"masked_fraction": self._masked.pop()}
+    def _check_beta(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError

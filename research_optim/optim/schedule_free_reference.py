@@ -21,26 +21,15 @@ import torch
 from torch import Tensor
 
 from research_optim.optim.cautious import cautious_direction
-from research_optim.optim.schedule_free import AdamWRule, SGDRule
-from research_optim.optim.schedule_free_core import OwnDirectionScheduleFree, averaging_step
+from research_optim.optim.implementation import add
+from research_optim.optim.schedule_free import AdamWArguments, SGDArguments
+from research_optim.optim.schedule_free_core import RuleScheduleFree, averaging_step
 
-__all__ = ["AdamWScheduleFreeReference", "SGDScheduleFreeReference", "adam_preconditioned"]
-
-
-def adam_preconditioned(grad: Tensor, exp_avg_sq: Tensor, t: int, beta2: float, eps: float) -> Tensor:
-    """v ← β2·v + (1 − β2)·g² in place; return g / (√(v / (1 − β2^t)) + eps) as a new tensor."""
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-    return grad / (exp_avg_sq / (1.0 - beta2**t)).sqrt_().add_(eps)
+__all__ = ["AdamWScheduleFreeReference", "SGDScheduleFreeReference"]
 
 
-class _ReferenceScheduleFree(OwnDirectionScheduleFree):
-    """x, y, z in state; a subclass supplies the per-tensor base direction u."""
-
-    def _init_state(self, p: Tensor, state: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def _direction(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], t: int) -> Tensor:
-        raise NotImplementedError
+class _ReferenceScheduleFree(RuleScheduleFree):
+    """x, y, z in state; the base direction u from ``rule``, one tensor at a time."""
 
     def _to_eval_(self, group: dict[str, Any]) -> None:
         for p in group["params"]:
@@ -60,7 +49,7 @@ class _ReferenceScheduleFree(OwnDirectionScheduleFree):
         loss = self._begin_step(closure)
         for group in self.param_groups:
             avg = averaging_step(group, group["lr"], group["warmup_steps"], group["r"], group["weight_lr_power"])
-            beta = self._beta(group)
+            s, beta = self.rule.scalars(group, avg.t), self._beta(group)
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -71,12 +60,13 @@ class _ReferenceScheduleFree(OwnDirectionScheduleFree):
                 if "z" not in state:
                     for key in ("x", "y", "z"):
                         state[key] = p.detach().clone(memory_format=torch.preserve_format)
-                    self._init_state(p, state)
+                    self.rule.init_state(p, state, group)
                 x, y, z = state["x"], state["y"], state["z"]
-                u = self._direction(grad, state, group, avg.t)
-                u = cautious_direction(u, grad, group["cautious"], group["cautious_factor"], self._masked)
+                u = self.rule.direction(y, grad, state, s)
+                u = cautious_direction(u, grad, group["cautious"], group["cautious_factor"], self._masked,
+                                       self.rule.sign_source(grad, state))
                 if group["weight_decay"] != 0.0:
-                    u = u + group["weight_decay"] * y
+                    u = add(u, y, group["weight_decay"])
                 z.sub_(u, alpha=avg.lr)
                 x.lerp_(z, avg.c)
                 y.copy_(torch.lerp(x, z, 1.0 - beta))
@@ -84,15 +74,9 @@ class _ReferenceScheduleFree(OwnDirectionScheduleFree):
         return loss
 
 
-class AdamWScheduleFreeReference(AdamWRule, _ReferenceScheduleFree):
-    """Schedule-Free AdamW with explicit x, y, z (state x, y, z, v). Arguments: see ``AdamWRule``."""
-
-    def _direction(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], t: int) -> Tensor:
-        return adam_preconditioned(grad, state["exp_avg_sq"], t, group["betas"][1], group["eps"])
+class AdamWScheduleFreeReference(AdamWArguments, _ReferenceScheduleFree):
+    """Schedule-Free AdamW with explicit x, y, z (state x, y, z, v). Arguments: see ``AdamWArguments``."""
 
 
-class SGDScheduleFreeReference(SGDRule, _ReferenceScheduleFree):
-    """Schedule-Free SGD with explicit x, y, z (state x, y, z). Arguments: see ``SGDRule``."""
-
-    def _direction(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any], t: int) -> Tensor:
-        return grad
+class SGDScheduleFreeReference(SGDArguments, _ReferenceScheduleFree):
+    """Schedule-Free SGD with explicit x, y, z (state x, y, z). Arguments: see ``SGDArguments``."""

@@ -24,7 +24,6 @@ the base from the param groups.
 """
 from __future__ import annotations
 
-import importlib
 from collections import defaultdict
 from typing import Any, Callable, Union
 
@@ -32,12 +31,14 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from research_optim.optim import checks
+from research_optim.optim.registry import OPTIMIZERS
 from research_optim.optim.schedule_free_core import (
     SCHEDULE_FREE_GROUP_DEFAULTS,
     ScheduleFreeOptimizer,
     averaging_step,
-    check_non_negative,
-    check_open_unit_interval,
+    check_averaging,
+    check_beta,
     params_with_state,
     x_to_y_,
     y_to_x_,
@@ -76,10 +77,9 @@ class ScheduleFreeWrapper(ScheduleFreeOptimizer):
             raise TypeError(f"{owner}: base must be a torch.optim.Optimizer instance, got {type(base).__name__}")
         if isinstance(base, ScheduleFreeOptimizer):
             raise ValueError(f"{owner}: base {type(base).__name__} is already schedule-free")
-        check_open_unit_interval("momentum", momentum, owner)
-        check_non_negative("weight_decay_at_y", weight_decay_at_y, owner)
-        check_non_negative("r", r, owner)
-        check_non_negative("weight_lr_power", weight_lr_power, owner)
+        check_beta(owner, "momentum", momentum)
+        checks.non_negative(owner, "weight_decay_at_y", weight_decay_at_y)
+        check_averaging(owner, r, weight_lr_power)
         for key in SCHEDULE_FREE_GROUP_DEFAULTS:
             if any(key in group for group in base.param_groups):
                 raise ValueError(f"{owner}: the base's param groups already use the key {key!r}, which the "
@@ -173,38 +173,27 @@ class ScheduleFreeWrapper(ScheduleFreeOptimizer):
         return loss
 
 
-def _resolve_base(base: BaseSpec) -> Callable[..., Optimizer]:
-    """A class or factory for the base: a callable as is; a string as a registry name or a dotted path."""
-    if callable(base):
-        return base
-    if not isinstance(base, str):
-        raise TypeError(f"schedule_free_wrapped: base must be an optimizer, a callable or a name, got {base!r}")
-    if "." in base:
-        module_name, _, attr = base.rpartition(".")
-        return getattr(importlib.import_module(module_name), attr)
-    registry = importlib.import_module("research_optim.optim.registry")
-    for lookup in ("get_optimizer", "get", "resolve"):
-        if hasattr(registry, lookup):
-            return getattr(registry, lookup)(base)
-    for table in ("OPTIMIZERS", "REGISTRY"):
-        if base in getattr(registry, table, {}):
-            return getattr(registry, table)[base]
-    raise ValueError(f"schedule_free_wrapped: unknown base optimizer name {base!r}")
-
-
 def schedule_free_wrapped(params: Any, base: BaseSpec, base_kwargs: dict[str, Any] | None = None,
                           **wrapper_kwargs: Any) -> ScheduleFreeWrapper:
     """Build the base over ``params`` and wrap it — the config entry point.
 
     ``base`` is a constructed optimizer (used as is; ``params`` must then be None), a class or partial such as
-    the one Hydra makes from ``{_target_: torch.optim.AdamW, _partial_: true, lr: ...}``, or a string: a dotted
-    path (``research_optim.optim.lion.Lion``) or a name of ``research_optim.optim.registry``. ``base_kwargs`` go
-    to the base's constructor, ``wrapper_kwargs`` (momentum, weight_decay_at_y, r, weight_lr_power) to the wrapper.
+    the one Hydra makes from ``{_target_: torch.optim.AdamW, _partial_: true, lr: ...}``, or a name of
+    ``research_optim.optim.registry.OPTIMIZERS`` (a config name: ``"adamw"``, ``"lion"``, ``"muon"``, ...).
+    ``base_kwargs`` go to the base's constructor, ``wrapper_kwargs`` (momentum, weight_decay_at_y, r,
+    weight_lr_power) to the wrapper.
     So ``hydra.utils.instantiate(node)(param_groups)`` of ``conf/optimizer/sf_wrapper.yaml`` returns the wrapper.
     """
     if isinstance(base, Optimizer):
         if params is not None or base_kwargs:
             raise ValueError("schedule_free_wrapped: base is already constructed; pass params=None and no base_kwargs")
         return ScheduleFreeWrapper(base, **wrapper_kwargs)
-    factory = _resolve_base(base)
-    return ScheduleFreeWrapper(factory(params, **dict(base_kwargs or {})), **wrapper_kwargs)
+    if isinstance(base, str):
+        if base not in OPTIMIZERS:
+            raise ValueError(f"schedule_free_wrapped: unknown base {base!r}; choose one of {sorted(OPTIMIZERS)}, "
+                             "or pass an optimizer class or factory")
+        base = OPTIMIZERS[base]
+    if not callable(base):
+        raise TypeError(f"schedule_free_wrapped: base must be an optimizer, a class or factory, or a name; "
+                        f"got {base!r}")
+    return ScheduleFreeWrapper(base(params, **dict(base_kwargs or {})), **wrapper_kwargs)

@@ -1,7 +1,8 @@
 """The library's SGD with (Nesterov) momentum and decoupled weight decay, the base of cautious SGD.
 
-Plain baselines use ``torch.optim.SGD``; this readable per-tensor rule exists so that cautious masking is one
-transform over every momentum optimizer. Per tensor (dampening 0, Sutskever et al. 2013 / PyTorch form)::
+Plain baselines use ``torch.optim.SGD`` (config ``sgd``); this readable per-tensor rule (config ``lib_sgd``) exists
+so that cautious masking is one transform over every momentum optimizer. Per tensor (dampening 0, Sutskever et al.
+2013 / PyTorch form)::
 
     b = μ·b + g                          # b starts at 0, so b_1 = g exactly as torch's clone of g
     u = g + μ·b  (Nesterov)   or   u = b
@@ -19,16 +20,47 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from research_optim.optim.direction import DirectionOptimizer, check_unit_interval
-from research_optim.optim.implementation import call_compiled, scalar
+from research_optim.optim import checks
+from research_optim.optim.direction import DirectionOptimizer
+from research_optim.optim.moments import heavy_ball_, heavy_ball_many_
+from research_optim.optim.rule import Rule
 
-__all__ = ["SGD", "momentum_direction"]
+__all__ = ["MomentumRule", "MOMENTUM", "SGD"]
 
 
-def momentum_direction(buf: Tensor, grad: Tensor, momentum: float, nesterov: bool) -> Tensor:
-    """Update ``buf`` ← μ·buf + g in place and return u (``buf`` itself, or g + μ·buf for Nesterov)."""
-    buf.mul_(momentum).add_(grad)
-    return grad.add(buf, alpha=momentum) if nesterov else buf
+class MomentumRule(Rule):
+    """Heavy-ball momentum (``moments.heavy_ball_``) from the group's ``momentum`` and ``nesterov``; u = g when
+    ``momentum`` is 0 (then no buffer is kept)."""
+
+    buffers = ("momentum_buffer",)
+    paths = ("reference", "foreach", "compiled")
+
+    def check(self, owner: str, group: dict[str, Any]) -> None:
+        checks.unit_interval(owner, "momentum", group["momentum"])
+        checks.boolean(owner, "nesterov", group["nesterov"])
+        if group["nesterov"] and group["momentum"] == 0.0:
+            raise ValueError(f"{owner}: nesterov=True needs momentum in (0, 1), got momentum={group['momentum']}")
+
+    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        if group["momentum"] != 0.0:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def scalars(self, group: dict[str, Any], step: int) -> dict[str, Any]:
+        return dict(momentum=group["momentum"], nesterov=group["nesterov"], heavy_ball=group["momentum"] != 0.0)
+
+    def direction(self, p: Tensor, g: Tensor, state: dict[str, Any], s: dict[str, Any]) -> Tensor:
+        if not s["heavy_ball"]:
+            return g
+        return heavy_ball_(state["momentum_buffer"], g, s["momentum"], s["nesterov"])
+
+    def directions(self, ps: list[Tensor], gs: list[Tensor], states: list[dict[str, Any]],
+                   s: dict[str, Any]) -> list[Tensor]:
+        if not s["heavy_ball"]:
+            return gs
+        return heavy_ball_many_([st["momentum_buffer"] for st in states], gs, s["momentum"], s["nesterov"])
+
+
+MOMENTUM = MomentumRule()
 
 
 class SGD(DirectionOptimizer):
@@ -42,8 +74,11 @@ class SGD(DirectionOptimizer):
         weight_decay: decoupled weight decay λ (≥ 0).
         cautious: φ name for cautious masking (see ``research_optim.optim.cautious``) or None.
         cautious_factor: weight of misaligned coordinates for φ = ``soft`` (in [0, 1]).
-        implementation: ``"auto"`` | ``"reference"`` | ``"compiled"`` (see ``research_optim.optim.implementation``).
+        implementation: ``"auto"`` | ``"reference"`` | ``"foreach"`` | ``"compiled"`` (see
+            ``research_optim.optim.implementation``).
     """
+
+    rule = MOMENTUM
 
     def __init__(
         self,
@@ -59,28 +94,3 @@ class SGD(DirectionOptimizer):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, cautious=cautious,
                         cautious_factor=cautious_factor)
         super().__init__(params, defaults, implementation)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        owner = type(self).__name__
-        check_unit_interval("momentum", group["momentum"], owner)
-        if group["nesterov"] and group["momentum"] == 0.0:
-            raise ValueError(f"{owner}: nesterov=True needs momentum in (0, 1), got momentum={group['momentum']}")
-
-    def _init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        if group["momentum"] != 0.0:
-            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def _direction(self, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor:
-        if group["momentum"] == 0.0:
-            return grad
-        return momentum_direction(state["momentum_buffer"], grad, group["momentum"], group["nesterov"])
-
-    def _compiled_step(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor],
-                       states: list[dict[str, Any]]) -> Any:
-        from research_optim.optim.fused_direction import sgd_step  # imports lion, which imports direction
-
-        has_momentum = group["momentum"] != 0.0
-        buffers = [s["momentum_buffer"] for s in states] if has_momentum else []
-        return call_compiled(sgd_step, params, grads, buffers, scalar(group["lr"]), scalar(group["weight_decay"]),
-                                  scalar(group["momentum"]), bool(group["nesterov"]), has_momentum,
-                                  group["cautious"], float(group["cautious_factor"]))

@@ -12,7 +12,7 @@ Both search every step, with the plain (unsmoothed) Armijo test and a step size 
   momentum direction P·m̂ with the accepted η.
 
 The Armijo loop, trial points, closure protocol and directions are shared with SaLSA
-(``research_optim.optim.line_search``). Deliberate differences from the seed's ``adam_sls.py``: its guard (skip the
+(``line_search``, ``search_directions``). Deliberate differences from the seed's ``adam_sls.py``: its guard (skip the
 search when the loss is 0 or the slope < 1e-8) looks at an EMA of the slope (β 0.999) even with ``smooth=False``;
 here it looks at this step's slope. Its per-group cycling and 6-step joint warm-up are not reproduced (one global
 η). As in SaLSA: no parameter deep copy, the RNG is replayed rather than reseeded from the clock, losses and slope
@@ -28,22 +28,18 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from research_optim.optim import checks
 from research_optim.optim.line_search import (
-    AdamRule,
     GlobalSearchState,
     LossEvaluator,
-    prepare_directions,
     ParameterRay,
     SearchStats,
-    SgdRule,
     backtracking_armijo,
-    check_betas,
-    check_count,
-    check_open_unit,
-    check_positive,
     mean_over_ranks,
+    prepare_directions,
     refuse_grad_scaler,
 )
+from research_optim.optim.search_directions import AdamDirections, SgdDirections
 
 __all__ = ["SLS", "AdamSLS"]
 
@@ -59,28 +55,25 @@ class _ResetState:
 class _ResettingArmijo(GlobalSearchState, Optimizer):
     """Armijo line search every step with the step size reset upward by γ^(1/n_batches_per_epoch) first.
 
-    Subclasses choose the direction rule and whether the step follows the searched direction or the momentum one.
+    Subclasses choose the searched directions and whether the step follows the searched direction or the momentum one.
     """
 
     SEARCH_KEY, SEARCH_STATE = "line_search", _ResetState
     requires_closure = True
     _step_along_momentum = False
 
-    def __init__(self, params: Iterable[Any], rule: AdamRule | SgdRule, init_step_size: float, c: float,
-                 backtrack: float, n_batches_per_epoch: int, reset_factor: float, max_tries: int,
+    def __init__(self, params: Iterable[Any], directions: AdamDirections | SgdDirections, init_step_size: float,
+                 c: float, backtrack: float, n_batches_per_epoch: int, reset_factor: float, max_tries: int,
                  weight_decay: float, grad_scaler: Any) -> None:
         owner = type(self).__name__
         refuse_grad_scaler(grad_scaler, owner)
-        check_positive("init_step_size", init_step_size, owner)
-        check_open_unit("c", c, owner)
-        check_open_unit("backtrack", backtrack, owner)
-        check_count("n_batches_per_epoch", n_batches_per_epoch, owner)
-        if not reset_factor >= 1.0:
-            raise ValueError(f"{owner}: reset_factor must be >= 1, got {reset_factor}")
-        check_count("max_tries", max_tries, owner)
-        if not weight_decay >= 0.0:
-            raise ValueError(f"{owner}: weight_decay must be >= 0, got {weight_decay}")
-        self.rule, self.c, self.backtrack, self.max_tries = rule, c, backtrack, max_tries
+        checks.positive(owner, "init_step_size", init_step_size)
+        checks.open_unit_interval(owner, "c", c)
+        checks.open_unit_interval(owner, "backtrack", backtrack)
+        checks.integer(owner, "n_batches_per_epoch", n_batches_per_epoch, minimum=1)
+        checks.at_least(owner, "reset_factor", reset_factor, 1.0)
+        checks.integer(owner, "max_tries", max_tries, minimum=1)
+        self.directions, self.c, self.backtrack, self.max_tries = directions, c, backtrack, max_tries
         self.n_batches_per_epoch, self.reset_factor = n_batches_per_epoch, reset_factor
         self._search = _ResetState(step_size=float(init_step_size))
         self._ray = ParameterRay()
@@ -102,7 +95,7 @@ class _ResettingArmijo(GlobalSearchState, Optimizer):
             step_size = s.step_size * self.reset_factor ** (1.0 / self.n_batches_per_epoch)
             directions, slope = [], 0
             for g, state in zip(grads, states):
-                d, tensor_slope = self.rule.search(state, g, s.step)
+                d, tensor_slope = self.directions.search(state, g, s.step)
                 directions.append(d)
                 slope = slope + tensor_slope
             device = params[0].device if params else loss.device
@@ -123,7 +116,7 @@ class _ResettingArmijo(GlobalSearchState, Optimizer):
             else:
                 searched_point_is_final = False
             if not searched_point_is_final:
-                final = ([self.rule.step(state, g, s.step) for g, state in zip(grads, states)]
+                final = ([self.directions.step(state, g, s.step) for g, state in zip(grads, states)]
                          if self._step_along_momentum else None)
                 self._ray.move_to(step_size, final)
             self._ray.release()
@@ -135,7 +128,7 @@ class _ResettingArmijo(GlobalSearchState, Optimizer):
         return loss
 
     def _prepare(self, step_size: float) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
-        return prepare_directions(self, self.rule, step_size)
+        return prepare_directions(self, self.directions, step_size)
 
     def diagnostics(self) -> dict[str, float]:
         """η, and forwards / backtracks of the last step (plus forwards per step since the previous call)."""
@@ -152,7 +145,7 @@ class SLS(_ResettingArmijo):
     def __init__(self, params: Iterable[Any], init_step_size: float = 1.0, c: float = 0.1, backtrack: float = 0.9,
                  n_batches_per_epoch: int = 500, reset_factor: float = 2.0, max_tries: int = 100,
                  weight_decay: float = 0.0, *, grad_scaler: Any = None) -> None:
-        super().__init__(params, SgdRule((0.0, 0.0), 0.0), init_step_size, c, backtrack, n_batches_per_epoch,
+        super().__init__(params, SgdDirections((0.0, 0.0), 0.0), init_step_size, c, backtrack, n_batches_per_epoch,
                          reset_factor, max_tries, weight_decay, grad_scaler)
 
 
@@ -169,8 +162,7 @@ class AdamSLS(_ResettingArmijo):
                  betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, *, backtrack: float = 0.9,
                  n_batches_per_epoch: int = 500, reset_factor: float = 2.0, max_tries: int = 200, eps: float = 1e-8,
                  grad_scaler: Any = None) -> None:
-        check_betas("betas", betas, type(self).__name__)
-        if not eps >= 0.0:
-            raise ValueError(f"{type(self).__name__}: eps must be >= 0, got {eps}")
-        super().__init__(params, AdamRule(tuple(betas), eps), init_step_size, c, backtrack, n_batches_per_epoch,
+        checks.betas(type(self).__name__, betas)
+        checks.non_negative(type(self).__name__, "eps", eps)
+        super().__init__(params, AdamDirections(tuple(betas), eps), init_step_size, c, backtrack, n_batches_per_epoch,
                          reset_factor, max_tries, weight_decay, grad_scaler)

@@ -16,6 +16,7 @@ from pathlib import Path
 from research_optim.report import ReportError
 from research_optim.report.build import WANDB_PREFIX, is_wandb_source, report
 from research_optim.report.methods import DEFAULT_METHOD_KEYS, SELECTION_FILE, read_selection
+from research_optim.report.runs import TEST_SPLIT
 from research_optim.report.sections import Options
 from research_optim.report.stats import METHODS
 
@@ -38,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"selection file naming each method's configuration (default: SOURCE/{SELECTION_FILE} "
                              "when it exists)")
     parser.add_argument("--select-split", default="val",
-                        help="split on which the best configuration is chosen without a selection file (default val)")
+                        help="split on which the best configuration is chosen without a selection file (default val; "
+                             "never test)")
     parser.add_argument("--interval", choices=METHODS, default="t", help="95%% interval over seeds (default t)")
     parser.add_argument("--last-k", type=_positive, default=5,
                         help="training values: final value and smoothing = mean of the last K logged windows "
@@ -66,6 +68,9 @@ def _report(args: argparse.Namespace) -> int:
     selection_path = args.selection or (None if wandb_source else Path(args.source) / SELECTION_FILE)
     if args.selection is not None and not args.selection.is_file():
         raise ReportError(f"--selection {args.selection}: no such file")
+    if args.select_split == TEST_SPLIT:
+        raise ReportError("--select-split test: the test split is held out to be reported (--split test), never to "
+                          "choose a configuration; select on val")
     options = Options(title=args.title or f"Optimizer report: {name}", source=args.source, baseline=args.baseline,
                       metric=args.metric, split=args.split, select_split=args.select_split, last_k=args.last_k,
                       method_keys=tuple(args.method_keys), interval=args.interval,

@@ -43,6 +43,7 @@ MISSING = "missing"  # config.yaml only: the run never logged anything
 NO_METRICS = "no_metrics"  # summary says completed but metrics.jsonl is missing or empty
 UNREADABLE = "unreadable"  # a file could not be parsed
 
+TEST_SPLIT = "test"  # evaluated once at the end of a run (data with a test split): reported, never selected on
 EXCESS_LOSS = "excess_loss"  # loss − optimum (derived)
 FORWARDS = "forwards"  # cumulative forward passes (derived x axis)
 FORWARDS_PER_STEP = "opt/forwards_per_step"  # logged by line searches: mean forward passes per step of a window

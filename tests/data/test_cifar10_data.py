@@ -40,16 +40,29 @@ def _expected(pixels: np.ndarray) -> torch.Tensor:
 
 
 def test_save_to_disk_folder_with_train_and_test(tmp_path):
-    train, train_pixels = _split(24, seed=0)
+    """Validation is held out from the training images; the test split is its own and never validation."""
+    train, train_pixels = _split(40, seed=0)
     test, test_pixels = _split(8, seed=1)
     datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "cifar"))
-    data = load_cifar10(path=str(tmp_path / "cifar"), limit=20)
+    data = load_cifar10(path=str(tmp_path / "cifar"), val_fraction=0.25)
     assert data.spec.task == "classification" and data.spec.input_shape == (3, 32, 32) and data.spec.num_classes == 10
-    assert data.train.inputs.shape == (20, 3, 32, 32) and data.train.inputs.dtype == torch.float32
-    torch.testing.assert_close(data.train.inputs, _expected(train_pixels[:20]))
-    torch.testing.assert_close(data.val.inputs, _expected(test_pixels))
-    assert data.train.targets.tolist() == [i % 10 for i in range(20)]
-    assert data.val.targets.dtype == torch.long
+    assert len(data.train) == 30 and len(data.val) == 10 and data.train.inputs.dtype == torch.float32
+    torch.testing.assert_close(data.test.inputs, _expected(test_pixels))
+    assert data.test.targets.tolist() == [i % 10 for i in range(8)] and data.val.targets.dtype == torch.long
+    # train and validation partition the training images
+    every = torch.cat([data.train.inputs, data.val.inputs]).flatten(1)
+    assert sorted(torch.cdist(every, _expected(train_pixels).flatten(1)).argmin(1).tolist()) == list(range(40))
+    limited = load_cifar10(path=str(tmp_path / "cifar"), val_fraction=0.25, limit=20, test_limit=5)
+    assert len(limited.train) == 20 and len(limited.test) == 5
+    with pytest.raises(ValueError, match="data.val_split='test' is the test split: validation must be held out"):
+        load_cifar10(path=str(tmp_path / "cifar"), val_split="test")
+
+
+def test_a_source_without_a_test_split_has_none(tmp_path):
+    train, _ = _split(20, seed=5)
+    datasets.DatasetDict({"train": train, "validation": train}).save_to_disk(str(tmp_path / "cifar"))
+    data = load_cifar10(path=str(tmp_path / "cifar"), val_split="validation")
+    assert data.test is None and len(data.val) == 20
 
 
 def test_single_parquet_file_holds_out_a_seeded_validation_fraction(tmp_path):

@@ -145,3 +145,16 @@ def test_trains_a_vit_on_an_image_folder_with_workers_and_mixup(tmp_path, tiny_r
                        "model=vit_t", "train.batch_size=8", "train.steps=20")
     assert summary["status"] == "completed" and np.isfinite(summary["val_loss"])
     assert build_data(compose_config(["data=image_folder", f"data.path={folder}"]).data).spec.num_classes == 3
+
+
+def test_hf_images_hold_validation_out_of_train_and_report_the_test_split_apart(tmp_path):
+    arrays = np.random.default_rng(0).integers(0, 255, size=(16, 8, 8, 3), dtype=np.uint8)
+    splits = {name: datasets.Dataset.from_dict({"img": list(arrays[lo:hi]), "label": [i % 2 for i in range(lo, hi)]})
+              for name, lo, hi in (("train", 0, 12), ("test", 12, 16))}
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "cifar"))
+    data = load_hf_images(str(tmp_path / "cifar"), num_classes=2, val_fraction=0.25, image_size=8, num_workers=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (9, 3, 4)
+    x, y = next(data.test.eval_batches(4))
+    assert x.shape == (4, 3, 8, 8) and y.tolist() == [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="data.val_split='test' is the test split"):
+        load_hf_images(str(tmp_path / "cifar"), val_split="test", num_classes=2, image_size=8, num_workers=0)

@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-timm_optim = pytest.importorskip("timm.optim")
-from timm.optim.sgdw import SGDW  # noqa: E402
+import timm.optim as timm_optim
+from timm.optim.sgdw import SGDW
 
-from research_optim.optim.adamw import AdamW, CautiousAdamW  # noqa: E402
-from research_optim.optim.sgd import SGD  # noqa: E402
+from research_optim.optim.adamw import AdamW, CautiousAdamW
+from research_optim.optim.sgd import SGD
 
-try:  # tests/ as a package (python -m pytest from the root) or tests/optim on sys.path (pytest's default rootdir)
-    from tests.optim.harness import run_side_by_side
-except ImportError:
-    from harness import run_side_by_side
+from tests.optim.harness import run_side_by_side
 
 STEPS = 120
 
@@ -57,6 +54,20 @@ def test_cadamw_matches_timm_cadamw(weight_decay, foreach):
         steps=STEPS, between_steps=hook,
     )
     assert max(log) > 0.05  # the mask really removed coordinates during the comparison
+
+
+@pytest.mark.parametrize("implementation", ["reference", "foreach"])
+def test_cadamw_masks_from_m_like_timm_when_m_g_underflows(implementation):
+    """float32 gradients of ~1e-23: m·g underflows to 0 while u·g would not. Every path masks from m, as timm does."""
+    log, hook = _masked_fraction_log()
+    run_side_by_side(
+        lambda p: CautiousAdamW(p, lr=1e-2, weight_decay=0.1, implementation=implementation),
+        lambda p: timm_optim.create_optimizer_v2(p, "cadamw", lr=1e-2, weight_decay=0.1, foreach=False,
+                                                 filter_bias_and_bn=False),
+        steps=20, dtype=torch.float32, rtol=1e-6, atol=1e-7, between_steps=hook,
+        grad_fn=lambda p, g: 1e-23 * torch.randn(p.shape, generator=g, dtype=p.dtype),
+    )
+    assert max(log) > 0.99  # every product underflowed: the mask removed (nearly) everything
 
 
 def test_cadamw_defaults_are_timm_cadamw_defaults():

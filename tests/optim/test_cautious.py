@@ -95,7 +95,7 @@ def test_masked_fraction_accumulates_over_tensors_until_pop():
                                               ("soft", -0.1, "cautious_factor")])
 def test_check_phi_rejects(phi, factor, match):
     with pytest.raises(ValueError, match=match):
-        check_phi(phi, factor)
+        check_phi("test", phi, factor)
 
 
 # ----------------------------------------------------------------------------- cautious over every base we own

@@ -1,8 +1,9 @@
-"""The compiled multi-tensor steps of Lion / AdamW / SGD (every φ, weight decay on and off) equal the reference.
+"""The fast paths of Lion / AdamW / SGD (every φ, weight decay on and off) equal the per-tensor reference.
 
-float32, 1e-6 relative per step (the compiled arithmetic differs from the reference only by rounding: products
-written out where the reference passes ``alpha=``), several shapes, param groups, bf16 parameters, a state_dict
-round trip between implementations and the masked-fraction diagnostic.
+foreach: bit for bit (the same ops per tensor). compiled: float32, 1e-6 relative per step (the compiled arithmetic
+differs from the reference only by rounding: products written out where the reference passes ``alpha=``). Several
+shapes, param groups, bf16 parameters, a state_dict round trip between implementations, the masked-fraction
+diagnostic, the ``auto`` choice and the fallback when the compiler fails.
 """
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ import torch
 
 from research_optim.optim.adamw import AdamW
 from research_optim.optim.cautious import PHI_FUNCTIONS
-from research_optim.optim.implementation import (
-    COMPILE_MIN_NUMEL, compile_enabled, set_compile_enabled, use_compiled,
-)
+from research_optim.optim.implementation import COMPILE_MIN_NUMEL, compile_enabled, resolve, set_compile_enabled
 from research_optim.optim.lion import Lion
 from research_optim.optim.sgd import SGD
 from tests.optim.harness import make_params, run_side_by_side
@@ -37,25 +36,29 @@ RULES = {
     "sgd": lambda ps, **kw: SGD(ps, lr=1e-2, momentum=0.9, nesterov=True, **kw),
 }
 F32 = dict(dtype=torch.float32, rtol=1e-6, atol=1e-7)
+EXACT = dict(dtype=torch.float32, rtol=0.0, atol=0.0)
 
 
+@pytest.mark.parametrize("implementation,tolerance", [("compiled", F32), ("foreach", EXACT)])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("phi", PHIS)
 @pytest.mark.parametrize("rule", sorted(RULES))
-def test_compiled_equals_reference(rule, phi, weight_decay):
+def test_fast_path_equals_reference(rule, phi, weight_decay, implementation, tolerance):
     kw = dict(weight_decay=weight_decay, cautious=phi, cautious_factor=0.3 if phi == "soft" else 0.0)
-    run_side_by_side(lambda ps: RULES[rule](ps, implementation="compiled", **kw),
-                     lambda ps: RULES[rule](ps, implementation="reference", **kw), steps=15, **F32)
+    run_side_by_side(lambda ps: RULES[rule](ps, implementation=implementation, **kw),
+                     lambda ps: RULES[rule](ps, implementation="reference", **kw), steps=15, **tolerance)
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False)])
-def test_sgd_variants(momentum, nesterov):
+@pytest.mark.parametrize("implementation,tolerance", [("compiled", F32), ("foreach", EXACT)])
+def test_sgd_variants(momentum, nesterov, implementation, tolerance):
     make = lambda impl: lambda ps: SGD(ps, lr=1e-2, momentum=momentum, nesterov=nesterov, weight_decay=0.1,
                                        cautious="indicator_mean", implementation=impl)
-    run_side_by_side(make("compiled"), make("reference"), steps=10, **F32)
+    run_side_by_side(make(implementation), make("reference"), steps=10, **tolerance)
 
 
-def test_param_groups_and_lr_changes():
+@pytest.mark.parametrize("implementation,tolerance", [("compiled", F32), ("foreach", EXACT)])
+def test_param_groups_and_lr_changes(implementation, tolerance):
     """Two groups with their own lr, decay and φ; lr changes every step (a schedule) without diverging."""
     def make(impl):
         def build(ps):
@@ -68,7 +71,7 @@ def test_param_groups_and_lr_changes():
             for group in opt.param_groups:
                 group["lr"] *= 0.9
 
-    run_side_by_side(make("compiled"), make("reference"), steps=10, between_steps=schedule, **F32)
+    run_side_by_side(make(implementation), make("reference"), steps=10, between_steps=schedule, **tolerance)
 
 
 def test_bfloat16_params_follow_the_float32_trajectory():
@@ -128,16 +131,21 @@ def test_masked_fraction_matches_reference():
 
 
 def test_auto_switch_and_process_wide_switch():
-    assert use_compiled("auto", COMPILE_MIN_NUMEL) and not use_compiled("auto", COMPILE_MIN_NUMEL - 1)
-    assert use_compiled("compiled", 1) and not use_compiled("reference", COMPILE_MIN_NUMEL)
+    every = ("reference", "foreach", "compiled")
+    assert resolve("auto", every, COMPILE_MIN_NUMEL) == "compiled"
+    assert resolve("auto", every, COMPILE_MIN_NUMEL - 1) == "foreach"
+    assert resolve("compiled", every, 1) == "compiled" and resolve("reference", every, COMPILE_MIN_NUMEL) == "reference"
+    assert resolve("auto", ("reference",), COMPILE_MIN_NUMEL) == "reference"
     set_compile_enabled(False)
-    assert not use_compiled("compiled", COMPILE_MIN_NUMEL)
+    assert resolve("compiled", every, COMPILE_MIN_NUMEL) == "foreach"
+    assert resolve("compiled", ("reference", "compiled"), COMPILE_MIN_NUMEL) == "reference"
     with pytest.raises(ValueError, match="implementation"):
         Lion([torch.nn.Parameter(torch.zeros(2))], implementation="fast")
 
 
-def test_compiler_failure_falls_back_to_the_reference(monkeypatch):
-    """A failing compiler (no C++ toolchain, ...) warns, switches compilation off and steps with the reference."""
+def test_compiler_failure_falls_back_to_the_eager_path(monkeypatch):
+    """A failing compiler (no C++ toolchain, ...) warns, switches compilation off and steps with the foreach path
+    (bit-identical to the reference)."""
     import research_optim.optim.implementation as implementation
 
     def failing(fn):
@@ -145,9 +153,9 @@ def test_compiler_failure_falls_back_to_the_reference(monkeypatch):
             raise torch._dynamo.exc.InternalTorchDynamoError("no compiler here")
         return run
 
-    monkeypatch.setattr(implementation, "compiled", failing)
+    monkeypatch.setattr(implementation, "_compiled", failing)
     try:
-        with pytest.warns(RuntimeWarning, match="reference optimizer steps"):
+        with pytest.warns(RuntimeWarning, match="eager optimizer steps"):
             run_side_by_side(lambda ps: AdamW(ps, lr=1e-2, cautious="indicator_mean", implementation="compiled"),
                              lambda ps: AdamW(ps, lr=1e-2, cautious="indicator_mean", implementation="reference"),
                              steps=5, dtype=torch.float32, rtol=0.0, atol=0.0)

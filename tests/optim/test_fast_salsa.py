@@ -70,7 +70,7 @@ def run_both(steps: int = STEPS, dtypes: tuple[torch.dtype, ...] = (torch.float3
     return fast, ref
 
 
-@pytest.mark.parametrize("direction", ["adam", "sgd", "sign"])
+@pytest.mark.parametrize("direction", ["adam", "sgd", "sign", "muon"])
 @pytest.mark.parametrize("cautious", [None, "indicator_mean"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
 def test_foreach_matches_reference_bit_for_bit(direction, cautious, weight_decay):

@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-lion_pytorch = pytest.importorskip("lion_pytorch")
-timm_optim = pytest.importorskip("timm.optim")
-from lion_pytorch.cautious_lion import Lion as LionPytorchCautious  # noqa: E402
+import lion_pytorch
+import timm.optim as timm_optim
+from lion_pytorch.cautious_lion import Lion as LionPytorchCautious
 
-from research_optim.optim.lion import CautiousLion, Lion  # noqa: E402
+from research_optim.optim.lion import CautiousLion, Lion
 
-try:  # tests/ as a package (python -m pytest from the root) or tests/optim on sys.path (pytest's default rootdir)
-    from tests.optim.harness import run_side_by_side
-except ImportError:
-    from harness import run_side_by_side
+from tests.optim.harness import run_side_by_side
 
 STEPS = 120
 

@@ -10,8 +10,9 @@ from torch import nn
 
 from research_optim.optim.line_search import LossEvaluator
 from research_optim.optim.salsa import SaLSA
+from research_optim.optim.sls import SLS
 
-RefSaLSA = pytest.importorskip("salsa.SaLSA").SaLSA
+from salsa.SaLSA import SaLSA as RefSaLSA
 
 
 @pytest.fixture
@@ -247,6 +248,22 @@ def test_state_dict_round_trip_mid_run():
     assert all(torch.equal(trajectory_end[k], v) for k, v in model2.state_dict().items())
     assert opt2.step_size == step_size
 
+
+
+@pytest.mark.parametrize("cls", [SaLSA, SLS])
+def test_deepcopy_mid_run_continues_the_same_trajectory(cls):
+    """copy.deepcopy / pickle keep the hyperparameters and the search state (attributes, not param groups)."""
+    model, batches = regression_problem(seed=3)
+    opt = cls(model.parameters(), weight_decay=0.01, cautious="indicator_mean") if cls is SaLSA \
+        else cls(model.parameters())
+    for t in range(9):
+        opt.step(plain_closure(model, *batches[t % len(batches)]))
+    model2, opt2 = copy.deepcopy((model, opt))
+    for m, o in ((model, opt), (model2, opt2)):
+        for t in range(9, 30):
+            o.step(plain_closure(m, *batches[t % len(batches)]))
+    assert params_equal(model, model2) and opt2.step_size == opt.step_size
+    assert opt2.diagnostics() == opt.diagnostics()
 
 def test_param_groups_per_group_weight_decay():
     a = nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))

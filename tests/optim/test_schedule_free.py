@@ -12,18 +12,20 @@ import io
 import pytest
 import torch
 
-schedulefree = pytest.importorskip("schedulefree")
+import hydra
+import schedulefree
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree  # noqa: E402
-from research_optim.optim.schedule_free_reference import (  # noqa: E402
+from research_optim.app import CONFIG_DIR
+from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
+from research_optim.optim.schedule_free_reference import (
     AdamWScheduleFreeReference,
     SGDScheduleFreeReference,
 )
+from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper
 
-try:  # tests/ as a package (python -m pytest from the root) or tests/optim on sys.path (pytest's default rootdir)
-    from tests.optim.harness import SHAPES, run_side_by_side
-except ImportError:
-    from harness import SHAPES, run_side_by_side
+from tests.optim.harness import SHAPES, run_side_by_side
 
 STEPS = 120
 SWITCH_EVERY = 25
@@ -222,7 +224,8 @@ def test_starts_in_eval_mode_and_step_refuses_eval_mode(cls):
     (AdamWScheduleFree, dict(weight_lr_power=-2.0), "weight_lr_power"),
     (AdamWScheduleFree, dict(cautious="nope"), "cautious"),
     (AdamWScheduleFree, dict(cautious="soft", cautious_factor=2.0), "cautious_factor"),
-    (SGDScheduleFree, dict(momentum=0.0), "momentum"),
+    (SGDScheduleFree, dict(momentum=0.0), "momentum must be in \\(0, 1\\) .*no average.*lib_sgd"),
+    (AdamWScheduleFree, dict(implementation="fast"), "implementation"),
     (SGDScheduleFree, dict(momentum=1.0), "momentum"),
     (SGDScheduleFree, dict(lr=0.0), "lr"),
     (AdamWScheduleFreeReference, dict(betas=(0.0, 0.9)), "betas\\[0\\]"),
@@ -325,15 +328,9 @@ def test_cautious_masks_the_z_direction_and_reports_the_fraction(cls):
 
 
 @pytest.mark.parametrize("name, cls", [("sf_adamw", AdamWScheduleFree), ("sf_sgd", SGDScheduleFree),
-                                       ("sf_wrapper", None)])
+                                       ("sf_wrapper", ScheduleFreeWrapper)])
 def test_configs_select_a_constant_schedule_and_build(name, cls):
     """conf/optimizer/<name>.yaml overrides the schedule to constant and builds through instantiate(node)(groups)."""
-    hydra = pytest.importorskip("hydra")
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from research_optim.app import CONFIG_DIR
-
     with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = hydra.compose(config_name="config", overrides=[f"optimizer={name}"])
     assert cfg.schedule.name == "constant"
@@ -341,8 +338,5 @@ def test_configs_select_a_constant_schedule_and_build(name, cls):
     node.pop("name")
     model = torch.nn.Linear(3, 2)
     opt = instantiate(node, _convert_="all")([{"params": [model.weight]}, {"params": [model.bias], "weight_decay": 0.0}])
-    if cls is None:
-        from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper
-        cls = ScheduleFreeWrapper
     assert type(opt) is cls
     assert opt.train_mode is False and opt.param_groups[1]["weight_decay"] == 0.0

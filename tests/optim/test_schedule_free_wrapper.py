@@ -14,15 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-schedulefree = pytest.importorskip("schedulefree")
+import hydra.utils as hydra_utils
+import pytorch_optimizer.optimizer.schedulefree as kozistr
+import schedulefree
+from omegaconf import OmegaConf
 
-from research_optim.optim.schedule_free import AdamWScheduleFree  # noqa: E402
-from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper, schedule_free_wrapped  # noqa: E402
+from research_optim.optim.lion import Lion
+from research_optim.optim.schedule_free import AdamWScheduleFree
+from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper, schedule_free_wrapped
 
-try:
-    from tests.optim.harness import SHAPES, run_side_by_side
-except ImportError:
-    from harness import SHAPES, run_side_by_side
+from tests.optim.harness import SHAPES, run_side_by_side
 
 STEPS = 120
 
@@ -61,7 +62,6 @@ def test_matches_schedulefree_wrapper(base_cls, base_kwargs, wrapper_kwargs):
 
 
 def test_matches_pytorch_optimizer_wrapper_over_torch_adamw():
-    kozistr = pytest.importorskip("pytorch_optimizer.optimizer.schedulefree")
     base_kwargs = dict(lr=0.01, weight_decay=0.01)  # decay at z, by the base
     run_side_by_side(_wrapped(ScheduleFreeWrapper, torch.optim.AdamW, base_kwargs, dict(momentum=0.9)),
                      _wrapped(kozistr.ScheduleFreeWrapper, torch.optim.AdamW, base_kwargs, dict(momentum=0.9)),
@@ -86,11 +86,9 @@ def test_over_adamw_without_momentum_is_schedule_free_adamw():
 
 
 def test_wraps_the_library_lion():
-    lion = pytest.importorskip("research_optim.optim.lion")
-    kozistr = pytest.importorskip("pytorch_optimizer.optimizer.schedulefree")
     kwargs = dict(lr=1e-3, weight_decay=0.1)
-    run_side_by_side(_wrapped(ScheduleFreeWrapper, lion.Lion, kwargs, dict(momentum=0.9)),
-                     _wrapped(kozistr.ScheduleFreeWrapper, lion.Lion, kwargs, dict(momentum=0.9)),
+    run_side_by_side(_wrapped(ScheduleFreeWrapper, Lion, kwargs, dict(momentum=0.9)),
+                     _wrapped(kozistr.ScheduleFreeWrapper, Lion, kwargs, dict(momentum=0.9)),
                      steps=60, between_steps=_switching)
 
 
@@ -188,9 +186,6 @@ def test_diagnostics_and_lr_scheduler_share_the_base_groups():
 
 
 def test_config_instantiates_the_wrapper():
-    hydra_utils = pytest.importorskip("hydra.utils")
-    from omegaconf import OmegaConf
-
     node = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "optimizer" / "sf_wrapper.yaml")
     node = OmegaConf.create({k: v for k, v in node.items() if k not in ("defaults", "name")})
     model = torch.nn.Linear(3, 2)
@@ -198,6 +193,8 @@ def test_config_instantiates_the_wrapper():
     opt = hydra_utils.instantiate(node, _convert_="all")(groups)
     assert isinstance(opt, ScheduleFreeWrapper) and isinstance(opt.base, torch.optim.AdamW)
     assert opt.base.param_groups[0]["betas"][0] == 0.0 and opt.momentum == 0.9
-    # the base can also be named by dotted path, with its arguments apart
-    by_path = schedule_free_wrapped(model.parameters(), "torch.optim.SGD", base_kwargs=dict(lr=0.1), momentum=0.8)
-    assert isinstance(by_path.base, torch.optim.SGD) and by_path.momentum == 0.8
+    # the base can also be named by its config name, with its arguments apart
+    by_name = schedule_free_wrapped(model.parameters(), "sgd", base_kwargs=dict(lr=0.1), momentum=0.8)
+    assert isinstance(by_name.base, torch.optim.SGD) and by_name.momentum == 0.8
+    with pytest.raises(ValueError, match="unknown base 'torch.optim.SGD'.*'lib_sgd'"):
+        schedule_free_wrapped(model.parameters(), "torch.optim.SGD")

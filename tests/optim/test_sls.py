@@ -11,7 +11,7 @@ from torch import nn
 
 from research_optim.optim.sls import SLS, AdamSLS
 
-RefAdamSLS = pytest.importorskip("salsa.adam_sls").AdamSLS
+from salsa.adam_sls import AdamSLS as RefAdamSLS
 
 
 @pytest.fixture

@@ -250,6 +250,7 @@ def test_command_errors_are_one_line_and_write_nothing(sweep, tmp_path, capsys):
         (["--metric", "perplexity"], "no run logged 'perplexity' on the 'train' split; logged: "),
         (["--selection", str(tmp_path / "missing.json")], "no such file"),
         (["--method-keys", "optimizer.phi"], "--method-keys: no run has the config key 'optimizer.phi'"),
+        (["--select-split", "test"], "--select-split test: the test split is held out to be reported"),
     ]
     for arguments, message in cases:
         assert main([str(sweep), *arguments, "--out", str(out), "--quiet"]) == 2

@@ -1,5 +1,5 @@
-"""Optimizer contract for Lion, AdamW, SGD and their cautious variants: state_dict round trip mid-run, hyperparameter
-validation (ValueError naming the argument), pickling, closures."""
+"""Optimizer contract for the direction optimizers (Lion, AdamW, SGD, Muon, Adafactor) and their cautious variants:
+state_dict round trip mid-run, hyperparameter validation (ValueError naming the argument), pickling, closures."""
 from __future__ import annotations
 
 import io
@@ -8,14 +8,13 @@ import pickle
 import pytest
 import torch
 
+from research_optim.optim.adafactor import Adafactor, CautiousAdafactor
 from research_optim.optim.adamw import AdamW, CautiousAdamW
 from research_optim.optim.lion import CautiousLion, Lion
+from research_optim.optim.muon import CautiousMuon, Muon
 from research_optim.optim.sgd import SGD
 
-try:  # tests/ as a package (python -m pytest from the root) or tests/optim on sys.path (pytest's default rootdir)
-    from tests.optim.harness import make_params
-except ImportError:
-    from harness import make_params
+from tests.optim.harness import make_params
 
 OPTIMIZERS = {
     "lion": lambda p: Lion(p, lr=1e-2, weight_decay=0.1),
@@ -27,6 +26,10 @@ OPTIMIZERS = {
     "sgd_nesterov_cautious": lambda p: SGD(p, lr=1e-2, momentum=0.9, nesterov=True, cautious="signxor"),
     "adamw_groups": lambda p: AdamW([{"params": p[:2], "lr": 3e-2, "cautious": "indicator_ratio"},
                                      {"params": p[2:], "weight_decay": 0.0}], lr=1e-2),
+    "muon": lambda p: Muon(p, lr=2e-2, implementation="foreach"),
+    "c_muon": lambda p: CautiousMuon(p, lr=2e-2),
+    "adafactor": lambda p: Adafactor(p, weight_decay=0.1),
+    "c_adafactor": lambda p: CautiousAdafactor(p),
 }
 
 
@@ -95,7 +98,8 @@ def test_closure_is_evaluated_and_returned():
     torch.testing.assert_close(p.detach(), torch.tensor([0.9, -0.9]))
 
 
-CLASSES = {"Lion": Lion, "CautiousLion": CautiousLion, "AdamW": AdamW, "CautiousAdamW": CautiousAdamW, "SGD": SGD}
+CLASSES = {"Lion": Lion, "CautiousLion": CautiousLion, "AdamW": AdamW, "CautiousAdamW": CautiousAdamW, "SGD": SGD,
+           "Muon": Muon, "CautiousMuon": CautiousMuon, "Adafactor": Adafactor, "CautiousAdafactor": CautiousAdafactor}
 BAD_COMMON = [
     (dict(lr=0.0), "lr"),
     (dict(lr=-1e-3), "lr"),
@@ -121,11 +125,11 @@ CASES += [("SGD", kw, match) for kw, match in BAD_SPECIFIC["momentum"]]
 @pytest.mark.parametrize("cls,kwargs,match", CASES, ids=[f"{c}-{k}" for c, k, _ in CASES])
 def test_bad_hyperparameters_raise_value_error_naming_the_argument(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        CLASSES[cls]([torch.nn.Parameter(torch.zeros(2))], **kwargs)
+        CLASSES[cls]([torch.nn.Parameter(torch.zeros(2, 2))], **kwargs)  # a matrix: Muon's own group
 
 
 @pytest.mark.parametrize("cls", sorted(CLASSES))
 def test_bad_hyperparameter_in_a_param_group_raises(cls):
-    good, bad = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    good, bad = torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2, 2))
     with pytest.raises(ValueError, match="lr"):
         CLASSES[cls]([{"params": [good]}, {"params": [bad], "lr": -1.0}])

@@ -1,0 +1,3 @@
+from research_optim.tune.app import cli
+
+cli()

@@ -18,8 +18,9 @@ import time
 import torch
 
 from benchmarks.common import compose, print_table, run_experiment
+from research_optim.batch_loss import loss_and_correct
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
-from research_optim.train import loss_and_correct, seed_everything
+from research_optim.train import seed_everything
 
 
 def bare_loop(overrides: list[str]) -> float:

@@ -1,7 +1,7 @@
 """Framework overhead: ``research_optim``'s training loop vs a bare hand-written loop, same model, data, optimizer.
 
-    python benchmarks/framework_overhead.py                    # the default experiment (MLP on digits, AdamW)
-    python benchmarks/framework_overhead.py --overrides optimizer=lion --repeats 5
+    python -m benchmarks.framework_overhead                    # the default experiment (MLP on digits, AdamW)
+    python -m benchmarks.framework_overhead --overrides optimizer=lion --repeats 5
 
 The framework's time is the run's ``train_time`` (evaluation and checkpoints excluded, as in metrics.jsonl);
 the bare loop builds the same objects with ``research_optim.build`` and runs zero_grad / forward / loss /

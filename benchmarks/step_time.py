@@ -1,7 +1,7 @@
 """Optimizer step time vs torch's fused AdamW and vs each rule's reference package, and the memory-traffic floor.
 
-    python benchmarks/step_time.py                       # ViT-S and GPT parameter sets, CPU
-    python benchmarks/step_time.py --sets vit_s --repeats 30 --device cuda
+    python -m benchmarks.step_time                       # ViT-S and GPT parameter sets, CPU
+    python -m benchmarks.step_time --sets vit_s --repeats 30 --device cuda
 
 For every rule: the research_optim reference path, its default (``implementation="auto"``: compiled on these
 sizes) and the public package's step are timed round-robin with torch ``AdamW(fused=True)`` on identical

@@ -1,9 +1,10 @@
 """The training loop, top to bottom: build, resume, train with periodic logs/evals/checkpoints, summarise.
 
-Host syncs happen only at logging, evaluation and checkpoint steps (and at every step with
-``train.nonfinite=skip``, which checks each step). Everything a rank writes goes through rank 0 (``Tracker``,
-checkpoints). Optimizer protocols (plain / closure / train-eval modes) live in ``protocols``; a step's batch is a
-``BatchLoss`` over the rank's micro-batches; throughput and memory measurements in ``throughput``.
+The loop syncs with the host only at logging, evaluation and checkpoint steps, and at every step with
+``train.nonfinite=skip`` (which checks each step); line searches (SaLSA, SLS) also sync inside ``step`` on their
+search steps. Everything a rank writes goes through rank 0 (``Tracker``, checkpoints). Optimizer protocols (plain /
+closure / train-eval modes) live in ``protocols``; a step's batch is a ``BatchLoss`` over the rank's micro-batches;
+throughput and memory measurements in ``throughput``.
 """
 from __future__ import annotations
 

@@ -37,6 +37,16 @@ def smoke_shapes() -> Shapes:
     return [(64, 32), (32,), (16, 3, 3, 3)]
 
 
+def train_mode(cls: type, **kw) -> Callable[..., torch.optim.Optimizer]:
+    """``(params, implementation) -> optimizer`` for a Schedule-Free class, switched to train mode (it starts in
+    eval mode, as in the package)."""
+    def build(params, implementation: str) -> torch.optim.Optimizer:
+        optimizer = cls(params, implementation=implementation, **kw)
+        optimizer.train()
+        return optimizer
+    return build
+
+
 PARAM_SETS: dict[str, Callable[[], Shapes]] = {"vit_s": vit_s_shapes, "gpt": gpt_shapes, "smoke": smoke_shapes}
 
 

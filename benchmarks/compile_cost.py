@@ -1,7 +1,7 @@
 """First-step compile cost of the compiled optimizer steps, with a cold and with a warm inductor cache.
 
-    python benchmarks/compile_cost.py                   # ViT-S parameter set, CPU
-    python benchmarks/compile_cost.py --set gpt --optimizers lion c_adamw
+    python -m benchmarks.compile_cost                   # ViT-S parameter set, CPU
+    python -m benchmarks.compile_cost --set gpt --optimizers lion c_adamw
 
 Each measurement is a fresh process (dynamo always traces again in a new process; inductor's FX graph cache in
 ``TORCHINDUCTOR_CACHE_DIR`` skips code generation and the C++ compiler when warm). "cold" uses a new empty cache

@@ -1,7 +1,7 @@
 """Framework overhead: ``research_optim``'s training loop vs a bare hand-written loop, same model, data, optimizer.
 
-    python benchmarks/framework_overhead.py                    # the default experiment (MLP on digits, AdamW)
-    python benchmarks/framework_overhead.py --overrides optimizer=lion --repeats 5
+    python -m benchmarks.framework_overhead                    # the default experiment (MLP on digits, AdamW)
+    python -m benchmarks.framework_overhead --overrides optimizer=lion --repeats 5
 
 The framework's time is the run's ``train_time`` (evaluation and checkpoints excluded, as in metrics.jsonl);
 the bare loop builds the same objects with ``research_optim.build`` and runs zero_grad / forward / loss /
@@ -18,8 +18,9 @@ import time
 import torch
 
 from benchmarks.common import compose, print_table, run_experiment
+from research_optim.batch_loss import loss_and_correct
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
-from research_optim.train import loss_and_correct, seed_everything
+from research_optim.train import seed_everything
 
 
 def bare_loop(overrides: list[str]) -> float:

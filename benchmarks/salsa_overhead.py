@@ -1,7 +1,7 @@
 """SaLSA's wall-clock overhead over its base direction without a line search, and forwards per step.
 
-    python benchmarks/salsa_overhead.py                       # the default experiment (MLP on digits, 3000 steps)
-    python benchmarks/salsa_overhead.py --overrides experiment=lm_synthetic --repeats 2
+    python -m benchmarks.salsa_overhead                       # the default experiment (MLP on digits, 3000 steps)
+    python -m benchmarks.salsa_overhead --overrides experiment=lm_synthetic --repeats 2
 
 Each configuration trains in-process ``--repeats`` times, interleaved; the table reports the median training time
 (``train_time``: evaluation excluded) and its ratio to the base. The bases are Adam without line search: the

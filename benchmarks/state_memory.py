@@ -1,6 +1,6 @@
 """Optimizer state bytes per parameter (float32 parameters), after a few steps.
 
-    python benchmarks/state_memory.py
+    python -m benchmarks.state_memory
 
 Counts every tensor in ``optimizer.state`` (what a checkpoint stores), and for SaLSA also the line search's
 working buffer (its p0 copy, allocated once on the first search and kept). Expected: Lion 4, AdamW 8, SF-AdamW 8

@@ -1,7 +1,7 @@
 """Optimizer step time vs torch's fused AdamW and vs each rule's reference package, and the memory-traffic floor.
 
-    python benchmarks/step_time.py                       # ViT-S and GPT parameter sets, CPU
-    python benchmarks/step_time.py --sets vit_s --repeats 30 --device cuda
+    python -m benchmarks.step_time                       # ViT-S and GPT parameter sets, CPU
+    python -m benchmarks.step_time --sets vit_s --repeats 30 --device cuda
 
 For every rule: the research_optim reference path, its default (``implementation="auto"``: compiled on these
 sizes) and the public package's step are timed round-robin with torch ``AdamW(fused=True)`` on identical
@@ -22,7 +22,7 @@ import torch
 
 from benchmarks.common import (
     PARAM_SETS, copy_bandwidth, device_name, make_params, print_row, print_table, synchronize,
-    time_round_robin,
+    time_round_robin, train_mode,
 )
 from research_optim.optim.adafactor import Adafactor
 from research_optim.optim.adamw import AdamW, CautiousAdamW
@@ -56,14 +56,6 @@ def _schedulefree(name: str, **kw) -> Factory:
     return build
 
 
-def _train_mode(cls, **kw) -> Callable[..., torch.optim.Optimizer]:
-    def build(params, implementation):
-        opt = cls(params, implementation=implementation, **kw)
-        opt.train()
-        return opt
-    return build
-
-
 @dataclass
 class Rule:
     name: str
@@ -88,9 +80,9 @@ RULES = [
     Rule("cautious sgd", 20, lambda ps, implementation: SGD(ps, lr=0.1, weight_decay=1e-4, cautious="indicator_mean",
                                                               implementation=implementation),
          "timm csgdw", _timm("csgdw", lr=0.1, momentum=0.9, weight_decay=1e-4)),
-    Rule("sf_adamw", 28, _train_mode(AdamWScheduleFree), "schedulefree AdamWScheduleFree",
+    Rule("sf_adamw", 28, train_mode(AdamWScheduleFree), "schedulefree AdamWScheduleFree",
          _schedulefree("AdamWScheduleFree", lr=2.5e-3)),
-    Rule("sf_sgd", 20, _train_mode(SGDScheduleFree), "schedulefree SGDScheduleFree",
+    Rule("sf_sgd", 20, train_mode(SGDScheduleFree), "schedulefree SGDScheduleFree",
          _schedulefree("SGDScheduleFree", lr=1.0)),
     # one path (reference = default): torch's arithmetic reads ‖p‖ and ‖U‖ on the host per tensor
     Rule("adafactor", 12, lambda ps, implementation: Adafactor(ps, implementation=implementation),

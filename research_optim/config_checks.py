@@ -61,9 +61,9 @@ def _check_model_data(cfg: DictConfig, problems: list[str]) -> None:
 CLUSTER_KEYS = {
     "local": {"name", "launcher"},
     "torchrun": {"name", "launcher", "nproc_per_node"},
-    "slurm": {"name", "launcher", "partition", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb",
-              "timeout_min", "signal_delay_s", "account", "qos", "constraint", "setup", "additional_parameters",
-              "wait"},
+    "slurm": {"name", "launcher", "rank_launcher", "partition", "nodes", "tasks_per_node", "nproc_per_node",
+              "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "signal_delay_s", "account", "qos",
+              "constraint", "setup", "additional_parameters", "wait"},
 }
 
 
@@ -91,11 +91,41 @@ def _check_cluster(c: DictConfig, problems: list[str]) -> None:
             _positive_int(c, key, "cluster", problems)
         _positive_int(c, "gpus_per_node", "cluster", problems, minimum=0)
         _positive_int(c, "signal_delay_s", "cluster", problems, minimum=0)
-        if isinstance(c.gpus_per_node, int) and c.gpus_per_node > 0 and c.tasks_per_node > c.gpus_per_node:
-            problems.append(f"cluster.tasks_per_node={c.tasks_per_node} is more than cluster.gpus_per_node="
-                            f"{c.gpus_per_node}: one task drives one GPU")
         if not (_num(c.mem_gb) and c.mem_gb > 0):
             problems.append(f"cluster.mem_gb={c.mem_gb}: must be > 0")
+        _check_slurm_ranks(c, problems)
+
+
+def _check_slurm_ranks(c: DictConfig, problems: list[str]) -> None:
+    """How the ranks of a SLURM job start, and one rank per GPU when the job asks for GPUs."""
+    mode, nproc, gpus = c.get("rank_launcher", "srun"), c.get("nproc_per_node"), c.gpus_per_node
+    if mode not in ("srun", "torchrun"):
+        problems.append(f"cluster.rank_launcher={mode!r}: choose srun (one SLURM task per rank) or torchrun (one task "
+                        "per node that starts torchrun)")
+        return
+    if not isinstance(gpus, int) or not isinstance(c.tasks_per_node, int):
+        return  # reported above
+    if mode == "srun":
+        if nproc is not None:
+            problems.append(f"cluster.nproc_per_node={nproc} applies to cluster.rank_launcher=torchrun only; with "
+                            f"srun the ranks per node are cluster.tasks_per_node={c.tasks_per_node}")
+        elif gpus > 0 and c.tasks_per_node != gpus:
+            problems.append(f"cluster.tasks_per_node={c.tasks_per_node} does not match cluster.gpus_per_node={gpus}: "
+                            f"one task drives one GPU, so set cluster.tasks_per_node={gpus}")
+        return
+    if c.tasks_per_node != 1:
+        problems.append(f"cluster.rank_launcher=torchrun starts one task per node (torchrun, which starts the node's "
+                        f"ranks), so the tasks must equal the nodes: set cluster.tasks_per_node=1, not "
+                        f"{c.tasks_per_node} (cluster.nproc_per_node sets the ranks per node)")
+    if nproc is None:
+        if gpus == 0:
+            problems.append("cluster.rank_launcher=torchrun on CPU nodes needs cluster.nproc_per_node (the ranks per "
+                            "node; on GPU nodes it defaults to cluster.gpus_per_node)")
+    elif not (isinstance(nproc, int) and not isinstance(nproc, bool) and nproc >= 1):
+        problems.append(f"cluster.nproc_per_node={nproc}: must be an integer >= 1, or null for one rank per GPU")
+    elif gpus > 0 and nproc != gpus:
+        problems.append(f"cluster.nproc_per_node={nproc} does not match cluster.gpus_per_node={gpus}: torchrun "
+                        f"starts one rank per GPU, so set cluster.nproc_per_node={gpus} (or null)")
 
 
 def _check_train(cfg: DictConfig, problems: list[str]) -> None:
@@ -108,6 +138,14 @@ def _check_train(cfg: DictConfig, problems: list[str]) -> None:
             problems.append(f"train.{key}={t[key]}: must be an integer >= 0 (0 = only at the end)")
     if t.threads is not None and not (isinstance(t.threads, int) and t.threads > 0):
         problems.append(f"train.threads={t.threads}: must be a positive integer, or null to choose automatically")
+    if t.micro_batch_size is not None and not (isinstance(t.micro_batch_size, int) and t.micro_batch_size > 0):
+        problems.append(f"train.micro_batch_size={t.micro_batch_size}: must be a positive integer, or null for one "
+                        "micro-batch (the whole per-process batch)")
+    if t.peak_tflops is not None and not (_num(t.peak_tflops) and t.peak_tflops > 0):
+        problems.append(f"train.peak_tflops={t.peak_tflops}: must be > 0, or null to look the device up")
+    for key in ("compile_optimizer", "compile_model"):
+        if not isinstance(t[key], bool):
+            problems.append(f"train.{key}={t[key]!r}: must be true or false")
     if t.grad_clip is not None and not (_num(t.grad_clip) and t.grad_clip > 0):
         problems.append(f"train.grad_clip={t.grad_clip}: must be > 0, or null to disable clipping")
     allowed = {"precision": ("fp32", "bf16"), "nonfinite": ("stop", "skip"), "device": ("auto", "cpu", "cuda")}
@@ -117,15 +155,23 @@ def _check_train(cfg: DictConfig, problems: list[str]) -> None:
 
 
 def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
-    """The global batch must split evenly over the processes; a CUDA run on SLURM must ask for GPUs."""
+    """The global batch must split evenly over the processes, and each process's part over its micro-batches (and
+    into the pairs of data.mix); a CUDA run on SLURM must ask for GPUs."""
     world = planned_world_size(cfg.cluster)
-    batch = cfg.train.batch_size
+    batch, micro = cfg.train.batch_size, cfg.train.micro_batch_size
     if isinstance(batch, int) and batch > 0 and world > 0 and batch % world:
         problems.append(f"train.batch_size={batch} is the global batch and must divide by the {world} processes "
                         f"of cluster={cfg.cluster.name}: choose a multiple of {world}")
-    elif isinstance(batch, int) and batch > 0 and cfg.data.get("mix") and (batch // world) % 2:
-        problems.append(f"data.mix pairs the examples of each process's batch, but train.batch_size={batch} gives "
-                        f"{batch // world} per process: choose a multiple of {2 * world}")
+    elif isinstance(batch, int) and batch > 0 and world > 0:
+        per_rank = batch // world
+        if isinstance(micro, int) and micro > 0 and per_rank % micro:
+            divisors = [d for d in range(1, per_rank + 1) if per_rank % d == 0]
+            problems.append(f"train.micro_batch_size={micro} must divide each process's batch of {per_rank} "
+                            f"(train.batch_size={batch} over the {world} process{'es' if world > 1 else ''} of "
+                            f"cluster={cfg.cluster.name}): choose one of {divisors}, or null")
+        if cfg.data.get("mix") and per_rank % 2:
+            problems.append(f"data.mix pairs the examples of each process's batch, but train.batch_size={batch} "
+                            f"gives {per_rank} per process: choose a multiple of {2 * world}")
     if (cfg.cluster.launcher == "slurm" and cfg.train.device == "cuda"
             and isinstance(cfg.cluster.gpus_per_node, int) and cfg.cluster.gpus_per_node == 0):
         problems.append("train.device=cuda but cluster.gpus_per_node=0: ask for GPUs or set train.device=cpu")

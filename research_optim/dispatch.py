@@ -3,9 +3,11 @@
 * ``local``: this process;
 * ``torchrun``: ``torchrun --standalone --nproc_per_node N -m research_optim.worker <run_dir>/config.yaml``
   (through ``torchrun_agent``, which ends in one line instead of torchrun's tracebacks);
-* ``slurm``: a submitit job whose tasks (``nodes × tasks_per_node``, one per GPU, started by ``srun``) each run
-  ``worker.SlurmTask``. Submission returns at once with the job id, log and run directory; every submission is
-  appended to ``<run.root>/<run.group>/jobs.jsonl`` for ``python -m research_optim.jobs``.
+* ``slurm``: a submitit job whose tasks each run ``worker.SlurmTask``: with ``rank_launcher=srun`` one task per
+  rank (``nodes × tasks_per_node``, one per GPU, started by ``srun``); with ``rank_launcher=torchrun`` one task per
+  node, which runs torchrun for the node's ranks (:func:`run_slurm_node`). Submission returns at once with the job
+  id, log and run directory; every submission is appended to ``<run.root>/<run.group>/jobs.jsonl`` for
+  ``python -m research_optim.jobs``.
 
 We submit a picklable task ourselves instead of using hydra-submitit-launcher: the launcher blocks until every job
 of a sweep ends, reports failed jobs as COMPLETED and has no hook for our step-boundary checkpoint on preemption.
@@ -44,21 +46,21 @@ def _summary_from_dir(directory: Path, written_since_ns: int = 0) -> dict[str, A
     return {"status": summary["status"], "error": summary.get("error"), **summary["final"], "run_dir": str(directory)}
 
 
-def run_torchrun(cfg: DictConfig) -> dict[str, Any]:
-    cfg = absolute_root(cfg)
-    directory = run_dir(cfg)
-    directory.mkdir(parents=True, exist_ok=True)
-    config_path = directory / "config.yaml"
-    config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    cmd = [sys.executable, "-m", "research_optim.torchrun_agent", "--standalone",
-           f"--nproc_per_node={cfg.cluster.nproc_per_node}", "-m", "research_optim.worker", str(config_path)]
+def torchrun_command(config_path: Path, nproc_per_node: int, rendezvous: list[str]) -> list[str]:
+    """torchrun (through ``torchrun_agent``) starting ``nproc_per_node`` ranks of ``worker`` on ``config_path``."""
+    return [sys.executable, "-m", "research_optim.torchrun_agent", *rendezvous, f"--nproc_per_node={nproc_per_node}",
+            "-m", "research_optim.worker", str(config_path)]
+
+
+def run_agent(cmd: list[str], directory: Path, forward: tuple[signal.Signals, ...],
+              env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a torchrun agent to its end, passing it the signals ``forward`` (it hands them to the ranks: they
+    checkpoint and stop together), and return the summary its ranks wrote in ``directory``."""
     # torchrun would set OMP_NUM_THREADS=1 (and say so); the ranks choose their threads themselves (threads.py).
-    env = {"OMP_NUM_THREADS": str(len(os.sched_getaffinity(0))), **os.environ}
+    env = {"OMP_NUM_THREADS": str(len(os.sched_getaffinity(0))), **os.environ, **(env or {})}
     started_ns = time.time_ns()
     proc = subprocess.Popen(cmd, env=env)
-    # Forward SIGTERM/SIGINT to torchrun, which forwards them to the ranks: they checkpoint and stop together.
-    forward = lambda signum, frame: proc.send_signal(signum)  # noqa: E731
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, lambda signum, frame: proc.send_signal(signum)) for s in forward}
     try:
         proc.wait()
     finally:
@@ -66,6 +68,39 @@ def run_torchrun(cfg: DictConfig) -> dict[str, Any]:
             signal.signal(s, handler)
     # exit 0 without a new summary: the run had already completed; otherwise the ranks must have written one
     return _summary_from_dir(directory, written_since_ns=started_ns if proc.returncode else 0)
+
+
+def run_torchrun(cfg: DictConfig) -> dict[str, Any]:
+    cfg = absolute_root(cfg)
+    directory = run_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "config.yaml"
+    config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    cmd = torchrun_command(config_path, cfg.cluster.nproc_per_node, ["--standalone"])
+    return run_agent(cmd, directory, (signal.SIGTERM, signal.SIGINT))
+
+
+def run_slurm_node(cfg: DictConfig) -> dict[str, Any]:
+    """This node's part of a SLURM job with ``cluster.rank_launcher=torchrun``: torchrun starts the node's ranks,
+    and the nodes meet by c10d rendezvous on the job's first node (which hosts its store; a port from the job id,
+    so jobs sharing a host do not collide). SIGTERM and SIGUSR2 reach the agent even where SLURM signals only the
+    task's own process (and replace submitit's handlers, which would requeue the job before the checkpoint); the
+    agent passes them to the ranks and waits up to ``cluster.signal_delay_s`` for their checkpoint."""
+    from research_optim.distributed import slurm_rendezvous
+    from research_optim.topology import slurm_ranks_per_node
+
+    directory = run_dir(cfg)
+    config_path = directory / "slurm" / "torchrun_config.yaml"  # every node writes the same text, atomically
+    temporary = config_path.with_name(f".{config_path.name}.{os.environ['SLURM_NODEID']}.{os.getpid()}")
+    temporary.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(temporary, config_path)
+    host, port = slurm_rendezvous()
+    first = os.environ["SLURM_NODEID"] == "0"
+    rendezvous = [f"--nnodes={cfg.cluster.nodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={host}:{port}",
+                  f"--rdzv_id={os.environ['SLURM_JOB_ID']}", f"--rdzv_conf=is_host={str(first).lower()}"]
+    cmd = torchrun_command(config_path, slurm_ranks_per_node(cfg.cluster), rendezvous)
+    shutdown = {"TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(max(30, int(cfg.cluster.signal_delay_s)))}
+    return run_agent(cmd, directory, (signal.SIGTERM, signal.SIGUSR2), env=shutdown)
 
 
 def slurm_executor(cfg: DictConfig, folder: Path, name: str | None = None):
@@ -95,7 +130,8 @@ def submit_slurm(cfg: DictConfig) -> dict[str, Any]:
     record = {"job_id": job.job_id, "run_dir": str(directory), "folder": str(folder),
               "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
               "submitted": dt.datetime.now().isoformat(timespec="seconds"),
-              "nodes": cfg.cluster.nodes, "tasks_per_node": cfg.cluster.tasks_per_node}
+              "nodes": cfg.cluster.nodes, "tasks_per_node": cfg.cluster.tasks_per_node,
+              "rank_launcher": cfg.cluster.get("rank_launcher", "srun")}
     jobs_file = directory.parent / "jobs.jsonl"
     with open(jobs_file, "a") as f:
         f.write(json.dumps(record) + "\n")

@@ -33,13 +33,16 @@ class Env:
         return self.world_size > 1
 
 
-def _first_slurm_host() -> str:
+def slurm_rendezvous() -> tuple[str, int]:
+    """Where the ranks of a SLURM job meet: its first node, on a port derived from the job id (jobs sharing a
+    host do not collide)."""
     nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "127.0.0.1")
+    port = 20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000
     try:
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
-        return out.stdout.split()[0]
+        return out.stdout.split()[0], port
     except (OSError, subprocess.CalledProcessError, IndexError):
-        return nodelist.split(",")[0]
+        return nodelist.split(",")[0], port
 
 
 def detect(device: str = "auto") -> Env:
@@ -56,7 +59,12 @@ def detect(device: str = "auto") -> Env:
         raise UserError(f"train.device=cuda, but no CUDA device is visible to this process on "
                         f"{socket.gethostname()}; run it where a GPU is allotted, or set train.device=cpu (a new run)")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    dev = torch.device("cuda", local % max(1, torch.cuda.device_count())) if use_cuda else torch.device("cpu")
+    visible = torch.cuda.device_count() if use_cuda else 0
+    if visible > 1 and local >= visible:  # one GPU per rank (visible == 1: SLURM bound one GPU to each task)
+        raise UserError(f"local rank {local} on {socket.gethostname()} has no GPU of its own: this process sees "
+                        f"{visible} GPUs; start one rank per GPU (cluster.tasks_per_node or cluster.nproc_per_node "
+                        "= cluster.gpus_per_node)")
+    dev = torch.device("cuda", local % visible) if use_cuda else torch.device("cpu")
     return Env(rank, world, local, launcher, dev)
 
 
@@ -65,8 +73,9 @@ def setup(device: str = "auto") -> Env:
     env = detect(device)
     if env.distributed and not dist.is_initialized():
         if env.launcher == "slurm":
-            os.environ.setdefault("MASTER_ADDR", _first_slurm_host())
-            os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+            host, port = slurm_rendezvous()
+            os.environ.setdefault("MASTER_ADDR", host)
+            os.environ.setdefault("MASTER_PORT", str(port))
             os.environ.setdefault("RANK", str(env.rank))
             os.environ.setdefault("WORLD_SIZE", str(env.world_size))
         if env.device.type == "cuda":
@@ -90,3 +99,21 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def gather_float(value: float, device: torch.device) -> list[float]:
+    """``value`` of every rank, in rank order (one collective); ``[value]`` in a single process."""
+    if not dist.is_initialized():
+        return [value]
+    mine = torch.tensor([value], dtype=torch.float64, device=device)
+    every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    return [t.item() for t in every]
+
+
+def to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A batch on ``device``; on CUDA through pinned host memory with non-blocking copies, so the host goes on
+    queueing work while the batch travels."""
+    if device.type == "cuda":
+        batch = tuple(t.pin_memory() for t in batch)
+    return tuple(t.to(device, non_blocking=True) for t in batch)

@@ -1,15 +1,16 @@
 """Errors at the door, part two: what the config alone cannot tell — the cluster, the file system, the run directory.
 
 Checked on the submitting host after the config checks, before anything is written or submitted: the SLURM
-partition exists (when ``sinfo`` is there to ask), ``run.root`` can be written, the files the run reads are there
-(``model.pretrained``, the tokenizer, token shards made with that tokenizer from ``data.source``), the same config
-is not already running or queued, and a checkpoint to resume from can be read and was written on the topology
-this launch has.
+partition exists and its nodes have the GPUs asked for (when ``sinfo`` is there to ask), a torchrun launch here
+has a GPU per rank, ``run.root`` can be written, the files the run reads are there (``model.pretrained``, the
+tokenizer, token shards made with that tokenizer from ``data.source``), the same config is not already running or
+queued, and a checkpoint to resume from can be read and was written on the topology this launch has.
 The executing side repeats the run-directory checks (the state may change in between) with the same functions.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,7 +21,7 @@ from research_optim import checkpoint
 from research_optim.errors import UserError
 from research_optim.jobs import read_job_records
 from research_optim.run_dir import RunLock, in_use_message, run_dir, slurm_job_active
-from research_optim.topology import check_resumable, planned_world_size, topology
+from research_optim.topology import check_resumable, planned_topology
 from research_optim.tracking import read_summary
 
 
@@ -28,17 +29,45 @@ class PreflightError(UserError):
     pass
 
 
-def _partition_problem(cluster: DictConfig) -> str | None:
-    if cluster.get("launcher") != "slurm" or shutil.which("sinfo") is None:
+def _sinfo(*args: str) -> list[str] | None:
+    """The lines ``sinfo -h ARGS`` prints, or None when there is no SLURM client or it does not answer."""
+    if shutil.which("sinfo") is None:
         return None
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["sinfo", "-h", *args], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None  # no answer: submission will say what is wrong
-    partitions = sorted({name.rstrip("*") for name in out.stdout.split()})
-    if out.returncode == 0 and partitions and cluster.partition not in partitions:
+    return out.stdout.split() if out.returncode == 0 else None
+
+
+def _partition_problem(cluster: DictConfig) -> str | None:
+    listed = _sinfo("-o", "%P") if cluster.get("launcher") == "slurm" else None
+    partitions = sorted({name.rstrip("*") for name in listed or []})
+    if partitions and cluster.partition not in partitions:
         return (f"cluster.partition={cluster.partition}: this cluster has no such partition (sinfo lists "
                 f"{', '.join(partitions)})")
+    return None
+
+
+def _gpu_problem(cfg: DictConfig) -> str | None:
+    """More GPUs per node than the partition's nodes have (SLURM's GRES), or more torchrun ranks than GPUs here."""
+    c = cfg.cluster
+    if c.get("launcher") == "torchrun" and cfg.train.device == "cuda":
+        import torch
+
+        if c.nproc_per_node > torch.cuda.device_count():
+            return (f"cluster.nproc_per_node={c.nproc_per_node} ranks on cuda, but this host has "
+                    f"{torch.cuda.device_count()} GPUs: one rank drives one GPU")
+    if c.get("launcher") != "slurm" or not c.gpus_per_node:
+        return None
+    gres = _sinfo("-p", str(c.partition), "-o", "%G")
+    if gres is None:
+        return None
+    counts = [int(m.group(1)) for entry in gres for m in re.finditer(r"gpu(?::[^:,(]+)?:(\d+)", entry)]
+    if max(counts, default=0) < c.gpus_per_node:
+        return (f"cluster.gpus_per_node={c.gpus_per_node}, but the nodes of partition {c.partition} have "
+                f"{f'at most {max(counts)} GPUs' if counts else 'no GPUs'} (sinfo GRES: {' '.join(gres)}); ask for "
+                "fewer GPUs per node or choose a GPU partition")
     return None
 
 
@@ -100,15 +129,14 @@ def check_run_directory(cfg: DictConfig, directory: Path) -> None:
         return
     found = checkpoint.newest_readable(directory / "checkpoints", read=checkpoint.peek)
     if found is not None:
-        planned = topology(planned_world_size(cfg.cluster), cfg.train.device)
-        check_resumable(found.checkpoint.get("topology"), planned, str(found.path))
+        check_resumable(found.checkpoint.get("topology"), planned_topology(cfg), str(found.path))
 
 
 def preflight(cfg: DictConfig) -> None:
     """Raise :class:`~research_optim.errors.UserError` when this launch cannot start; writes nothing."""
     directory = run_dir(cfg)
-    for problem in (_partition_problem(cfg.cluster), _unwritable_problem(str(cfg.run.root), directory),
-                    _input_problem(cfg)):
+    for problem in (_partition_problem(cfg.cluster) or _gpu_problem(cfg),
+                    _unwritable_problem(str(cfg.run.root), directory), _input_problem(cfg)):
         if problem:
             raise PreflightError(problem)
     if directory.is_dir():

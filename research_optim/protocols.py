@@ -2,10 +2,10 @@
 
 * plain: ``step()`` after ``loss.backward()`` — every torch optimizer;
 * closure: ``requires_closure = True`` — ``step(closure)`` evaluates the loss itself, several times per step
-  (line search). The closure is the seed's ``closure(backwards: bool = True)``: every call sees the SAME batch and
-  the SAME random state (dropout), restored from a snapshot taken before the first call. The loop computes the
-  first (backward) evaluation before ``step`` and the closure hands it over, so a non-finite loss or gradient can
-  skip the step before the optimizer touches anything;
+  (line search). The closure is the seed's ``closure(backwards: bool = True)``: every call sees the SAME batch —
+  the rank's whole batch, all its micro-batches — and the SAME random state (dropout), restored from a snapshot
+  taken before the first call. The loop computes the first (backward) evaluation before ``step`` and the closure
+  hands it over, so a non-finite loss or gradient can skip the step before the optimizer touches anything;
 * modes: ``train()`` / ``eval()`` methods (Schedule-Free) — evaluation and checkpoints happen in eval mode, at x.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
 
-LossFn = Callable[[], torch.Tensor]
+BatchLossFn = Callable[[bool], torch.Tensor]  # backward → the batch's detached mean loss (+ its gradient): BatchLoss
 
 
 def requires_closure(optimizer: Optimizer) -> bool:
@@ -88,9 +88,12 @@ def state_is_finite(optimizer: Optimizer, params: list[torch.Tensor]) -> bool:
     return bool(torch.stack([m.to(device, torch.float32) for m in maxima]).isfinite().all())
 
 
-def optimizer_step(optimizer: Optimizer, compute_loss: LossFn, params: list[torch.Tensor],
+def optimizer_step(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[torch.Tensor],
                    grad_clip: float | None, skip_nonfinite: bool = False) -> tuple[torch.Tensor, bool]:
     """One optimizer step on one batch; returns the (detached) loss at the starting point and whether it was skipped.
+
+    ``batch_loss(backward)`` evaluates the rank's batch (a :class:`~research_optim.batch_loss.BatchLoss`: over its
+    micro-batches), accumulating the gradient when ``backward``.
 
     The loss and its gradient come first, for every protocol: a closure optimizer's first, backward evaluation
     returns them instead of computing them again (same numbers, same RNG stream). So with ``skip_nonfinite`` a
@@ -100,24 +103,22 @@ def optimizer_step(optimizer: Optimizer, compute_loss: LossFn, params: list[torc
     """
     closure_rng = _rng_snapshot() if requires_closure(optimizer) else None
     optimizer.zero_grad(set_to_none=True)
-    loss = compute_loss()
-    loss.backward()
+    loss = batch_loss(True)
     grad_norm = _clip(params, grad_clip, need_norm=skip_nonfinite)
-    loss = loss.detach()
     if skip_nonfinite and not _finite_on_every_rank(loss, grad_norm):
         optimizer.zero_grad(set_to_none=True)
         return loss, True
     if closure_rng is None:
         optimizer.step()
     else:
-        optimizer.step(_closure(optimizer, compute_loss, params, grad_clip, closure_rng, first=loss))
+        optimizer.step(_closure(optimizer, batch_loss, params, grad_clip, closure_rng, first=loss))
     if skip_nonfinite and not state_is_finite(optimizer, params):
         raise NonFiniteUpdate("the step's loss and gradient were finite, but the update left non-finite parameters "
                               "or optimizer state (it overflowed)")
     return loss, False
 
 
-def _closure(optimizer: Optimizer, compute_loss: LossFn, params: list[torch.Tensor], grad_clip: float | None,
+def _closure(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[torch.Tensor], grad_clip: float | None,
              rng: tuple[torch.Tensor, list[torch.Tensor] | None], first: torch.Tensor) -> Callable[..., torch.Tensor]:
     """The seed's ``closure(backwards=True)``: every evaluation sees the batch and random state of the first one.
 
@@ -131,13 +132,11 @@ def _closure(optimizer: Optimizer, compute_loss: LossFn, params: list[torch.Tens
             return pending.pop()
         _rng_restore(rng)
         if not backwards:
-            with torch.no_grad():
-                return compute_loss()
+            return batch_loss(False)
         optimizer.zero_grad(set_to_none=True)
-        loss = compute_loss()
-        loss.backward()
+        loss = batch_loss(True)
         _clip(params, grad_clip)
-        return loss.detach()
+        return loss
 
     return closure
 

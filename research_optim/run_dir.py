@@ -4,9 +4,10 @@ The same config (and seed) always maps to the same directory, so re-running it r
 share one. Everything that changes the numbers is in the id: the whole config, with ``train.device`` resolved
 to the device the run really uses (``topology.with_resolved_device``) and ``train.batch_size`` the global batch.
 Left out are the keys that say WHERE or HOW a run is executed or watched — cluster (the number of processes splits
-the same global batch), logger, run root/group/resume/tags, progress bar, thread count, and the workload's declared
-validation target (``workload.target``, a yardstick, not a setting) — so moving a run from a
-laptop to SLURM keeps its identity; a resume on another number of processes or device is refused (checkpoint),
+the same global batch), the micro-batch size (it splits each process's part), logger, run root/group/resume/tags,
+progress bar, thread count, the peak FLOP/s that MFU is measured against, and the workload's declared validation
+target (``workload.target``, a yardstick, not a setting) — so moving a run from a laptop to SLURM keeps its
+identity; a resume on another number of processes, micro-batches or device is refused (checkpoint),
 and the code version of every segment of a run is recorded in its summary.json.
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from research_optim.errors import UserError
 
 # Top-level keys and dotted paths that do not affect what is computed.
-NOT_IN_IDENTITY = ("cluster", "logger", "run", "train.progress", "train.threads", "hydra", "workload")
+NOT_IN_IDENTITY = ("cluster", "logger", "run", "train.progress", "train.threads", "train.micro_batch_size",
+                   "train.peak_tflops", "hydra", "workload")
 
 
 def _drop(d: dict[str, Any], dotted: str) -> None:

@@ -1,8 +1,8 @@
-"""What a launch runs on — the number of processes and the device type — decided on the submitting host.
+"""What a launch runs on — processes, micro-batches per process, device type — decided on the submitting host.
 
-``train.batch_size`` is the global batch, so the number of processes does not change the optimisation problem
-and stays out of the run id; a checkpoint records it anyway, because resuming bit for bit needs the same ranks
-(RNG streams, data slices). The device type changes the numbers (kernels, reduction order, TF32...), so
+``train.batch_size`` is the global batch, so the number of processes and of micro-batches (``train.micro_batch_size``)
+do not change the optimisation problem and stay out of the run id; a checkpoint records them anyway, because
+resuming bit for bit needs the same split (RNG streams, data slices, summation order). The device type changes the numbers (kernels, reduction order, TF32...), so
 ``train.device=auto`` is resolved here, before the run id is computed, into the device the run will really use.
 """
 from __future__ import annotations
@@ -14,14 +14,35 @@ from omegaconf import DictConfig
 from research_optim.errors import UserError
 
 
+def slurm_ranks_per_node(cluster: DictConfig) -> int:
+    """Ranks on each node of a SLURM job: its tasks (``rank_launcher=srun``), or what torchrun starts on it
+    (``rank_launcher=torchrun``: ``nproc_per_node``, null = one per GPU)."""
+    if cluster.get("rank_launcher", "srun") == "torchrun":
+        return int(cluster.nproc_per_node or cluster.gpus_per_node)
+    return int(cluster.tasks_per_node)
+
+
 def planned_world_size(cluster: DictConfig) -> int:
-    """How many processes ``cluster`` starts: 1 here, ``nproc_per_node`` under torchrun, nodes × tasks on SLURM."""
+    """How many processes ``cluster`` starts: 1 here, ``nproc_per_node`` under torchrun, nodes × ranks per node on
+    SLURM."""
     launcher = cluster.get("launcher", "local")
     if launcher == "torchrun":
         return int(cluster.nproc_per_node)
     if launcher == "slurm":
-        return int(cluster.nodes) * int(cluster.tasks_per_node)
+        return int(cluster.nodes) * slurm_ranks_per_node(cluster)
     return 1
+
+
+def planned_micro_batches(train: DictConfig, world_size: int) -> int:
+    """Micro-batches per process: the per-process batch over ``train.micro_batch_size`` (null: 1)."""
+    per_rank = int(train.batch_size) // world_size
+    return per_rank // int(train.micro_batch_size or per_rank)
+
+
+def planned_topology(cfg: DictConfig) -> dict[str, Any]:
+    """The topology this launch will have (``train.device`` already resolved)."""
+    world = planned_world_size(cfg.cluster)
+    return topology(world, cfg.train.device, planned_micro_batches(cfg.train, world))
 
 
 def planned_device(cfg: DictConfig) -> str:
@@ -46,13 +67,14 @@ def with_resolved_device(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def topology(world_size: int, device: str) -> dict[str, Any]:
-    return {"world_size": int(world_size), "device": str(device)}
+def topology(world_size: int, device: str, micro_batches: int = 1) -> dict[str, Any]:
+    return {"world_size": int(world_size), "device": str(device), "micro_batches": int(micro_batches)}
 
 
 def describe(t: dict[str, Any]) -> str:
-    n = t.get("world_size", "?")
-    return f"{n} process{'es' if n != 1 else ''} on {t.get('device', '?')}"
+    n, k = t.get("world_size", "?"), t.get("micro_batches", 1)
+    return (f"{n} process{'es' if n != 1 else ''}{f' × {k} micro-batches' if k != 1 else ''} "
+            f"on {t.get('device', '?')}")
 
 
 class TopologyMismatch(UserError):
@@ -60,10 +82,11 @@ class TopologyMismatch(UserError):
 
 
 def check_resumable(saved: dict[str, Any] | None, current: dict[str, Any], checkpoint: str) -> None:
-    """Refuse to resume ``checkpoint`` (written by ``saved``) on a different number of processes or device."""
-    if saved == current:
+    """Refuse to resume ``checkpoint`` (written by ``saved``) on a different number of processes, micro-batches
+    or device. (Checkpoints written before micro-batches existed were written with one.)"""
+    if saved is not None and {"micro_batches": 1, **saved} == current:
         return
     raise TopologyMismatch(
         f"checkpoint {checkpoint} was written by {describe(saved or {})}; this launch has {describe(current)}. "
-        "A run resumes bit for bit only on the topology that wrote it: relaunch with the same number of processes "
-        "and device, or start a new run (another run.group, or run.resume=false to start this one over).")
+        "A run resumes bit for bit only on the topology that wrote it: relaunch with the same number of processes, "
+        "train.micro_batch_size and device, or start a new run (another run.group, or run.resume=false to start this one over).")

@@ -1,8 +1,10 @@
 """The training loop, top to bottom: build, resume, train with periodic logs/evals/checkpoints, summarise.
 
-Host syncs happen only at logging, evaluation and checkpoint steps (and at every step with
-``train.nonfinite=skip``, which checks each step). Everything a rank writes goes through rank 0 (``Tracker``,
-checkpoints). Optimizer protocols (plain / closure / train-eval modes) live in ``protocols``.
+The loop syncs with the host only at logging, evaluation and checkpoint steps, and at every step with
+``train.nonfinite=skip`` (which checks each step); line searches (SaLSA, SLS) also sync inside ``step`` on their
+search steps. Everything a rank writes goes through rank 0 (``Tracker``, checkpoints). Optimizer protocols (plain /
+closure / train-eval modes) live in ``protocols``; a step's batch is a ``BatchLoss`` over the rank's micro-batches;
+throughput and memory measurements in ``throughput``.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from research_optim import checkpoint, distributed, protocols
+from research_optim import checkpoint, distributed, protocols, throughput
+from research_optim.batch_loss import BatchLoss, loss_and_correct
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
 from research_optim.data.base import DataSpec
 from research_optim.environment import run_environment
@@ -33,7 +35,7 @@ from research_optim.optim.implementation import IMPLEMENTATIONS, resolve, set_co
 from research_optim.preemption import Preempted, StopFlag, requeue_slurm_job
 from research_optim.run_dir import RunLock, run_dir, run_id
 from research_optim.threads import choose_threads
-from research_optim.topology import check_resumable, topology, with_resolved_device
+from research_optim.topology import check_resumable, planned_micro_batches, topology, with_resolved_device
 from research_optim.tracking import Tracker, read_summary
 
 log = logging.getLogger("research_optim")
@@ -82,17 +84,6 @@ class LossWindow:
         return total / count if count else math.nan
 
 
-def loss_and_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy (per token for LMs) and the number of correct predictions. Floating-point targets are
-    class probabilities (Mixup/CutMix, label smoothing); a prediction is correct on their most likely class."""
-    classes = logits.shape[-1]
-    flat_logits = logits.reshape(-1, classes).float()
-    soft = targets.is_floating_point()
-    flat_targets = targets.reshape(-1, classes) if soft else targets.reshape(-1)
-    loss = F.cross_entropy(flat_logits, flat_targets)
-    return loss, (flat_logits.argmax(-1) == (flat_targets.argmax(-1) if soft else flat_targets)).sum()
-
-
 def seed_everything(seed: int) -> None:
     import random
 
@@ -122,10 +113,6 @@ def setup_logging(directory: Path | None, is_main: bool) -> None:
     root.propagate = False
 
 
-def _to(batch: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-
-
 class Trainer:
     """One run. ``run()`` returns the final summary (also written to summary.json)."""
 
@@ -142,6 +129,7 @@ class Trainer:
         self.spec: DataSpec = self.dataset.spec
         self.model = build_model(cfg.model, self.dataset).to(env.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.micro_batches = planned_micro_batches(t, env.world_size)
         self.threads, self.threads_reason = choose_threads(t.threads, self.work_per_step())
         torch.set_num_threads(self.threads)
         train_size = len(self.dataset.train) if hasattr(self.dataset.train, "__len__") else None  # streams: None
@@ -151,18 +139,21 @@ class Trainer:
         self.schedule = build_lr_schedule(cfg.schedule, self.optimizer, t.steps)
         if protocols.has_modes(self.optimizer):
             self.optimizer.train()  # Schedule-Free optimizers start in eval mode, as in the package
-        self.net: nn.Module = DistributedDataParallel(self.model) if env.distributed else self.model
-        if env.distributed and env.is_main and protocols.has_batch_norm(self.model):
-            log.warning("BatchNorm normalises over each rank's %d examples, not the global batch of %d: with "
-                        "BatchNorm the result depends on the number of processes", t.batch_size // env.world_size,
-                        t.batch_size)
+        net = torch.compile(self.model) if t.compile_model else self.model  # shares the model's parameters
+        self.net: nn.Module = DistributedDataParallel(net) if env.distributed else net
+        if (env.distributed or self.micro_batches > 1) and env.is_main and protocols.has_batch_norm(self.model):
+            log.warning("BatchNorm normalises over each micro-batch's %d examples, not the global batch of %d: with "
+                        "BatchNorm the result depends on the number of processes and micro-batches",
+                        self.examples_per_pass(), t.batch_size)
         # Dropout differs per rank; parameters were initialised identically above (same seed everywhere).
         torch.manual_seed(cfg.seed * 1_000_003 + env.rank)
         self.autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.precision == "bf16"
                          else nullcontext())
         self.id, self.dir = run_id(cfg), run_dir(cfg)
         self.ckpt_dir = self.dir / "checkpoints"
-        self.topology = topology(env.world_size, env.device.type)
+        self.topology = topology(env.world_size, env.device.type, self.micro_batches)
+        self.flops_per_example = throughput.train_flops_per_example(self.model)
+        self.peak_tflops = throughput.peak_tflops(env.device, t.precision, t.peak_tflops)
         self.state = TrainState()
         self.saved: tuple[int, Path] | None = None  # the step and file of the newest good checkpoint on disk
 
@@ -177,10 +168,13 @@ class Trainer:
     def tokens_per_example(self) -> int:
         return self.spec.input_shape[0] if self.spec.task == "lm" else 0
 
+    def examples_per_pass(self) -> int:
+        """Examples in one forward/backward pass of a rank: its part of the global batch over its micro-batches."""
+        return self.cfg.train.batch_size // self.env.world_size // self.micro_batches
+
     def work_per_step(self) -> int:
-        """Parameters × examples per rank (× tokens per example): how much a step computes, for the thread choice."""
-        per_rank = self.cfg.train.batch_size // self.env.world_size
-        return sum(p.numel() for p in self.params) * per_rank * max(1, self.tokens_per_example())
+        """Parameters × examples per pass (× tokens per example): how much an op computes, for the thread choice."""
+        return sum(p.numel() for p in self.params) * self.examples_per_pass() * max(1, self.tokens_per_example())
 
     def stop_advice(self) -> str:
         """What a diverged run keeps and what to change."""
@@ -264,6 +258,24 @@ class Trainer:
                                     "threads": self.threads,
                                     "started": dt.datetime.now().isoformat(timespec="seconds")})
 
+    def prime_gradient_buckets(self, batch_loss: BatchLoss) -> None:
+        """Let DDP rebuild its gradient buckets before this process's first step, leaving no other trace.
+
+        DDP all-reduces a process's first backward in one bucket of all parameters and rebuilds its buckets, in
+        the order the gradients became ready, at the next forward. The position of a gradient in a bucket decides
+        the order in which the ranks' values are added (ring all-reduce), which with 3 ranks or more changes the
+        rounding: a resumed process's first step would add up its gradients differently from the uninterrupted
+        run's step. So every process starts with one forward/backward of its first batch whose gradients, buffers
+        (BatchNorm statistics) and random state are then put back as they were.
+        """
+        rng, buffers = checkpoint.rng_state(), [b.detach().clone() for b in self.model.buffers()]
+        batch_loss(True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for buffer, saved in zip(self.model.buffers(), buffers):
+                buffer.copy_(saved)
+        checkpoint.set_rng_state(rng)
+
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, split: str = "val") -> dict[str, float]:
@@ -272,7 +284,7 @@ class Trainer:
         data = {"val": self.dataset.val, "test": self.dataset.test, "train": self.dataset.train}[split]
         with protocols.evaluation_mode(self.optimizer):
             if protocols.has_modes(self.optimizer) and protocols.has_batch_norm(self.model):
-                batches = (_to(b, self.env.device) for b in self.dataset.train.train_batches(
+                batches = (distributed.to_device(b, self.env.device) for b in self.dataset.train.train_batches(
                     self.cfg.train.batch_size, seed=self.cfg.seed + 7919, rank=self.env.rank,
                     world_size=self.env.world_size))
                 protocols.recompute_batch_norm(self.model, batches, self.cfg.train.bn_recalibration_batches,
@@ -282,7 +294,7 @@ class Trainer:
             limit = None if split == "val" else len(self.dataset.val)
             for batch in data.eval_batches(self.cfg.train.eval_batch_size, self.env.rank, self.env.world_size,
                                            limit=limit):
-                x, y = _to(batch, self.env.device)
+                x, y = distributed.to_device(batch, self.env.device)
                 with self.autocast:
                     loss, correct = loss_and_correct(self.net(x), y)
                 n = y.numel()
@@ -315,11 +327,22 @@ class Trainer:
             rec["tokens"] = s.tokens
         return rec
 
-    def flush_train_window(self, tracker: Tracker, window: LossWindow) -> float:
+    def measurements(self, examples: int, seconds: float, per_rank: bool = False) -> dict[str, Any]:
+        """Throughput of ``examples`` trained in ``seconds`` (examples/s, tokens/s, MFU) and the peak memory of the
+        rank that held the most so far (``per_rank``: of every rank too) — one collective."""
+        peaks = distributed.gather_float(throughput.peak_memory_gib(self.env.device), self.env.device)
+        return {**throughput.rates(examples, seconds, self.tokens_per_example(), self.flops_per_example,
+                                   self.peak_tflops, self.env.world_size), "peak_memory_gib": max(peaks),
+                **({"peak_memory_gib_per_rank": peaks} if per_rank else {})}
+
+    def flush_train_window(self, tracker: Tracker, window: LossWindow, since: tuple[int, float]) -> float:
+        """Log the training window: mean loss over the ranks, lr, the throughput since ``since`` (examples,
+        train_time at the previous log line), memory, the optimizer's diagnostics."""
         s, mean = self.state, window.mean_over_ranks()
         if not math.isfinite(mean) and self.cfg.train.nonfinite == "stop":
             raise Diverged(f"loss became {mean} by step {s.step}. {self.stop_advice()}")
-        values = {"loss": mean, "lr": self.lr(), **protocols.diagnostics(self.optimizer)}
+        values = {"loss": mean, "lr": self.lr(), **self.measurements(s.examples - since[0], s.train_time - since[1]),
+                  **protocols.diagnostics(self.optimizer)}
         if self.cfg.train.nonfinite == "skip":
             values["skipped"], s.skipped_logged = s.skipped - s.skipped_logged, s.skipped
         tracker.log(self.record("train", values))
@@ -330,6 +353,9 @@ class Trainer:
             log.info("the optimizer step is compiled with torch.compile during the first step: about 20 s to 3 min "
                      "on a CPU (less with a warm inductor cache, seconds on a GPU); train.compile_optimizer=false "
                      "runs the eager step instead")
+        if self.cfg.train.compile_model:
+            log.info("the model is compiled with torch.compile during the first steps (and again for evaluation): "
+                     "the first log line's throughput includes it")
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict[str, Any]:
@@ -384,15 +410,21 @@ class Trainer:
                                                              rank=env.rank, world_size=env.world_size)
         # (sum of losses, number of losses) since the last log line; restored from a checkpoint taken mid-window.
         window = LossWindow(*s.window, device=env.device)
-        skip = t.nonfinite == "skip"
-        start_step, last_train_loss, last_eval = s.step, math.nan, {}
+        since = (s.examples, s.train_time)  # the throughput window starts here (a resume included)
+        no_sync = self.net.no_sync if env.distributed else None  # DDP: all-reduce with the last micro-batch only
+        skip, primed = t.nonfinite == "skip", False
+        last_train_loss, last_eval = math.nan, {}
         bar = _progress(t.steps, s.step, enabled=t.progress and env.is_main)
         segment = time.perf_counter()
         while s.step < t.steps:
-            x, y = _to(next(batches), env.device)
+            x, y = distributed.to_device(next(batches), env.device)
+            batch_loss = BatchLoss(self.compute_loss, x, y, t.micro_batch_size, no_sync)
+            if env.distributed and not primed:
+                self.prime_gradient_buckets(batch_loss)
+                primed = True
             try:
-                loss, skipped = protocols.optimizer_step(self.optimizer, lambda: self.compute_loss(x, y),
-                                                         self.params, t.grad_clip, skip_nonfinite=skip)
+                loss, skipped = protocols.optimizer_step(self.optimizer, batch_loss, self.params, t.grad_clip,
+                                                         skip_nonfinite=skip)
             except protocols.NonFiniteUpdate as err:
                 raise Diverged(f"step {s.step + 1}: {err}. {self.stop_advice()}") from None
             self.schedule.step()
@@ -414,11 +446,13 @@ class Trainer:
             eval_now = at_end or (t.eval_every and s.step % t.eval_every == 0)
             ckpt_now = at_end or (t.checkpoint_every and s.step % t.checkpoint_every == 0)
             if s.step % t.log_every == 0 or eval_now or ckpt_now:
+                throughput.synchronize(env.device)  # the clock counts the work queued on the device
                 now = time.perf_counter()
                 s.train_time += now - segment
-                last_train_loss = self.flush_train_window(tracker, window)
+                last_train_loss = self.flush_train_window(tracker, window, since)
+                since = (s.examples, s.train_time)
                 bar.set_postfix(loss=f"{last_train_loss:.4f}", lr=f"{self.lr():.2e}",
-                                ex_per_s=f"{(s.step - start_step) * t.batch_size / max(s.train_time, 1e-9):.0f}",
+                                ex_per_s=f"{s.examples / max(s.train_time, 1e-9):.0f}",
                                 refresh=False)
                 if eval_now:
                     last_eval = self.evaluate()
@@ -438,11 +472,11 @@ class Trainer:
         bar.close()
         train_eval = self.evaluate("train")
         test = self.final_test(tracker)
-        steps_done = s.step - start_step
         final = {"step": s.step, "examples": s.examples, "train_loss": last_train_loss,
                  "train_eval_loss": train_eval["loss"], "train_accuracy": train_eval["accuracy"],
                  "val_loss": last_eval.get("loss", math.nan), "val_accuracy": last_eval.get("accuracy", math.nan),
-                 "steps_per_s": steps_done / s.train_time if s.train_time > 0 else math.nan,
+                 "steps_per_s": s.step / s.train_time if s.train_time > 0 else math.nan,
+                 **self.measurements(s.examples, s.train_time, per_rank=True),
                  "train_time": s.train_time, "eval_time": s.eval_time, "skipped_steps": s.skipped}
         if env.distributed:
             final["replicas_identical"] = self.replicas_identical()

@@ -1,7 +1,8 @@
 """Entry points on the executing side: a torchrun process, or a SLURM task started by submitit.
 
 Both receive the config composed and validated on the submitting host (compose once, run anywhere) and call the
-same ``train``; ``distributed.detect`` tells them apart by their environment variables.
+same ``train``; ``distributed.detect`` tells them apart by their environment variables. A SLURM task of a job with
+``cluster.rank_launcher=torchrun`` is a node, not a rank: it runs torchrun, whose ranks are torchrun processes.
 """
 from __future__ import annotations
 
@@ -25,20 +26,32 @@ class RunDiverged(Exception):
     """Ends a SLURM task whose run diverged with an error, so its job reads FAILED, not COMPLETED."""
 
 
+class RunFailed(Exception):
+    """Ends a SLURM task whose torchrun ranks failed (they wrote why in summary.json), so its job reads FAILED."""
+
+
 class SlurmTask:
-    """The picklable callable submitit runs in every task of the job."""
+    """The picklable callable submitit runs in every task of the job: a rank, or a node that runs torchrun."""
 
     def __init__(self, config_yaml: str) -> None:
         self.config_yaml = config_yaml
 
     def __call__(self) -> dict:
-        summary = run_config(OmegaConf.create(self.config_yaml))
+        cfg = OmegaConf.create(self.config_yaml)
+        if cfg.cluster.get("rank_launcher", "srun") == "torchrun":
+            from research_optim.dispatch import run_slurm_node
+
+            summary = run_slurm_node(cfg)
+        else:
+            summary = run_config(cfg)  # an exception inside train() makes the job FAILED
         if summary["status"] == "preempted":
             # Requeued (or being killed by SLURM): leave no result, so submitit waits for the requeued job.
             raise SystemExit(0)
         if summary["status"] == "diverged":
             raise RunDiverged(summary["error"])
-        return summary  # completed; an exception inside train() makes the job FAILED
+        if summary["status"] != "completed":
+            raise RunFailed(summary["error"])
+        return summary
 
 
 def main(argv: list[str]) -> int:

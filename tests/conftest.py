@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -36,8 +37,23 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), config_name: str
         return compose(config_name=config_name, overrides=list(overrides))
 
 
+def free_port() -> int:
+    """A TCP port free on this host now, for a process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
+
+
+def without_measurements(records: list[dict]) -> list[dict]:
+    """Metrics lines without the measurements of the machine (times, throughput, memory): what two runs of one
+    config must agree on."""
+    from research_optim.throughput import MEASURED_KEYS
+
+    return [{k: v for k, v in r.items() if k not in MEASURED_KEYS} for r in records]
 
 
 @pytest.fixture

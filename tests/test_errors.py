@@ -30,6 +30,12 @@ from research_optim.topology import with_resolved_device
     ("train.grad_clip=0", "train.grad_clip=0"),
     ("train.threads=0", "train.threads=0"),
     ("train.max_consecutive_skips=0", "train.max_consecutive_skips=0"),
+    ("train.micro_batch_size=0", "train.micro_batch_size=0: must be a positive integer"),
+    ("train.micro_batch_size=5", r"train.micro_batch_size=5 must divide each process's batch of 64 "
+                                 r"\(train.batch_size=64 over the 1 process of cluster=local\): choose one of "
+                                 r"\[1, 2, 4, 8, 16, 32, 64\], or null"),
+    ("train.peak_tflops=0", "train.peak_tflops=0: must be > 0"),
+    ("train.compile_model=maybe", "train.compile_model='maybe': must be true or false"),
     ("optimizer=sf_sgd optimizer.momentum=0",
      r"optimizer=sf_sgd refuses its arguments: SGDScheduleFree: momentum must be in \(0, 1\) \(.*lib_sgd.*\), got 0"),
     ("optimizer=sgd optimizer.momentum=1.0", "optimizer.momentum=1.0: must be < 1"),
@@ -63,17 +69,35 @@ def test_unknown_choice_lists_the_valid_ones(tmp_path):
     assert "Could not find 'optimizer/nope'" in out.stderr and "adamw" in out.stderr
 
 
-def test_cli_exit_code_and_message_for_bad_value(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "research_optim", "optimizer.lr=0", f"run.root={tmp_path}"],
+@pytest.mark.parametrize("overrides, message", [
+    (["optimizer.lr=0"], "optimizer.lr=0: must be > 0"),
+    (["train.micro_batch_size=5"], "train.micro_batch_size=5 must divide each process's batch of 64"),
+    (["cluster=slurm_torchrun", "cluster.partition=multi", "cluster.tasks_per_node=2", "cluster.nproc_per_node=2"],
+     "so the tasks must equal the nodes: set cluster.tasks_per_node=1, not 2"),
+])
+def test_cli_exit_code_and_message_for_bad_value(tmp_path, overrides, message):
+    out = subprocess.run([sys.executable, "-m", "research_optim", *overrides, f"run.root={tmp_path / 'runs'}"],
                          capture_output=True, text=True)
     assert out.returncode == 2
-    assert "optimizer.lr=0: must be > 0" in out.stderr
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) <= 2, out.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["cluster=slurm"], "cluster.partition is not set"),
     (["cluster=slurm", "cluster.partition=gpu", "cluster.gpus_per_node=2", "cluster.tasks_per_node=4"],
-     "cluster.tasks_per_node=4 is more than cluster.gpus_per_node=2"),
+     "cluster.tasks_per_node=4 does not match cluster.gpus_per_node=2: one task drives one GPU"),
+    (["cluster=slurm", "cluster.partition=gpu", "cluster.nproc_per_node=2"],
+     "cluster.nproc_per_node=2 applies to cluster.rank_launcher=torchrun only"),
+    (["cluster=slurm", "cluster.partition=gpu", "cluster.rank_launcher=mpirun"], "cluster.rank_launcher='mpirun'"),
+    (["cluster=slurm_torchrun", "cluster.partition=gpu", "cluster.tasks_per_node=2", "cluster.nproc_per_node=2"],
+     "the tasks must equal the nodes: set cluster.tasks_per_node=1, not 2"),
+    (["cluster=slurm_torchrun", "cluster.partition=gpu"],
+     "cluster.rank_launcher=torchrun on CPU nodes needs cluster.nproc_per_node"),
+    (["cluster=slurm_torchrun", "cluster.partition=gpu", "cluster.gpus_per_node=4", "cluster.nproc_per_node=2"],
+     "cluster.nproc_per_node=2 does not match cluster.gpus_per_node=4"),
+    (["cluster=slurm_torchrun", "cluster.partition=gpu", "cluster.gpus_per_node=4", "train.batch_size=12"],
+     "train.batch_size=12 is the global batch and must divide by the 8 processes of cluster=slurm_torchrun"),
     (["cluster=slurm_multinode", "cluster.partition=gpu", "cluster.nodes=0"], "cluster.nodes=0"),
     (["cluster=slurm", "cluster.partition=gpu", "+cluster.gpu_type=a100"], "unknown keys \\['gpu_type'\\]"),
     (["cluster=torchrun", "cluster.nproc_per_node=0"], "cluster.nproc_per_node=0"),
@@ -82,6 +106,8 @@ def test_cli_exit_code_and_message_for_bad_value(tmp_path):
     (["cluster=slurm_multinode", "cluster.partition=gpu", "train.batch_size=6"],
      "train.batch_size=6 is the global batch and must divide by the 4 processes"),
     (["cluster=slurm", "cluster.partition=gpu", "train.device=cuda"], "train.device=cuda but cluster.gpus_per_node=0"),
+    (["cluster=torchrun", "train.batch_size=16", "train.micro_batch_size=3"],
+     r"train.micro_batch_size=3 must divide each process's batch of 8 \(train.batch_size=16 over the 2 processes"),
 ])
 def test_bad_cluster_configs_fail_before_submission(tmp_path, overrides, message):
     cfg = compose_config([f"run.root={tmp_path}", *overrides])
@@ -134,6 +160,16 @@ def test_a_partition_the_cluster_does_not_have_is_refused(partitions, tmp_path):
     cfg = compose_config([f"run.root={tmp_path}", "cluster=slurm", "cluster.partition=nonexistent"])
     with pytest.raises(PreflightError, match="cluster.partition=nonexistent: this cluster has no such partition "
                                              f"\\(sinfo lists .*{sorted(partitions)[0]}"):
+        run(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slurm
+def test_more_gpus_than_the_partitions_nodes_have_is_refused(partitions, tmp_path):
+    cfg = compose_config([f"run.root={tmp_path}", "cluster=slurm_torchrun", "cluster.partition=multi",
+                          "cluster.gpus_per_node=2"])
+    with pytest.raises(PreflightError, match=r"cluster.gpus_per_node=2, but the nodes of partition multi have no "
+                                             r"GPUs \(sinfo GRES: \(null\)\)"):
         run(cfg)
     assert not any(tmp_path.iterdir())
 

@@ -38,7 +38,9 @@ def test_the_number_of_processes_stays_out_of_the_id_and_the_device_is_in():
     assert resolved_id("cluster=slurm", "cluster.partition=p", "cluster.gpus_per_node=1") == cuda
     assert resolved_id("cluster=slurm", "cluster.partition=p") == cpu
     assert resolved_id("train.threads=3") == alone and resolved_id("train.progress=false") == alone
+    assert resolved_id("train.micro_batch_size=8") == alone and resolved_id("train.peak_tflops=100") == alone
     assert resolved_id("train.batch_size=32") != alone and resolved_id("train.precision=bf16") != alone
+    assert resolved_id("train.compile_model=true") != alone  # compiled kernels round differently
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a host without CUDA")
@@ -91,6 +93,14 @@ def test_a_resume_on_another_number_of_processes_is_refused(tiny_run, tmp_path, 
 
     resumed = tiny_run("model.dropout=0", root=tmp_path)  # the topology that wrote it: resumes
     assert resumed["status"] == "completed" and read_metrics(run_dir)[-1]["step"] == 40
+
+
+def test_a_resume_with_another_number_of_micro_batches_is_refused(tiny_run, tmp_path, monkeypatch):
+    run_dir = _interrupt_after_first_checkpoint(tiny_run, monkeypatch, tmp_path)  # 1 process, 1 micro-batch
+    with pytest.raises(UserError, match="was written by 1 process on cpu; this launch has 1 process × 4 "
+                                        "micro-batches on cpu"):
+        tiny_run("model.dropout=0", "train.micro_batch_size=4", root=tmp_path)
+    assert read_metrics(run_dir)[-1]["step"] == 20
 
 
 def _code_copy(tmp_path: Path) -> Path:

@@ -13,6 +13,7 @@ from torch import nn
 
 from conftest import read_metrics
 from research_optim import checkpoint, protocols
+from research_optim.batch_loss import BatchLoss
 from research_optim.optim import SaLSA
 
 
@@ -107,8 +108,11 @@ def test_an_overflowing_update_is_never_checkpointed(tiny_run):
 def _model_and_batch():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
-    x, y = torch.randn(16, 4), torch.randn(16, 1)
-    return model, (lambda: nn.functional.mse_loss(model(x), y))
+    return model, torch.randn(16, 4), torch.randn(16, 1)
+
+
+def _batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> BatchLoss:
+    return BatchLoss(lambda x, y: nn.functional.mse_loss(model(x), y) * scale, x, y)
 
 
 @pytest.mark.parametrize("make", [
@@ -116,15 +120,16 @@ def _model_and_batch():
     lambda params: SaLSA(params, init_step_size=1e-1),
 ], ids=["adamw", "salsa"])
 def test_a_skipped_step_leaves_parameters_and_optimizer_state_untouched(make):
-    model, loss = _model_and_batch()
+    model, x, y = _model_and_batch()
     params = list(model.parameters())
     optimizer = make(params)
+    batch = _batch(model, x, y)
     for _ in range(3):
-        assert protocols.optimizer_step(optimizer, loss, params, 1.0, skip_nonfinite=True)[1] is False
+        assert protocols.optimizer_step(optimizer, batch, params, 1.0, skip_nonfinite=True)[1] is False
     before_params = [p.detach().clone() for p in params]
     before_state = str(optimizer.state_dict())
-    nan_loss = lambda: loss() * float("nan")  # noqa: E731
-    assert protocols.optimizer_step(optimizer, nan_loss, params, 1.0, skip_nonfinite=True)[1] is True
+    nan_batch = _batch(model, x, y, scale=float("nan"))
+    assert protocols.optimizer_step(optimizer, nan_batch, params, 1.0, skip_nonfinite=True)[1] is True
     assert all(torch.equal(a, b) for a, b in zip(before_params, params))
     assert str(optimizer.state_dict()) == before_state
 
@@ -132,19 +137,19 @@ def test_a_skipped_step_leaves_parameters_and_optimizer_state_untouched(make):
 def test_the_closure_protocol_computes_the_first_evaluation_once():
     """The loss and gradient the loop computes before step() are the closure's first evaluation: a SaLSA step
     through optimizer_step equals SaLSA stepping with a plain closure, bit for bit."""
-    model, loss = _model_and_batch()
-    twin, twin_loss = _model_and_batch()
+    model, x, y = _model_and_batch()
+    twin, _, _ = _model_and_batch()
     ours, theirs = SaLSA(model.parameters(), init_step_size=0.1), SaLSA(twin.parameters(), init_step_size=0.1)
     params = list(model.parameters())
     for _ in range(5):
-        protocols.optimizer_step(ours, loss, params, None)
+        protocols.optimizer_step(ours, _batch(model, x, y), params, None)
 
         def closure(backwards: bool = True):
             if not backwards:
                 with torch.no_grad():
-                    return twin_loss()
+                    return nn.functional.mse_loss(twin(x), y)
             theirs.zero_grad()
-            value = twin_loss()
+            value = nn.functional.mse_loss(twin(x), y)
             value.backward()
             return value.detach()
 

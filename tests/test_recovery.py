@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics
+from conftest import read_metrics, without_measurements
 from research_optim import checkpoint
 from research_optim.jobs import run_progress
 from research_optim.run_dir import RunLock
@@ -23,7 +23,6 @@ from research_optim.train import Trainer
 
 pytestmark = pytest.mark.timeout(300)
 
-TIMES = ("train_time", "eval_time")
 LONG = ["train.steps=1500", "train.batch_size=16", "train.checkpoint_every=250", "train.log_every=50",
         "train.eval_every=500", "train.eval_batch_size=128", "train.progress=false"]
 
@@ -35,11 +34,7 @@ def uninterrupted(tmp_path_factory) -> list[dict]:
     from research_optim.app import run
 
     summary = run(compose_config([*LONG, f"run.root={tmp_path_factory.mktemp('uninterrupted')}"]))
-    return without_times(read_metrics(summary["run_dir"]))
-
-
-def without_times(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
+    return without_measurements(read_metrics(summary["run_dir"]))
 
 
 def cli(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -98,7 +93,7 @@ def test_kill_9_mid_run_then_the_same_command_resumes_bit_exact(uninterrupted, t
     again = cli(*LONG, f"run.root={tmp_path / 'b'}")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed at step" in again.stderr
-    assert without_times(read_metrics(run_dir)) == uninterrupted
+    assert without_measurements(read_metrics(run_dir)) == uninterrupted
 
 
 SAVE_THEN_DIE = """
@@ -148,7 +143,7 @@ def test_kill_9_mid_save_leaves_last_checkpoint_intact_and_its_temp_file_is_remo
         live.kill()
         live.wait()
     assert "resumed at step 250" in again.stderr and "otherhost" in again.stderr
-    assert without_times(read_metrics(run_dir)) == uninterrupted
+    assert without_measurements(read_metrics(run_dir)) == uninterrupted
 
 
 def killed_pid(temp_file: Path) -> str:
@@ -167,7 +162,7 @@ def test_a_truncated_last_checkpoint_falls_back_to_the_previous_one(tiny_run, tm
     assert f"checkpoint {folder / 'last.pt'} cannot be read" in log and "resuming from the previous checkpoint" in log
     assert (folder / "last.pt.damaged").exists()  # out of the rotation: the next save kept prev.pt good
     assert checkpoint.load(folder / "prev.pt")["state"]["step"] == 30
-    assert without_times(read_metrics(run_dir)) == without_times(read_metrics(straight["run_dir"]))
+    assert without_measurements(read_metrics(run_dir)) == without_measurements(read_metrics(straight["run_dir"]))
 
 
 def test_an_unreadable_only_checkpoint_fails_the_run_with_the_choices(tiny_run, tiny_trainer, tmp_path, monkeypatch):
@@ -207,7 +202,7 @@ def test_a_fresh_start_replaces_the_old_run_metrics_and_checkpoints(tiny_run, tm
     assert [r["step"] for r in read_metrics(run_dir) if r["split"] == "train"] == [10, 20]
     again = tiny_run(every10, "run.resume=false", root=tmp_path / "b")  # same id: run.* is not part of it
     assert again["status"] == "completed" and again["run_dir"] == str(run_dir)
-    assert without_times(read_metrics(run_dir)) == without_times(read_metrics(straight["run_dir"]))
+    assert without_measurements(read_metrics(run_dir)) == without_measurements(read_metrics(straight["run_dir"]))
     # a fresh start that dies before its first checkpoint leaves nothing of the old run to resume from
     other = interrupted_at(tiny_run, monkeypatch, 20, every10, root=tmp_path / "c")
     interrupted_at(tiny_run, monkeypatch, 10, every10, "run.resume=false", root=tmp_path / "c")

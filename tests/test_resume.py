@@ -3,18 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import read_metrics, toy_optimizer
+from conftest import read_metrics, toy_optimizer, without_measurements
 from research_optim.train import Trainer
-
-TIMES = ("train_time", "eval_time")
-
 
 class Interrupted(Exception):
     pass
-
-
-def _without_times(records):
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in records]
 
 
 @pytest.mark.parametrize("optimizer", [
@@ -26,12 +19,14 @@ def _without_times(records):
     ["optimizer=sf_adamw", "model.batch_norm=true", "model.dropout=0.2"],
     ["optimizer=salsa", "model.dropout=0.2"],
     ["optimizer=sls"],
+    ["optimizer=adamw", "model.dropout=0.2", "train.micro_batch_size=4"],
+    ["optimizer=salsa", "model.dropout=0.2", "train.micro_batch_size=8"],
     ["optimizer=c_muon", "optimizer.ns_dtype=float32", "model.dropout=0.2"],  # float32: bfloat16 GEMMs are slow on CPU
     ["optimizer=sf_muon", "+optimizer.base.ns_dtype=float32", "model.batch_norm=true"],
     ["optimizer=c_adafactor"],
     ["optimizer=sf_adamw_closure", "optimizer.inner_momentum=0.9", "model.batch_norm=true", "model.dropout=0.2"],
-], ids=["adamw-dropout", "sgd-linear", "closure", "modes-bn", "c_lion", "sf_adamw-bn", "salsa", "sls", "c_muon",
-        "sf_muon-bn", "c_adafactor", "sf_adamw_closure-bn"])
+], ids=["adamw-dropout", "sgd-linear", "closure", "modes-bn", "c_lion", "sf_adamw-bn", "salsa", "sls",
+        "adamw-dropout-micro", "salsa-dropout-micro", "c_muon", "sf_muon-bn", "c_adafactor", "sf_adamw_closure-bn"])
 def test_resume_is_bit_exact(tiny_run, tmp_path, monkeypatch, optimizer):
     straight = tiny_run(*optimizer, root=tmp_path / "a")
     assert straight["status"] == "completed"
@@ -51,7 +46,7 @@ def test_resume_is_bit_exact(tiny_run, tmp_path, monkeypatch, optimizer):
 
     assert resumed["run_dir"].replace(str(tmp_path / "b"), "") == straight["run_dir"].replace(str(tmp_path / "a"), "")
     a, b = read_metrics(straight["run_dir"]), read_metrics(resumed["run_dir"])
-    assert _without_times(a) == _without_times(b)
+    assert without_measurements(a) == without_measurements(b)
     for key in ("train_loss", "val_loss", "val_accuracy", "train_accuracy"):
         assert straight[key] == resumed[key]
 

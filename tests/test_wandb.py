@@ -85,6 +85,7 @@ def test_wandb_organisation_group_job_type_tags_axes(tiny_run, monkeypatch):
     # every logged row carries the three x axes, so loss plots against step, examples seen and train time
     train_rows = [row for row in run.logged if "train/loss" in row]
     assert train_rows and all({"step", "examples", "train_time"} <= set(row) for row in train_rows)
+    assert all({"train/examples_per_s", "train/peak_memory_gib"} <= set(row) for row in train_rows)  # throughput
     assert run.exit_code == 0
 
 

@@ -53,6 +53,20 @@ def rank_slice(batch_size: int, rank: int, world_size: int) -> slice:
     return slice(rank * per_rank, (rank + 1) * per_rank)
 
 
+def micro_slices(per_rank: int, micro_batch_size: int | None) -> list[slice]:
+    """The micro-batches of a rank's batch of ``per_rank`` examples (``train.micro_batch_size``; None: one, the
+    whole batch): equal, contiguous, disjoint parts, in order.
+
+    The one place a rank's batch is split into micro-batches; equal sizes make the mean of the micro-batch means
+    the batch mean. The config check refuses a size that does not divide before anything starts.
+    """
+    size = micro_batch_size or per_rank
+    count, rest = divmod(per_rank, size)
+    if rest or count == 0:
+        raise ValueError(f"train.micro_batch_size={micro_batch_size} does not divide the per-rank batch of {per_rank}")
+    return [slice(i * size, (i + 1) * size) for i in range(count)]
+
+
 def epoch_batches(size: int, batch_size: int, seed: int, start_step: int = 0) -> Iterator[Tensor]:
     """The example indices of each global batch from ``start_step`` on, endlessly: epoch ``e`` walks the
     permutation drawn from ``seed + e`` alone, so the batch of step ``s`` is a pure function of (seed, size,

@@ -7,8 +7,9 @@ which an optimizer opts into by what it defines (see ``research_optim.protocols`
 * ``requires_closure = True`` — ``step(closure)`` evaluates the loss itself (line search);
 * ``train()`` / ``eval()`` methods — the loop switches modes around evaluation and checkpointing (Schedule-Free).
 
-An optimizer may also define ``diagnostics() -> dict[str, float]``; the loop calls it only when it logs, so it
-is the one place where an optimizer may synchronise with the device. How the library is built (rules, transforms)
+An optimizer may also define ``diagnostics() -> dict[str, float]``; the loop calls it only when it logs, so that
+reading counters costs no sync per step. (Line searches must sync inside ``step``: they read the loss on search
+steps.) How the library is built (rules, transforms)
 and how to add an optimizer: docs/adding_an_optimizer.md.
 """
 

@@ -1,21 +1,15 @@
 """SaLSA under DDP (2 CPU processes, gloo): different data per rank, identical parameters and η on both ranks."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from conftest import free_port
+
 STEPS = 25
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -56,7 +50,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 def test_ranks_stay_identical_under_ddp(tmp_path):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert r0["losses"] != r1["losses"]  # the ranks really saw different data: without the all-reduce they'd differ
     assert r0["step_sizes"] == r1["step_sizes"]

@@ -261,18 +261,18 @@ def test_command_errors_are_one_line_and_write_nothing(sweep, tmp_path, capsys):
 
 # ------------------------------------------------------------------------- the kinds of sweeps studies run
 def test_phi_ablation_per_phi_methods_against_a_named_baseline(tmp_path):
-    _sweep(tmp_path, "sweep=phi_ablation", "run.group=phi", "optimizer.base=adamw,lion",
+    _sweep(tmp_path, "sweep=phi_ablation", "run.group=phi", "optimizer.base=lib_adamw,lion",
            "optimizer.phi=indicator_mean,soft", "seed=0,1")
     source, out = tmp_path / "phi", tmp_path / "report"
     # Two bases, no adamw: the baseline must be named.
     result = _python("-m", "research_optim.report", str(source), "--quiet", returncode=None)
-    assert result.returncode == 2 and "one of: cautious base=adamw, cautious base=lion" in result.stderr
+    assert result.returncode == 2 and "one of: cautious base=lib_adamw, cautious base=lion" in result.stderr
     _python("-m", "research_optim.report", str(source), "--out", str(out), "--quiet", "--method-keys",
-            "optimizer.base", "optimizer.phi", "--baseline", "cautious base=adamw phi=indicator_mean")
+            "optimizer.base", "optimizer.phi", "--baseline", "cautious base=lib_adamw phi=indicator_mean")
     markdown = (out / "report.md").read_text()
-    header, *rows = _table_after(markdown, "## Comparison with cautious base=adamw phi=indicator_mean")
-    assert sorted(row[0] for row in rows) == ["cautious base=adamw phi=soft", "cautious base=lion phi=indicator_mean",
-                                              "cautious base=lion phi=soft"]
+    header, *rows = _table_after(markdown, "## Comparison with cautious base=lib_adamw phi=indicator_mean")
+    assert sorted(row[0] for row in rows) == ["cautious base=lib_adamw phi=soft",
+                                              "cautious base=lion phi=indicator_mean", "cautious base=lion phi=soft"]
     assert all(row[header.index("seeds")] == "2" for row in rows)
     assert (out / "figures" / "grid_mlp_digits_cautious.png").exists()  # base × φ heatmap: every configuration
 

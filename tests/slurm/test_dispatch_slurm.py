@@ -5,7 +5,6 @@ SLURM's time-limit signal that checkpoints, requeues itself and finishes with th
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -14,32 +13,9 @@ from pathlib import Path
 import pytest
 
 from research_optim.jobs import job_table
+from slurm_jobs import TINY, cli, metrics, wait_for_jobs, warn_once_training
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(240)]
-
-TINY = ["train.steps=40", "train.batch_size=16", "train.eval_every=20", "train.log_every=10",
-        "train.checkpoint_every=20", "train.progress=false", "model.dropout=0"]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "research_optim", *args], capture_output=True, text=True,
-                         timeout=200)
-    return out
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k not in ("train_time", "eval_time")}
-            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def wait_for_jobs(root: Path, n: int, timeout: float = 150) -> list[dict]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        rows = job_table(root)
-        if len(rows) >= n and all(r["state"] not in ("PENDING", "RUNNING", "REQUEUED", "UNKNOWN") for r in rows):
-            return rows
-        time.sleep(2)
-    raise AssertionError(f"jobs under {root} did not finish: {job_table(root)}")
 
 
 def test_single_node_job_waits_and_prints_summary(partitions, tmp_path):
@@ -108,21 +84,12 @@ def test_a_config_already_queued_or_running_is_not_submitted_again(partitions, t
 
 
 def test_preempted_job_requeues_and_matches_uninterrupted(partitions, tmp_path):
-    import submitit
-
     long = [*TINY, "train.steps=3000", "train.eval_every=1000", "train.checkpoint_every=1000", "train.log_every=50",
             "model.hidden=512"]
     straight = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path / 'a'}", *long)
     preempted = cli("cluster=slurm", "cluster.partition=debug", f"run.root={tmp_path / 'b'}", *long)
     assert straight.returncode == 0 and preempted.returncode == 0, preempted.stderr
-    row = job_table(tmp_path / "b")[0]
-    run_dir = Path(row["run_dir"])
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until training is under way
-        if (run_dir / "metrics.jsonl").exists() and len((run_dir / "metrics.jsonl").read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.5)
-    submitit.SlurmJob(row["folder"], row["job_id"])._interrupt(timeout=True)  # SIGUSR2, as before a time limit
+    run_dir = warn_once_training(job_table(tmp_path / "b")[0], lines=3, timeout=120)
     rows = wait_for_jobs(tmp_path / "b", 1, timeout=200)
     assert rows[0]["state"] == "COMPLETED", rows
     log = Path(rows[0]["stdout"]).read_text() + Path(rows[0]["stderr"]).read_text()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from research_optim import protocols
+from research_optim.batch_loss import BatchLoss
 from research_optim.optim.radam_schedule_free import RAdamScheduleFree, RAdamScheduleFreeClosure, rectification
 from research_optim.optim.schedule_free import AdamWScheduleFree, AdamWScheduleFreePaper, SGDScheduleFree
 from research_optim.optim.schedule_free_closure import AdamWScheduleFreeClosure, SGDScheduleFreeClosure
@@ -96,20 +97,18 @@ def _model() -> nn.Module:
     return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)).double()
 
 
-def _loss_fn(model: nn.Module, t: int):
+def _batch(t: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(t)
-    x = torch.randn(32, 4, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (32,), generator=gen)
-    return lambda: nn.functional.cross_entropy(model(x), y)
+    return torch.randn(32, 4, generator=gen, dtype=torch.float64), torch.randint(0, 3, (32,), generator=gen)
 
 
 def _plain_closure(model: nn.Module, t: int):
     """The closure a user hands the package's classes: zero-grad, loss, backward."""
-    loss_fn = _loss_fn(model, t)
+    x, y = _batch(t)
 
     def closure() -> torch.Tensor:
         model.zero_grad()
-        loss = loss_fn()
+        loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         return loss
     return closure
@@ -139,8 +138,9 @@ def test_closure_forms_match_the_package(ours_cls, ref_cls, kwargs, driver):
     for t in range(STEPS):
         ref_loss = ref.step(_plain_closure(ref_model, t))
         if driver == "training_loop":
-            loss, skipped = protocols.optimizer_step(ours, _loss_fn(ours_model, t), list(ours_model.parameters()),
-                                                     None, skip_nonfinite=True)
+            batch_loss = BatchLoss(lambda x, y: nn.functional.cross_entropy(ours_model(x), y), *_batch(t))
+            loss, skipped = protocols.optimizer_step(ours, batch_loss, list(ours_model.parameters()), None,
+                                                     skip_nonfinite=True)
             assert not skipped
         else:
             loss = ours.step(_plain_closure(ours_model, t))

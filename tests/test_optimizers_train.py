@@ -23,7 +23,7 @@ def test_each_optimizer_lowers_the_loss(tiny_run, optimizer):
     ("c_adamw", "opt/masked_fraction"), ("c_lion", "opt/masked_fraction"),
     ("salsa", "opt/step_size"), ("sls", "opt/step_size"), ("sf_adamw", "opt/xy_gap"),
     ("c_muon", "opt/masked_fraction"), ("salsa_muon", "opt/step_size"), ("sf_muon", "opt/xy_gap"),
-    ("c_adafactor", "opt/masked_fraction"),
+    ("c_adafactor", "opt/masked_fraction"), ("c_sf_adamw", "opt/masked_fraction"),
 ])
 def test_optimizer_diagnostics_reach_metrics(tiny_run, optimizer, diagnostic):
     summary = tiny_run(f"optimizer={optimizer}", *FLOAT32_NS.get(optimizer, ()), "train.eval_every=0")

@@ -24,8 +24,9 @@ class Interrupted(Exception):
     ["optimizer=c_muon", "optimizer.ns_dtype=float32", "model.dropout=0.2"],  # float32: bfloat16 GEMMs are slow on CPU
     ["optimizer=sf_muon", "+optimizer.base.ns_dtype=float32", "model.batch_norm=true"],
     ["optimizer=c_adafactor"],
+    ["optimizer=sf_adamw_closure", "optimizer.inner_momentum=0.9", "model.batch_norm=true", "model.dropout=0.2"],
 ], ids=["adamw-dropout", "sgd-linear", "closure", "modes-bn", "c_lion", "sf_adamw-bn", "salsa", "sls",
-        "adamw-dropout-micro", "salsa-dropout-micro", "c_muon", "sf_muon-bn", "c_adafactor"])
+        "adamw-dropout-micro", "salsa-dropout-micro", "c_muon", "sf_muon-bn", "c_adafactor", "sf_adamw_closure-bn"])
 def test_resume_is_bit_exact(tiny_run, tmp_path, monkeypatch, optimizer):
     straight = tiny_run(*optimizer, root=tmp_path / "a")
     assert straight["status"] == "completed"

@@ -57,7 +57,7 @@ def test_every_point_composes_validates_and_builds(name):
 
 
 def test_grid_sizes_and_axes():
-    assert len(sweep_points("phi_ablation")) == 4 * 5 * 2
+    assert len(sweep_points("phi_ablation")) == 3 * 5 * 2
     assert len(sweep_points("beta_ablation")) == 5 * 3 * 3 * 2
     assert len(sweep_points("lr_sweep")) == 6 * 11 * 2 * 2
     assert len(sweep_points("optimizer_bench")) == 2 * 13 * 3

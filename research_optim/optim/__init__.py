@@ -17,11 +17,13 @@ from research_optim.optim.adafactor import Adafactor, CautiousAdafactor
 from research_optim.optim.adamw import AdamW, CautiousAdamW
 from research_optim.optim.lion import CautiousLion, Lion
 from research_optim.optim.muon import CautiousMuon, Muon
+from research_optim.optim.radam_schedule_free import RAdamScheduleFree, RAdamScheduleFreeClosure
 from research_optim.optim.registry import OPTIMIZERS, make_cautious
 from research_optim.optim.salsa import SaLSA
-from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
+from research_optim.optim.schedule_free import AdamWScheduleFree, AdamWScheduleFreePaper, SGDScheduleFree
+from research_optim.optim.schedule_free_closure import AdamWScheduleFreeClosure, SGDScheduleFreeClosure
 from research_optim.optim.schedule_free_reference import AdamWScheduleFreeReference, SGDScheduleFreeReference
-from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper
+from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper, ScheduleFreeWrapperReference
 from research_optim.optim.sgd import SGD
 from research_optim.optim.sls import SLS, AdamSLS
 
@@ -29,5 +31,7 @@ __all__ = [
     "AdamW", "CautiousAdamW", "Lion", "CautiousLion", "SGD", "Muon", "CautiousMuon", "Adafactor", "CautiousAdafactor",
     "make_cautious", "OPTIMIZERS", "AdamWScheduleFree",
     "SGDScheduleFree", "AdamWScheduleFreeReference", "SGDScheduleFreeReference", "ScheduleFreeWrapper", "SaLSA",
+    "AdamWScheduleFreePaper", "AdamWScheduleFreeClosure", "SGDScheduleFreeClosure", "RAdamScheduleFree",
+    "RAdamScheduleFreeClosure", "ScheduleFreeWrapperReference",
     "SLS", "AdamSLS",
 ]

@@ -302,38 +302,55 @@ class GlobalSearchState:
         self._search = self.SEARCH_STATE(**search)
 
 
-def prepare_directions(optimizer: Optimizer, directions: Any, step_size: float, foreach: bool = False
-                       ) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
+def prepare_directions(optimizer: Optimizer, directions: Any, step_size: float, foreach: bool = False,
+                       upstream_decay: bool = False) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
     """Shared first phase of every line-search step: for each parameter with a gradient, apply the decoupled
     weight decay with the previous step size and update the statistics of the searched ``directions``. Returns the
     parameters, their gradients and their states, in param-group order.
 
     ``foreach`` runs the decay and the statistics as multi-tensor ops (:meth:`update_many`), bucketed by
-    device and dtype — the same arithmetic, op for op, as the per-tensor reference (``directions.update``)."""
+    device and dtype — the same arithmetic, op for op, as the per-tensor reference (``directions.update``).
+
+    The decay is p ← p·(1 − wd·η) on the parameters with a gradient (as torch's optimizers leave the others
+    untouched). ``upstream_decay`` is the upstream SaLSA repository's instead (its compatibility mode): every
+    parameter, with or without a gradient, as p ← p + (−wd·η)·p (``p.add_(p, alpha=…)``, which rounds differently)."""
     params, grads, states = [], [], []
     for group in optimizer.param_groups:
         decayed = []
         for p in group["params"]:
             if p.grad is None:
+                if upstream_decay:
+                    decayed.append(p)
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(optimizer).__name__} does not support sparse gradients")
             state = optimizer.state[p]
             if not state:
                 directions.init_state(p, state, group)
-            if group["weight_decay"] != 0.0:
-                if foreach:
-                    decayed.append(p)
-                else:
-                    p.mul_(1.0 - group["weight_decay"] * step_size)
+            decayed.append(p)
             if not foreach:
                 directions.update(state, p.grad)
             params.append(p)
             grads.append(p.grad)
             states.append(state)
-        if decayed:
-            factor = 1.0 - group["weight_decay"] * step_size
-            per_bucket(lambda ps: torch._foreach_mul_(ps, factor), decayed)
+        if group["weight_decay"] != 0.0 and decayed:
+            _decay(decayed, group["weight_decay"] * step_size, foreach, upstream_decay)
     if foreach and params:
         directions.update_many(states, grads)
     return params, grads, states
+
+
+@torch.no_grad()
+def _decay(params: list[Tensor], rate: float, foreach: bool, upstream: bool) -> None:
+    """p ← p·(1 − rate), or upstream SaLSA's p ← p + (−rate)·p; per tensor or as multi-tensor ops (same arithmetic)."""
+    if foreach:
+        if upstream:
+            per_bucket(lambda ps: torch._foreach_add_(ps, ps, alpha=-rate), params)
+        else:
+            per_bucket(lambda ps: torch._foreach_mul_(ps, 1.0 - rate), params)
+        return
+    for p in params:
+        if upstream:
+            p.add_(p, alpha=-rate)
+        else:
+            p.mul_(1.0 - rate)

@@ -15,7 +15,8 @@ matched bit for bit, its order is a named variant of the one function, not a cop
 
 * ``"torch"`` — ``torch.optim.AdamW`` / timm: ``m.lerp_(g, 1 − β1)``, ``v.mul_(β2).addcmul_(g, g, 1 − β2)``,
   x / (√v / √(1 − β2^t) + eps);
-* ``"schedulefree"`` — ``schedulefree`` 1.4: the torch moments, x / (√(v / (1 − β2^t)) + eps);
+* ``"schedulefree"`` — ``schedulefree`` 1.4: the torch second moment, x / (√(v / (1 − β2^t)) + eps), and (the
+  upstream repository's ``inner_momentum``) m ← m·β + (1 − β)·g as ``m.mul_(β).add_(g, alpha=1 − β)``;
 * ``"salsa"`` — ``salsa-optimizer`` 0.1.0: ``m.mul_(β).add_(g·(1 − β))``, ``v.mul_(β2).add_(g²·(1 − β2))`` (two
   rounded products and a sum), P = 1 / (√(v / (1 − β2^t)) + eps).
 """
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from research_optim.optim.implementation import add, addcmul_
+from research_optim.optim.implementation import add, add_, addcmul_
 
 __all__ = [
     "EMA_ORDERS", "RMS_ORDERS", "bias_correction", "ema_", "ema_many_", "ema_square_", "ema_square_many_",
@@ -34,7 +35,7 @@ __all__ = [
     "heavy_ball_", "heavy_ball_many_",
 ]
 
-EMA_ORDERS = ("torch", "salsa")
+EMA_ORDERS = ("torch", "salsa", "schedulefree")
 RMS_ORDERS = ("torch", "schedulefree")
 
 
@@ -48,6 +49,8 @@ def ema_(avg: Tensor, x: Tensor, beta: Any, order: str = "torch") -> Tensor:
     """avg ← β·avg + (1 − β)·x, in place."""
     if order == "salsa":
         return avg.mul_(beta).add_(x.mul(1.0 - beta))
+    if order == "schedulefree":
+        return add_(avg.mul_(beta), x, 1.0 - beta)
     return avg.lerp_(x, 1.0 - beta)
 
 
@@ -55,6 +58,9 @@ def ema_many_(avgs: list[Tensor], xs: list[Tensor], beta: float, order: str = "t
     if order == "salsa":
         torch._foreach_mul_(avgs, beta)
         torch._foreach_add_(avgs, torch._foreach_mul(xs, 1.0 - beta))
+    elif order == "schedulefree":
+        torch._foreach_mul_(avgs, beta)
+        torch._foreach_add_(avgs, xs, alpha=1.0 - beta)
     else:
         torch._foreach_lerp_(avgs, xs, 1.0 - beta)
 

@@ -22,7 +22,9 @@ from research_optim.optim.cautious import check_phi
 from research_optim.optim.lion import CautiousLion, Lion
 from research_optim.optim.muon import CautiousMuon, Muon
 from research_optim.optim.salsa import SaLSA
-from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
+from research_optim.optim.radam_schedule_free import RAdamScheduleFree, RAdamScheduleFreeClosure
+from research_optim.optim.schedule_free import AdamWScheduleFree, AdamWScheduleFreePaper, SGDScheduleFree
+from research_optim.optim.schedule_free_closure import AdamWScheduleFreeClosure, SGDScheduleFreeClosure
 from research_optim.optim.sgd import SGD
 from research_optim.optim.sls import SLS, AdamSLS
 
@@ -42,13 +44,19 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
     "c_adafactor": CautiousAdafactor,
     "sf_adamw": AdamWScheduleFree,
     "sf_sgd": SGDScheduleFree,
+    "sf_adamw_closure": AdamWScheduleFreeClosure,
+    "sf_sgd_closure": SGDScheduleFreeClosure,
+    "sf_adamw_paper": AdamWScheduleFreePaper,
+    "sf_radam": RAdamScheduleFree,
+    "sf_radam_closure": RAdamScheduleFreeClosure,
     "salsa": SaLSA,
     "sls": SLS,
     "adam_sls": AdamSLS,
 }
 
 # The bases make_cautious builds: the library's optimizers that take cautious= (the c_* presets already fix φ).
-CAUTIOUS_BASES: tuple[str, ...] = ("lib_adamw", "lion", "lib_sgd", "muon", "adafactor", "sf_adamw", "sf_sgd", "salsa")
+# sf_adamw needs inner_momentum > 0 (without it the mask would only drop g = 0 coordinates; refused).
+CAUTIOUS_BASES: tuple[str, ...] = ("lib_adamw", "lion", "lib_sgd", "muon", "adafactor", "sf_adamw", "salsa")
 
 
 def make_cautious(

@@ -61,6 +61,11 @@ class Rule:
         """A tensor with u's signs that is cheaper for the cautious mask to read than u (None: u itself)."""
         return None
 
+    def cautious_refusal(self, group: dict[str, Any]) -> str | None:
+        """Why a cautious mask over this direction would mean nothing (u has g's sign everywhere, so the mask would
+        only drop coordinates where g = 0), or None where it means something. Optimizers refuse ``cautious`` then."""
+        return None
+
     def step_size(self, p: Tensor, u: Tensor, state: dict[str, Any], group: dict[str, Any]) -> float:
         """η of this tensor: the group's lr unless the rule scales it (per shape, per parameter norm)."""
         return group["lr"]
@@ -77,6 +82,10 @@ class GradientRule(Rule):
     def directions(self, ps: list[Tensor], gs: list[Tensor], states: list[dict[str, Any]],
                    s: dict[str, Any]) -> list[Tensor]:
         return gs
+
+    def cautious_refusal(self, group: dict[str, Any]) -> str | None:
+        return ("u = g, so the mask would only drop coordinates where g = 0; mask a direction with momentum "
+                "(lib_sgd with momentum, or sf_adamw with inner_momentum > 0)")
 
 
 GRADIENT = GradientRule()

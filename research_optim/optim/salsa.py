@@ -16,26 +16,35 @@ One global step size η, Adam statistics and a smoothed Armijo test (t counts st
     else:                                               # speed-up step: no search, no extra forward
         p ← p − η_try·P·m̂                               # η itself is unchanged
 
-Variants search along other directions (``direction="sgd"``: d = g / m̂; ``"sign"``: sign(g) / sign(m); ``"muon"``:
-orthogonalised g / Nesterov momentum for the matrices, Adam for the rest; ``search_directions``) and
-may mask the direction with a cautious φ (``research_optim.optim.cautious``).
+``use_mv`` searches along the step direction (P·m̂, slope ⟨g, P·m̂⟩) instead of P·g, as upstream's option of that
+name (its docstring recommends it). Variants search along other directions (``direction="sgd"``: d = g / m̂;
+``"sign"``: sign(g) / sign(m); ``"muon"``: orthogonalised g / Nesterov momentum for the matrices, Adam for the rest;
+``search_directions``) and may mask the direction with a cautious φ (``research_optim.optim.cautious``).
 
-Deliberate differences from the seed code (``salsa-optimizer`` 0.1.0, ``salsa/SaLSA.py``):
+Two upstream versions exist: ``salsa-optimizer`` 0.1.0 on PyPI (the seed) and the repository's newer ``SaLSA.py``
+(TheMody/No-learning-rates-needed-Introducing-SALSA-Stable-Armijo-Line-Search-Adaptation at 717b41c, the file last
+changed in e00c048), which adds decoupled weight decay — applied to every parameter, also one without a gradient —
+and searches only while ``loss ≥ 1e-8`` (0.1.0: ``loss ≠ 0``). ``compat`` reproduces either bit for bit
+(:data:`COMPAT`); the default takes the ``loss ≥ 1e-8`` guard (a loss below 1e-8 is not searched: the step is
+taken at η_try) and refuses a negative loss (which would never be searched while η grows), and decays only
+parameters with a gradient, as torch's optimizers.
+
+Deliberate differences from both upstream versions:
 
 * no deep copy of all parameters per line-search step: ``p0`` lives in buffers allocated once (:class:`ParameterRay`);
 * no host sync on speed-up steps: the search decision depends only on host counters, and the seed's per-step NaN
   check (``torch.isnan(params[0][0])``) and ``loss.item()`` are gone; syncs happen only on line-search steps;
 * bias correction uses the textbook exponent t; the seed divides by 1 − β^(t+1) (its step counter is already
-  incremented when it adds one) — ``seed_compat=True`` restores the seed's exponent;
+  incremented when it adds one) — ``compat`` restores it;
 * DDP: the loss values and the slope are averaged over ranks (:func:`mean_over_ranks`), so every rank takes the
   same decision; the seed compared per-rank losses and the replicas drifted apart;
-* param groups (per-group ``weight_decay``; η is global); the seed has a single group and no weight decay;
+* param groups (per-group ``weight_decay``; η is global); upstream has a single group (and 0.1.0 no decay);
 * the dropout randomness is replayed from a saved RNG state instead of reseeding from the wall clock;
 * GradScaler is refused (``grad_scaler=`` raises; a non-float32/64 loss raises);
-* when the loss is 0 or Ḡ < 1e-8 the seed steps along the momentum direction and then evaluates the loss once more,
-  unused — that forward is skipped here (the parameters are the same);
+* when the loss guard or Ḡ < 1e-8 skips the search, upstream steps along the momentum direction and then evaluates
+  the loss once more, unused — that forward is skipped here (the parameters are the same);
 * when all ``max_tries`` trials fail, the parameters are at the last trial point and η is that trial's step size
-  (the seed keeps the parameters there but records η one more backtrack smaller — ``seed_compat`` restores it);
+  (the seed keeps the parameters there but records η one more backtrack smaller — ``compat`` restores it);
 * the Armijo test runs in float64 host arithmetic; the seed keeps D̄ and Ḡ as default-dtype tensors.
 """
 from __future__ import annotations
@@ -62,7 +71,7 @@ from research_optim.optim.line_search import (
 )
 from research_optim.optim.search_directions import DIRECTIONS
 
-__all__ = ["SaLSA"]
+__all__ = ["SaLSA", "COMPAT"]
 
 # "foreach": the direction statistics and step directions as multi-tensor ops (``update_many`` / ``step_many``),
 # op for op the reference's arithmetic; "reference": one tensor at a time; "auto": foreach. SaLSA has no compiled
@@ -71,6 +80,14 @@ PATHS = ("reference", "foreach")
 
 _SLOPE_FLOOR = 1e-8       # below this smoothed slope the seed does not search (the test would be meaningless)
 _STEP_SIZE_EMA_INIT = 1e-8  # the seed's starting value of both step-size EMAs (ratio 1 → cadence at its cap)
+_LOSS_FLOOR = 1e-8        # below this loss the upstream repository (and the default) does not search
+
+# compat value → what it reproduces. Both: bias-correction exponent t+1, η one backtrack below an exhausted search.
+COMPAT = {
+    "0.1.0": "salsa-optimizer 0.1.0 (PyPI): searches while loss != 0; no weight decay",
+    "717b41c": "the upstream repository's SaLSA.py at commit 717b41c5a81949455f85479ed918e2b923a2e40a: searches "
+               "while loss >= 1e-8; decays every parameter (also without a gradient) as p.add_(p, alpha=-wd*eta)",
+}
 
 
 @dataclass
@@ -106,8 +123,10 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
         eps: added to √v̂ in the preconditioner.
         direction: ``"adam"`` (SaLSA), ``"sgd"``, ``"sign"`` or ``"muon"``.
         cautious, cautious_factor: φ name of ``cautious.PHI_FUNCTIONS`` (or None) masking the direction.
-        seed_compat: reproduce the seed's arithmetic (bias-correction exponent t+1, η after an exhausted search)
-            so the trajectory can be compared with ``salsa.SaLSA`` exactly.
+        use_mv: search along the step direction (momentum) rather than the gradient's, as upstream's ``use_mv``.
+        compat: None, or a key of :data:`COMPAT` — reproduce that upstream version's arithmetic bit for bit
+            (``"0.1.0"``: ``salsa.SaLSA`` of salsa-optimizer 0.1.0, which has no weight decay, so a nonzero
+            ``weight_decay`` is refused; ``"717b41c"``: the upstream repository's newest ``SaLSA.py``).
         implementation: ``"auto"`` (= ``"foreach"``) | ``"foreach"`` | ``"reference"``: the decay, the direction
             statistics and the speed-up step's direction as multi-tensor ops per (device, dtype) bucket, or one
             tensor at a time (the readable reference). Same arithmetic op for op (bit-identical on CPU), same state.
@@ -142,7 +161,8 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
         direction: str = "adam",
         cautious: str | None = None,
         cautious_factor: float = 0.0,
-        seed_compat: bool = False,
+        use_mv: bool = False,
+        compat: str | None = None,
         grad_scaler: Any = None,
         implementation: str = "auto",
     ) -> None:
@@ -163,11 +183,13 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
         checks.non_negative(owner, "eps", eps)
         checks.choice(owner, "direction", direction, sorted(DIRECTIONS))
         check_phi(owner, cautious, cautious_factor)
-        checks.boolean(owner, "seed_compat", seed_compat)
+        checks.boolean(owner, "use_mv", use_mv)
+        if compat is not None:
+            checks.choice(owner, "compat", compat, sorted(COMPAT))
 
         self.c, self.beta3, self.growth, self.backtrack = c, beta3, growth, backtrack
         self.max_tries, self.cadence_cap, self.search_warmup = max_tries, cadence_cap, search_warmup
-        self.step_size_ema, self.speed_up, self.seed_compat = tuple(step_size_ema), speed_up, seed_compat
+        self.step_size_ema, self.speed_up, self.use_mv, self.compat = tuple(step_size_ema), speed_up, use_mv, compat
         self.direction, self.cautious, self.cautious_factor = direction, cautious, cautious_factor
         self.directions = DIRECTIONS[direction](tuple(betas), eps)
         # an attribute, not a group option: state_dicts stay identical across implementations
@@ -202,7 +224,7 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
         loss = evaluator.with_backward()
         s.step = t
         # The seed's bias-correction exponent is t+1 (it adds one to an already incremented counter).
-        k = t + 1 if self.seed_compat else t
+        k = t if self.compat is None else t + 1
         self._masked.reset()
         with torch.no_grad():
             params, grads, states = self._prepare(s.step_size)
@@ -221,8 +243,20 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
     def _foreach(self) -> bool:
         return self.implementation != "reference"
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if self.compat == "0.1.0" and self.param_groups[-1]["weight_decay"] != 0.0:
+            raise ValueError(f"{type(self).__name__}: weight_decay={self.param_groups[-1]['weight_decay']} with "
+                             "compat='0.1.0' — salsa-optimizer 0.1.0 has no weight decay; use compat='717b41c' "
+                             "(the upstream repository's decay) or compat=None")
+
     def _prepare(self, step_size: float) -> tuple[list[Tensor], list[Tensor], list[dict[str, Any]]]:
-        return prepare_directions(self, self.directions, step_size, foreach=self._foreach)
+        return prepare_directions(self, self.directions, step_size, foreach=self._foreach,
+                                  upstream_decay=self.compat == "717b41c")
+
+    def _searches_at(self, loss: float) -> bool:
+        """The loss guard: upstream 0.1.0 searches at any nonzero loss, the newer upstream (and here) at ≥ 1e-8."""
+        return loss != 0.0 if self.compat == "0.1.0" else loss >= _LOSS_FLOOR
 
     def _mask(self, d: Tensor, g: Tensor) -> Tensor:
         return cautious_direction(d, g, self.cautious, self.cautious_factor, self._masked)
@@ -245,19 +279,28 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
         s = self._search
         directions, slope = [], 0  # summed tensor by tensor, in parameter order (the seed's summation order)
         for g, state in zip(grads, states):
-            d, tensor_slope = self.directions.search(state, g, k)
+            if self.use_mv:
+                d = self.directions.step(state, g, k)
+            else:
+                d, tensor_slope = self.directions.search(state, g, k)
             if self.cautious is not None:
                 d = self._mask(d, g)
-                tensor_slope = (g * d).sum()
+            if self.use_mv or self.cautious is not None:
+                tensor_slope = torch.inner(g.flatten(), d.flatten())  # ⟨g, d⟩ as upstream's use_mv computes it
             directions.append(d)
             slope = slope + tensor_slope
         device = params[0].device if params else loss.device
         loss_value, slope_value = mean_over_ranks([loss, slope], device)
+        if loss_value < 0.0 and self.compat is None:
+            raise ValueError(
+                f"{type(self).__name__}: the loss is negative ({loss_value:.6g}); below the guard loss ≥ 1e-8 the line "
+                "search never runs and η grows by `growth` at every search step. SaLSA needs a non-negative loss: "
+                "add a constant (compat= reproduces upstream, which does not check)")
         s.avg_slope = s.avg_slope * self.beta3 + slope_value * (1.0 - self.beta3)
         s.since_search = 0
         step_size = s.step_size * self.growth
         forwards = backtracks = 0
-        if loss_value != 0.0 and s.avg_slope >= _SLOPE_FLOOR:
+        if self._searches_at(loss_value) and s.avg_slope >= _SLOPE_FLOOR:
             self._ray.start(params, directions)
 
             def loss_at(eta: float) -> float:
@@ -271,7 +314,7 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
             self._ray.release()
             s.avg_decrease = result.avg_decrease
             step_size = result.step_size
-            if not result.accepted and self.seed_compat:
+            if not result.accepted and self.compat is not None:
                 step_size = step_size * self.backtrack
             forwards, backtracks = result.forwards, result.backtracks
         else:

@@ -8,13 +8,16 @@ training and x during evaluation; the paper's three sequences are::
     y_{t+1} = (1 − β) · z_{t+1} + β · x_{t+1}
 
     AdamW:  v = β2·v + (1 − β2)·g² ;  d = g / (√(v / (1 − β2^t)) + eps) + λ·y        (no first moment: β1 is β)
+            inner_momentum μ > 0 (the upstream repository, after 1.4.1): g ← m̂ = m / (1 − μ^t), m = μ·m + (1 − μ)·g
     SGD:    d = g + λ·y                                                            (β is ``momentum``)
 
 with the warmup and averaging weights of :mod:`research_optim.optim.schedule_free_core`. Weight decay is taken
 at y, as in the ``schedulefree`` package. The base directions are rules (``research_optim.optim.rule``): AdamW's is
-``AdamRule(first_moment=False, order="schedulefree")`` — the package's arithmetic order, bit for bit —, SGD's the
-gradient. Verified against ``schedulefree.AdamWScheduleFree`` and ``SGDScheduleFree`` (1.4.1) and against the
-explicit-x/y/z twins in ``schedule_free_reference``.
+:class:`ScheduleFreeAdamRule` — the package's arithmetic order, bit for bit —, SGD's the gradient. Verified against
+``schedulefree.AdamWScheduleFree`` and ``SGDScheduleFree`` (1.4.1), ``inner_momentum`` against golden trajectories
+of the upstream repository (``tests/fixtures/make_schedule_free_upstream.py``), and against the explicit-x/y/z
+twins in ``schedule_free_reference``. ``AdamWScheduleFreePaper`` is the package's paper form (no bias correction
+inside the root, lr_t scaled by √(1 − β2^t) instead).
 
 ``implementation`` (see ``research_optim.optim.implementation``): ``"reference"`` steps one tensor at a time,
 ``"foreach"`` the same arithmetic as multi-tensor ops (bit-identical on CPU), ``"compiled"`` the reference loop
@@ -24,27 +27,32 @@ Usage: ``optimizer.train()`` before training, ``optimizer.eval()`` before evalua
 package, a new optimizer is in eval mode and ``step()`` raises ``RuntimeError`` until ``train()`` is called.
 BatchNorm running statistics are computed at y; the training loop recomputes them at x before evaluating.
 
-Cautious (``cautious=<φ name>``): the z-update direction u (Adam-preconditioned g, or g) is masked by
-``cautious_direction(u, g)`` before the decay λ·y is added (decay is never masked). Note that for both bases u has
-the sign of g coordinate-wise, so the mask only removes coordinates where g = 0 (and rescales for the φ variants
-that rescale); ``masked_fraction`` reports this.
+Cautious (``cautious=<φ name>``): the z-update direction u is masked by ``cautious_direction(u, g)`` before the
+decay λ·y is added (decay is never masked). Only AdamW with ``inner_momentum`` > 0 takes it: u = m̂/(√v̂ + eps) then
+has m's signs, which disagree with g's where the gradient turned — the mask of C-AdamW, on the z step. Without
+inner momentum (and for SGD) u has g's sign everywhere, so a mask would only drop coordinates where g = 0: refused
+at construction, naming the fix (``Rule.cautious_refusal``).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from research_optim.optim import checks
 from research_optim.optim.adamw import AdamRule
 from research_optim.optim.cautious import cautious_direction, cautious_directions, cautious_masked
 from research_optim.optim.implementation import (
     COMPILE_FAILED, add, bucket_indices, call_compiled, check_implementation, graph_inputs, resolve, scalar,
 )
+from research_optim.optim.moments import (
+    bias_correction, ema_, ema_many_, ema_square_, ema_square_many_, rms_scaled, rms_scaled_many,
+)
 from research_optim.optim.rule import GRADIENT, Rule
 from research_optim.optim.schedule_free_core import (
     RuleScheduleFree,
-    averaging_step,
     check_beta,
     params_with_state,
     schedule_free_step_,
@@ -54,9 +62,69 @@ from research_optim.optim.schedule_free_core import (
     z_based_x_minus_y,
 )
 
-__all__ = ["AdamWScheduleFree", "SGDScheduleFree", "SCHEDULE_FREE_ADAM", "AdamWArguments", "SGDArguments"]
+__all__ = ["AdamWScheduleFree", "AdamWScheduleFreePaper", "SGDScheduleFree", "ScheduleFreeAdamRule",
+           "SCHEDULE_FREE_ADAM", "AdamWArguments", "SGDArguments"]
 
-SCHEDULE_FREE_ADAM = AdamRule(first_moment=False, order="schedulefree")
+
+class ScheduleFreeAdamRule(AdamRule):
+    """Schedule-Free AdamW's base direction, in ``schedulefree``'s arithmetic order: u = g / (√(v / (1 − β2^t)) +
+    eps), no first moment (the interpolation β takes its place).
+
+    The group's ``inner_momentum`` μ > 0 (the upstream repository's option, after 1.4.1; absent or 0: none) keeps
+    m = μ·m + (1 − μ)·g and uses m̂ = m / (1 − μ^t) in g's place. ``correct_bias=False`` leaves v uncorrected
+    (the paper form, whose lr carries √(1 − β2^t) instead).
+    """
+
+    buffers = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, correct_bias: bool = True) -> None:
+        super().__init__(first_moment=False, order="schedulefree")
+        self.buffers = ScheduleFreeAdamRule.buffers
+        self.correct_bias = correct_bias
+
+    def check(self, owner: str, group: dict[str, Any]) -> None:
+        super().check(owner, group)
+        checks.unit_interval(owner, "inner_momentum", group.get("inner_momentum", 0.0))
+
+    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if group.get("inner_momentum", 0.0) != 0.0:
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def scalars(self, group: dict[str, Any], step: int) -> dict[str, Any]:
+        inner_momentum = group.get("inner_momentum", 0.0)
+        beta2 = group["betas"][1]
+        return dict(beta2=beta2, eps=group["eps"], inner_momentum=inner_momentum,
+                    bias_correction1=bias_correction(inner_momentum, step),
+                    bias_correction2=bias_correction(beta2, step) if self.correct_bias else 1.0)
+
+    def direction(self, p: Tensor, g: Tensor, state: dict[str, Any], s: dict[str, Any]) -> Tensor:
+        ema_square_(state["exp_avg_sq"], g, s["beta2"])
+        if "exp_avg" in state:
+            g = ema_(state["exp_avg"], g, s["inner_momentum"], order="schedulefree").div(s["bias_correction1"])
+        return rms_scaled(g, state["exp_avg_sq"], s["bias_correction2"], s["eps"], self.order)
+
+    def directions(self, ps: list[Tensor], gs: list[Tensor], states: list[dict[str, Any]],
+                   s: dict[str, Any]) -> list[Tensor]:
+        vs = [st["exp_avg_sq"] for st in states]
+        ema_square_many_(vs, gs, s["beta2"])
+        if states and "exp_avg" in states[0]:  # one group: every tensor has m, or none
+            ms = [st["exp_avg"] for st in states]
+            ema_many_(ms, gs, s["inner_momentum"], order="schedulefree")
+            gs = torch._foreach_div(ms, s["bias_correction1"])
+        return rms_scaled_many(gs, vs, s["bias_correction2"], s["eps"], self.order)
+
+    def sign_source(self, g: Tensor, state: dict[str, Any]) -> Tensor | None:
+        return state.get("exp_avg", g)
+
+    def cautious_refusal(self, group: dict[str, Any]) -> str | None:
+        if group.get("inner_momentum", 0.0) != 0.0:
+            return None
+        return ("u = g/(√v̂ + eps) has the sign of g, so the mask would only drop coordinates where g = 0; set "
+                "inner_momentum > 0 (e.g. 0.9): the mask then compares m̂ with g, as C-AdamW's")
+
+
+SCHEDULE_FREE_ADAM = ScheduleFreeAdamRule()
 
 
 class AdamWArguments:
@@ -71,6 +139,8 @@ class AdamWArguments:
         warmup_steps: linear warmup length (integer ≥ 0); lr_t = lr·min(1, t/warmup_steps).
         r: polynomial weighting of the average, w_t ∝ t^r (≥ 0).
         weight_lr_power: w_t ∝ lr_max^weight_lr_power (≥ 0; 0 disables lr weighting).
+        inner_momentum: μ ∈ [0, 1), an EMA of the gradient inside the Adam direction (the upstream repository's
+            option, not in schedulefree 1.4.1; 0.9 recommended there); 0 (default) keeps no m.
         cautious: φ name for cautious masking of the z direction, or None.
         cautious_factor: weight of misaligned coordinates for φ = ``soft`` (in [0, 1]).
         implementation (memory-efficient class only): ``"auto"`` | ``"reference"`` | ``"foreach"`` | ``"compiled"``.
@@ -80,10 +150,11 @@ class AdamWArguments:
 
     def __init__(self, params: Any, lr: float = 0.0025, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, warmup_steps: int = 0, r: float = 0.0,
-                 weight_lr_power: float = 2.0, cautious: str | None = None, cautious_factor: float = 0.0,
-                 **implementation: str) -> None:
+                 weight_lr_power: float = 2.0, inner_momentum: float = 0.0, cautious: str | None = None,
+                 cautious_factor: float = 0.0, **implementation: str) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps, r=r,
-                        weight_lr_power=weight_lr_power, cautious=cautious, cautious_factor=cautious_factor)
+                        weight_lr_power=weight_lr_power, inner_momentum=inner_momentum, cautious=cautious,
+                        cautious_factor=cautious_factor)
         super().__init__(params, defaults, **implementation)  # type: ignore[call-arg]
 
     def _beta(self, group: dict[str, Any]) -> float:
@@ -162,7 +233,7 @@ class _FastScheduleFree(RuleScheduleFree):
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._begin_step(closure)
         for group in self.param_groups:
-            avg = averaging_step(group, group["lr"], group["warmup_steps"], group["r"], group["weight_lr_power"])
+            avg = self._averaging_step(group)
             ys = [p for p in group["params"] if p.grad is not None]
             for p in ys:
                 if p.grad.is_sparse:
@@ -227,6 +298,17 @@ class _FastScheduleFree(RuleScheduleFree):
 
 class AdamWScheduleFree(AdamWArguments, _FastScheduleFree):
     """Schedule-Free AdamW, memory-efficient: state z and v; β = betas[0]. Arguments: see ``AdamWArguments``."""
+
+
+class AdamWScheduleFreePaper(AdamWScheduleFree):
+    """Schedule-Free AdamW in the paper's form (``schedulefree.AdamWScheduleFreePaper``): u = g / (√v + eps) with
+    v uncorrected, and lr_t = lr·min(1, t/warmup_steps)·√(1 − β2^t) — so the correction also scales the decay at y
+    and enters the averaging weights through lr_max. Arguments: see ``AdamWArguments``."""
+
+    rule = ScheduleFreeAdamRule(correct_bias=False)
+
+    def _lr_scale(self, group: dict[str, Any], t: int) -> float:
+        return math.sqrt(bias_correction(group["betas"][1], t))
 
 
 class SGDScheduleFree(SGDArguments, _FastScheduleFree):

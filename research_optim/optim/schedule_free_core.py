@@ -41,7 +41,7 @@ from research_optim.optim.rule import Rule
 __all__ = [
     "SCHEDULE_FREE_GROUP_DEFAULTS", "AveragingStep", "averaging_step", "schedule_free_step_",
     "schedule_free_step_many_", "y_to_x_", "x_to_y_", "check_beta", "check_averaging", "ScheduleFreeOptimizer",
-    "RuleScheduleFree", "z_based_x_minus_y", "params_with_state",
+    "RuleScheduleFree", "ExplicitXYZ", "z_based_x_minus_y", "params_with_state",
 ]
 
 # Per-group bookkeeping, under the package's key names so that its checkpoints load here.
@@ -74,11 +74,13 @@ class AveragingStep:
 
 
 def averaging_step(group: dict[str, Any], base_lr: float, warmup_steps: int, r: float,
-                   weight_lr_power: float) -> AveragingStep:
-    """Advance the group's counters (k, lr_max, weight_sum, scheduled_lr) by one step and return (t, lr_t, c_t)."""
+                   weight_lr_power: float, lr_scale: float = 1.0) -> AveragingStep:
+    """Advance the group's counters (k, lr_max, weight_sum, scheduled_lr) by one step and return (t, lr_t, c_t).
+
+    ``lr_scale`` multiplies lr_t after the warmup (RAdam's rectification, the paper form's √(1 − β2^t))."""
     t = group["k"] + 1
     sched = t / warmup_steps if t <= warmup_steps else 1.0
-    lr = base_lr * sched
+    lr = base_lr * sched * lr_scale
     group["scheduled_lr"] = lr
     lr_max = group["lr_max"] = max(lr, group["lr_max"])
     weight = (t**r) * (lr_max**weight_lr_power)
@@ -266,8 +268,28 @@ def params_with_state(group: dict[str, Any], state: dict[Tensor, dict[str, Any]]
     return ps, buffers
 
 
+class ExplicitXYZ:
+    """Mixin for the Reference versions, which store x, y and z per parameter: a mode switch copies x (eval) or y
+    (train) into the parameter, and x − y is read from the state."""
+
+    state: Any
+
+    def _to_eval_(self, group: dict[str, Any]) -> None:
+        for p in group["params"]:
+            if "x" in self.state.get(p, {}):
+                p.copy_(self.state[p]["x"])
+
+    def _to_train_(self, group: dict[str, Any]) -> None:
+        for p in group["params"]:
+            if "y" in self.state.get(p, {}):
+                p.copy_(self.state[p]["y"])
+
+    def _x_minus_y(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
+        return state["x"] - state["y"] if "x" in state else None
+
+
 class RuleScheduleFree(MaskedFractionMixin, ScheduleFreeOptimizer):
-    """Schedule-Free around an update rule (AdamW: ``AdamRule(first_moment=False, order="schedulefree")``; SGD: the
+    """Schedule-Free around an update rule (AdamW: ``schedule_free.ScheduleFreeAdamRule``; SGD: the
     gradient itself): the group checks (lr, weight_decay, warmup_steps, r, weight_lr_power, β, cautious and the
     rule's own) and the cautious masked-fraction counter, shared by the memory-efficient and the Reference versions.
     A subclass sets ``rule`` and ``_beta``."""
@@ -280,12 +302,24 @@ class RuleScheduleFree(MaskedFractionMixin, ScheduleFreeOptimizer):
         owner = type(self).__name__
         checks.positive(owner, "lr", group["lr"])
         checks.non_negative(owner, "weight_decay", group["weight_decay"])
-        checks.integer(owner, "warmup_steps", group["warmup_steps"])
+        checks.integer(owner, "warmup_steps", group.get("warmup_steps", 0))
         check_averaging(owner, group["r"], group["weight_lr_power"])
         check_phi(owner, group["cautious"], group["cautious_factor"])
         self.rule.check(owner, group)
+        refusal = self.rule.cautious_refusal(group) if group["cautious"] is not None else None
+        if refusal is not None:
+            raise ValueError(f"{owner}: cautious={group['cautious']!r} would mean nothing here: {refusal}")
         self._check_beta(group)
         self._init_group_bookkeeping(group)
 
     def _check_beta(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def _lr_scale(self, group: dict[str, Any], t: int) -> float:
+        """A factor on lr_t at step t beyond the warmup (1; RAdam's rectification, the paper form's √(1 − β2^t))."""
+        return 1.0
+
+    def _averaging_step(self, group: dict[str, Any]) -> AveragingStep:
+        """This step's (t, lr_t, c_t) for ``group``, advancing its counters."""
+        return averaging_step(group, group["lr"], group.get("warmup_steps", 0), group["r"], group["weight_lr_power"],
+                              self._lr_scale(group, group["k"] + 1))

@@ -18,37 +18,23 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-from torch import Tensor
 
 from research_optim.optim.cautious import cautious_direction
 from research_optim.optim.implementation import add
 from research_optim.optim.schedule_free import AdamWArguments, SGDArguments
-from research_optim.optim.schedule_free_core import RuleScheduleFree, averaging_step
+from research_optim.optim.schedule_free_core import ExplicitXYZ, RuleScheduleFree
 
 __all__ = ["AdamWScheduleFreeReference", "SGDScheduleFreeReference"]
 
 
-class _ReferenceScheduleFree(RuleScheduleFree):
+class _ReferenceScheduleFree(ExplicitXYZ, RuleScheduleFree):
     """x, y, z in state; the base direction u from ``rule``, one tensor at a time."""
-
-    def _to_eval_(self, group: dict[str, Any]) -> None:
-        for p in group["params"]:
-            if "x" in self.state.get(p, {}):
-                p.copy_(self.state[p]["x"])
-
-    def _to_train_(self, group: dict[str, Any]) -> None:
-        for p in group["params"]:
-            if "y" in self.state.get(p, {}):
-                p.copy_(self.state[p]["y"])
-
-    def _x_minus_y(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> Tensor | None:
-        return state["x"] - state["y"] if "x" in state else None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._begin_step(closure)
         for group in self.param_groups:
-            avg = averaging_step(group, group["lr"], group["warmup_steps"], group["r"], group["weight_lr_power"])
+            avg = self._averaging_step(group)
             s, beta = self.rule.scalars(group, avg.t), self._beta(group)
             for p in group["params"]:
                 if p.grad is None:

@@ -21,6 +21,10 @@ The wrapper is a ``torch.optim.Optimizer`` whose ``param_groups`` are the base's
 schedulers see one set of groups; the averaging counters and the mode live in them). ``state_dict()`` is
 ``{"base": base.state_dict(), "z": {flat param index: z}}``. For configs, :func:`schedule_free_wrapped` builds
 the base from the param groups.
+
+:class:`ScheduleFreeWrapperReference` (``schedulefree.ScheduleFreeWrapperReference``) stores x, y and z and copies
+them instead of extrapolating one point from the other two (a lerp with weight 1 − 1/β < 0): three buffers per
+parameter instead of one — the package recommends it for research, as easy to modify and numerically stable.
 """
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ from research_optim.optim import checks
 from research_optim.optim.registry import OPTIMIZERS
 from research_optim.optim.schedule_free_core import (
     SCHEDULE_FREE_GROUP_DEFAULTS,
+    AveragingStep,
+    ExplicitXYZ,
     ScheduleFreeOptimizer,
     averaging_step,
     check_averaging,
@@ -45,7 +51,7 @@ from research_optim.optim.schedule_free_core import (
     z_based_x_minus_y,
 )
 
-__all__ = ["ScheduleFreeWrapper", "schedule_free_wrapped", "BaseSpec"]
+__all__ = ["ScheduleFreeWrapper", "ScheduleFreeWrapperReference", "schedule_free_wrapped", "BaseSpec"]
 
 BaseSpec = Union[Optimizer, Callable[..., Optimizer], str]
 
@@ -69,6 +75,8 @@ class ScheduleFreeWrapper(ScheduleFreeOptimizer):
         r: polynomial weighting of the average (≥ 0). Default 0.
         weight_lr_power: w_t ∝ lr_max^weight_lr_power (≥ 0). Default 2.
     """
+
+    buffers: tuple[str, ...] = ("z",)  # per parameter, in the wrapper's own state
 
     def __init__(self, base: Optimizer, momentum: float = 0.9, weight_decay_at_y: float = 0.0, r: float = 0.0,
                  weight_lr_power: float = 2.0) -> None:
@@ -122,9 +130,12 @@ class ScheduleFreeWrapper(ScheduleFreeOptimizer):
         return [p for group in self.param_groups for p in group["params"]]
 
     def state_dict(self) -> dict[str, Any]:
-        """The base's state dict (its groups carry the averaging counters and the mode) and z by param index."""
-        z = {i: self.state[p]["z"] for i, p in enumerate(self._flat_params()) if "z" in self.state.get(p, {})}
-        return {"base": self.base.state_dict(), "z": z}
+        """The base's state dict (its groups carry the averaging counters and the mode) and each of ``buffers``
+        (z; the Reference: x, y, z) by param index."""
+        params = self._flat_params()
+        return {"base": self.base.state_dict(),
+                **{key: {i: self.state[p][key] for i, p in enumerate(params) if key in self.state.get(p, {})}
+                   for key in self.buffers}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.base.load_state_dict(state_dict["base"])
@@ -132,18 +143,23 @@ class ScheduleFreeWrapper(ScheduleFreeOptimizer):
         self.param_groups = self.base.param_groups
         params = self._flat_params()
         self.state = defaultdict(dict)
-        for index, z in state_dict["z"].items():
-            if not 0 <= int(index) < len(params):
-                raise ValueError(f"{type(self).__name__}.load_state_dict: z for param {index}, but the optimizer has "
-                                 f"{len(params)} parameters")
-            p = params[int(index)]
-            self.state[p]["z"] = z.detach().to(device=p.device, dtype=p.dtype, copy=True)
+        for key in self.buffers:
+            for index, value in state_dict[key].items():
+                if not 0 <= int(index) < len(params):
+                    raise ValueError(f"{type(self).__name__}.load_state_dict: {key} for param {index}, but the "
+                                     f"optimizer has {len(params)} parameters")
+                p = params[int(index)]
+                self.state[p][key] = value.detach().to(device=p.device, dtype=p.dtype, copy=True)
         self._check_loaded_state()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none)
 
     # -- the step -------------------------------------------------------------------------------------------------
+    def _averaging_step(self, group: dict[str, Any]) -> AveragingStep:
+        """(t, lr_t, c_t) from the base's lr (× group["d"]: D-Adaptation / Prodigy scale their lr by it)."""
+        return averaging_step(group, group["lr"] * group.get("d", 1.0), 0, self.r, self.weight_lr_power)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = self._begin_step(closure)
@@ -163,8 +179,7 @@ class ScheduleFreeWrapper(ScheduleFreeOptimizer):
                 _swap_(p, z)  # p holds z for the base step; the z buffer keeps x meanwhile
         self.base.step()
         for group, params in zip(self.param_groups, active):
-            lr = group["lr"] * group.get("d", 1.0)  # D-Adaptation / Prodigy scale their lr by group["d"]
-            avg = averaging_step(group, lr, 0, self.r, self.weight_lr_power)
+            avg = self._averaging_step(group)
             for p in params:
                 z = self.state[p]["z"]
                 _swap_(p, z)  # p: x, buffer: the new z
@@ -173,21 +188,58 @@ class ScheduleFreeWrapper(ScheduleFreeOptimizer):
         return loss
 
 
+class ScheduleFreeWrapperReference(ExplicitXYZ, ScheduleFreeWrapper):
+    """Make ``base`` schedule-free, with x, y and z stored (see the module docstring); same arguments::
+
+        z ← z − lr·λ·y ; p ← z ; base.step() ; z ← p ; x ← lerp(x, z, c_t) ; y ← lerp(x, z, 1 − β) ; p ← y
+
+    Parameters without a gradient are left alone, as by torch's optimizers (the package's class decays them at y).
+    """
+
+    buffers = ("x", "y", "z")
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = self._begin_step(closure)
+        active = [[p for p in group["params"] if p.grad is not None] for group in self.param_groups]
+        for group, params in zip(self.param_groups, active):
+            for p in params:
+                state = self.state[p]
+                if "z" not in state:
+                    for key in self.buffers:
+                        state[key] = p.detach().clone(memory_format=torch.preserve_format)
+                if self.weight_decay_at_y != 0.0:
+                    state["z"].sub_(state["y"], alpha=group["lr"] * self.weight_decay_at_y)
+                p.copy_(state["z"])
+        self.base.step()
+        for group, params in zip(self.param_groups, active):
+            avg = self._averaging_step(group)
+            for p in params:
+                x, y, z = (self.state[p][key] for key in self.buffers)
+                z.copy_(p)
+                x.lerp_(z, avg.c)
+                y.copy_(x).lerp_(z, 1.0 - self.momentum)
+                p.copy_(y)
+        return loss
+
+
 def schedule_free_wrapped(params: Any, base: BaseSpec, base_kwargs: dict[str, Any] | None = None,
-                          **wrapper_kwargs: Any) -> ScheduleFreeWrapper:
+                          reference: bool = False, **wrapper_kwargs: Any) -> ScheduleFreeWrapper:
     """Build the base over ``params`` and wrap it — the config entry point.
 
     ``base`` is a constructed optimizer (used as is; ``params`` must then be None), a class or partial such as
     the one Hydra makes from ``{_target_: torch.optim.AdamW, _partial_: true, lr: ...}``, or a name of
     ``research_optim.optim.registry.OPTIMIZERS`` (a config name: ``"adamw"``, ``"lion"``, ``"muon"``, ...).
     ``base_kwargs`` go to the base's constructor, ``wrapper_kwargs`` (momentum, weight_decay_at_y, r,
-    weight_lr_power) to the wrapper.
+    weight_lr_power) to the wrapper; ``reference=True`` builds :class:`ScheduleFreeWrapperReference`.
     So ``hydra.utils.instantiate(node)(param_groups)`` of ``conf/optimizer/sf_wrapper.yaml`` returns the wrapper.
     """
+    checks.boolean("schedule_free_wrapped", "reference", reference)
+    wrapper = ScheduleFreeWrapperReference if reference else ScheduleFreeWrapper
     if isinstance(base, Optimizer):
         if params is not None or base_kwargs:
             raise ValueError("schedule_free_wrapped: base is already constructed; pass params=None and no base_kwargs")
-        return ScheduleFreeWrapper(base, **wrapper_kwargs)
+        return wrapper(base, **wrapper_kwargs)
     if isinstance(base, str):
         if base not in OPTIMIZERS:
             raise ValueError(f"schedule_free_wrapped: unknown base {base!r}; choose one of {sorted(OPTIMIZERS)}, "
@@ -196,4 +248,4 @@ def schedule_free_wrapped(params: Any, base: BaseSpec, base_kwargs: dict[str, An
     if not callable(base):
         raise TypeError(f"schedule_free_wrapped: base must be an optimizer, a class or factory, or a name; "
                         f"got {base!r}")
-    return ScheduleFreeWrapper(base(params, **dict(base_kwargs or {})), **wrapper_kwargs)
+    return wrapper(base(params, **dict(base_kwargs or {})), **wrapper_kwargs)

@@ -40,7 +40,8 @@ def test_adamw_and_sgd_have_one_meaning_each():
 
 @pytest.mark.parametrize("base", registry.CAUTIOUS_BASES)
 def test_every_cautious_base_is_a_registered_class_taking_a_phi(base):
-    extra = dict(beta1=0.9) if base == "adafactor" else {}  # cautious Adafactor masks its first moment
+    # cautious Adafactor masks its first moment, cautious Schedule-Free AdamW its inner momentum
+    extra = {"adafactor": dict(beta1=0.9), "sf_adamw": dict(inner_momentum=0.9)}.get(base, {})
     opt = registry.make_cautious(_params(), base=base, phi="signxor", **extra)
     assert type(opt) is registry.OPTIMIZERS[base]
     assert "signxor" in (opt.defaults.get("cautious"), getattr(opt, "cautious", None))

@@ -10,6 +10,7 @@ from torch import nn
 
 from research_optim.optim.line_search import LossEvaluator
 from research_optim.optim.salsa import SaLSA
+from tests.fixtures.make_salsa_upstream import seed_closure
 from research_optim.optim.sls import SLS
 
 from salsa.SaLSA import SaLSA as RefSaLSA
@@ -35,17 +36,6 @@ def regression_problem(seed: int = 0, dropout: float = 0.0, batches: int = 8):
     return model, list(zip(xs, ys))
 
 
-def seed_closure(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    """The seed's closure(backwards) form (zero-grads, backward on request)."""
-    def closure(backwards: bool = False) -> torch.Tensor:
-        model.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        if backwards:
-            loss.backward()
-        return loss
-    return closure
-
-
 def plain_closure(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     return lambda: nn.functional.mse_loss(model(x), y)
 
@@ -54,10 +44,12 @@ def params_equal(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-def test_seed_compat_is_identical_to_the_seed_package(float64_default):
+@pytest.mark.parametrize("use_mv", [False, True])
+def test_compat_0_1_0_is_identical_to_the_seed_package(float64_default, use_mv):
     model, batches = regression_problem()
     ref_model = copy.deepcopy(model)
-    ours, ref = SaLSA(model.parameters(), seed_compat=True), RefSaLSA(ref_model.parameters())
+    ours = SaLSA(model.parameters(), compat="0.1.0", use_mv=use_mv)
+    ref = RefSaLSA(ref_model.parameters(), use_mv=use_mv)
     searched = skipped = backtracked = 0
     for t in range(150):
         x, y = batches[t % len(batches)]
@@ -85,13 +77,13 @@ def test_default_mode_differs_from_the_seed(float64_default):
     assert not params_equal(model, ref_model)
 
 
-@pytest.mark.parametrize("seed_compat", [False, True])
-def test_bias_correction_exponent(seed_compat):
+@pytest.mark.parametrize("compat", [None, "0.1.0", "717b41c"])
+def test_bias_correction_exponent(compat):
     """First trial point of step 1: p0 − 1.1·g/(√v̂ + eps); textbook v̂ = g², the seed's v̂ = g²/(1+β2)."""
     p0 = torch.tensor([1.5, -0.5, 2.0], dtype=torch.float64)
     p = nn.Parameter(p0.clone())
     beta2 = 0.999
-    opt = SaLSA([p], betas=(0.9, beta2), seed_compat=seed_compat)
+    opt = SaLSA([p], betas=(0.9, beta2), compat=compat)
     seen: list[torch.Tensor] = []
 
     def closure():
@@ -100,7 +92,7 @@ def test_bias_correction_exponent(seed_compat):
 
     opt.step(closure)
     g = 2 * p0
-    v_hat = g ** 2 if not seed_compat else (1 - beta2) * g ** 2 / (1 - beta2 ** 2)
+    v_hat = g ** 2 if compat is None else (1 - beta2) * g ** 2 / (1 - beta2 ** 2)
     expected_trial = p0 - 1.1 * g / (v_hat.sqrt() + 1e-8)
     torch.testing.assert_close(seen[1], expected_trial, rtol=1e-12, atol=1e-12)
 
@@ -306,15 +298,15 @@ def test_step_without_closure_and_bad_losses_raise():
         opt.step(lambda: p ** 2)
 
 
-@pytest.mark.parametrize("seed_compat", [False, True])
-def test_exhausted_search_stays_at_the_last_trial(seed_compat):
+@pytest.mark.parametrize("compat", [None, "0.1.0", "717b41c"])
+def test_exhausted_search_stays_at_the_last_trial(compat):
     """Every trial fails (any move costs +100): the parameters stay at the last trial point; η is that trial's
     step size (the seed records one more backtrack)."""
     p0 = torch.tensor([1.0, -2.0], dtype=torch.float64)
     p = nn.Parameter(p0.clone())
-    opt = SaLSA([p], direction="sgd", max_tries=3, seed_compat=seed_compat)
+    opt = SaLSA([p], direction="sgd", max_tries=3, compat=compat)
     opt.step(lambda: (p ** 2).sum() + 100.0 * (p.detach() != p0).any())
     last_tried = 1.1 * 0.8 ** 2
     torch.testing.assert_close(p.detach(), p0 - last_tried * 2 * p0, rtol=1e-12, atol=1e-12)
-    assert opt.step_size == pytest.approx(last_tried * (0.8 if seed_compat else 1.0), rel=1e-12)
+    assert opt.step_size == pytest.approx(last_tried * (1.0 if compat is None else 0.8), rel=1e-12)
     assert opt.diagnostics()["forwards"] == 4.0

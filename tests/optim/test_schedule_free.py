@@ -18,12 +18,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from research_optim.app import CONFIG_DIR
-from research_optim.optim.schedule_free import AdamWScheduleFree, SGDScheduleFree
+from research_optim.optim.radam_schedule_free import RAdamScheduleFree, RAdamScheduleFreeClosure
+from research_optim.optim.schedule_free import AdamWScheduleFree, AdamWScheduleFreePaper, SGDScheduleFree
+from research_optim.optim.schedule_free_closure import AdamWScheduleFreeClosure, SGDScheduleFreeClosure
 from research_optim.optim.schedule_free_reference import (
     AdamWScheduleFreeReference,
     SGDScheduleFreeReference,
 )
-from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper
+from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper, ScheduleFreeWrapperReference
 
 from tests.optim.harness import SHAPES, run_side_by_side
 
@@ -92,9 +94,12 @@ def test_matches_schedulefree_package(ours, ref, kwargs, capsys):
 @pytest.mark.parametrize("fast, reference, kwargs", [
     (AdamWScheduleFree, AdamWScheduleFreeReference, ADAMW_CASES["wd+warmup+r+power"]),
     (SGDScheduleFree, SGDScheduleFreeReference, SGD_CASES["wd+warmup+r+power"]),
-    (AdamWScheduleFree, AdamWScheduleFreeReference, dict(lr=0.01, weight_decay=0.1, cautious="indicator_mean")),
-    (SGDScheduleFree, SGDScheduleFreeReference, dict(lr=0.1, weight_decay=0.1, cautious="soft", cautious_factor=0.3)),
-], ids=["adamw", "sgd", "adamw-cautious", "sgd-cautious-soft"])
+    (AdamWScheduleFree, AdamWScheduleFreeReference, dict(lr=0.01, weight_decay=0.1, inner_momentum=0.9)),
+    (AdamWScheduleFree, AdamWScheduleFreeReference, dict(lr=0.01, weight_decay=0.1, inner_momentum=0.9,
+                                                         cautious="indicator_mean")),
+    (AdamWScheduleFree, AdamWScheduleFreeReference, dict(lr=0.01, weight_decay=0.1, inner_momentum=0.5,
+                                                         cautious="soft", cautious_factor=0.3)),
+], ids=["adamw", "sgd", "adamw-inner-momentum", "adamw-cautious", "adamw-cautious-soft"])
 def test_fast_equals_reference(fast, reference, kwargs):
     run_side_by_side(_training(fast, **kwargs), _training(reference, **kwargs), steps=STEPS,
                      grad_fn=_sparse_noisy_grad, between_steps=_switching)
@@ -137,6 +142,10 @@ CHECKPOINT_CASES = [
     (SGDScheduleFree, dict(lr=0.1, weight_decay=0.1, warmup_steps=5)),
     (AdamWScheduleFreeReference, dict(lr=0.01, weight_decay=0.1, warmup_steps=5)),
     (SGDScheduleFreeReference, dict(lr=0.1, weight_decay=0.1, warmup_steps=5)),
+    (AdamWScheduleFree, dict(lr=0.01, weight_decay=0.1, inner_momentum=0.9, cautious="indicator_mean")),
+    (AdamWScheduleFreeReference, dict(lr=0.01, weight_decay=0.1, inner_momentum=0.9)),
+    (AdamWScheduleFreePaper, dict(lr=0.01, weight_decay=0.1, warmup_steps=5)),
+    (RAdamScheduleFree, dict(lr=0.01, weight_decay=0.1)),
 ]
 
 
@@ -302,33 +311,57 @@ def test_diagnostics_lr_applied_with_warmup_and_xy_gap():
     assert "masked_fraction" not in diag
 
 
-@pytest.mark.parametrize("cls", [AdamWScheduleFree, SGDScheduleFree])
-def test_cautious_masks_the_z_direction_and_reports_the_fraction(cls):
-    """The z direction has the sign of g, so the mask removes exactly the zero-gradient coordinates (and
-    indicator_mean rescales the rest): masked_fraction is the fraction of zero gradients, and the trajectory
-    differs from the unmasked one."""
+@pytest.mark.parametrize("cls, kwargs, fix", [
+    (AdamWScheduleFree, {}, "inner_momentum > 0"), (AdamWScheduleFreeReference, {}, "inner_momentum > 0"),
+    (SGDScheduleFree, {}, "momentum"), (SGDScheduleFreeReference, {}, "momentum"),
+    (AdamWScheduleFree, dict(inner_momentum=0.0), "inner_momentum > 0"),
+])
+def test_cautious_without_a_momentum_is_refused(cls, kwargs, fix):
+    """u has the sign of g everywhere: a mask would only drop g = 0 coordinates — refused, naming the fix."""
+    with pytest.raises(ValueError, match=f"cautious='indicator_mean' would mean nothing.*{fix}"):
+        cls([torch.nn.Parameter(torch.randn(3))], cautious="indicator_mean", **kwargs)
+    opt = cls([torch.nn.Parameter(torch.randn(3))], **kwargs)
+    with pytest.raises(ValueError, match="would mean nothing"):  # also a group added later
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.randn(2))], "cautious": "soft"})
+
+
+def test_cautious_over_the_inner_momentum_masks_and_changes_the_trajectory():
+    """With inner_momentum the z direction has m's signs: with dense gradients (no zeros) the mask drops the
+    coordinates where m̂ and g disagree — exactly those, counted in masked_fraction — and the trajectory leaves the
+    unmasked one."""
     shapes = ((40,), (10, 6))
     init = [torch.randn(s, dtype=torch.float64) for s in shapes]
     plain_p = [torch.nn.Parameter(t.clone()) for t in init]
     caut_p = [torch.nn.Parameter(t.clone()) for t in init]
-    plain, caut = cls(plain_p, lr=0.01), cls(caut_p, lr=0.01, cautious="indicator_mean")
+    plain = AdamWScheduleFree(plain_p, lr=0.01, inner_momentum=0.9)
+    caut = AdamWScheduleFree(caut_p, lr=0.01, inner_momentum=0.9, cautious="indicator_mean")
     plain.train()
     caut.train()
     gen = torch.Generator().manual_seed(5)
-    for _ in range(3):
-        zeros = 0
+    fractions = []
+    for _ in range(20):
         for p, q in zip(plain_p, caut_p):
-            g = _sparse_noisy_grad(p, gen)
-            zeros += int((g == 0).sum())
-            p.grad, q.grad = g, g.clone()
+            p.grad = p.detach() + 2.0 * torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            q.grad = q.detach() + (p.grad - p.detach())  # same noise, at the cautious run's own point
+            assert (q.grad != 0).all()
+        caut_m_before = [caut.state[q]["exp_avg"].clone() if q in caut.state else torch.zeros_like(q)
+                         for q in caut_p]
         plain.step()
         caut.step()
-        assert caut.diagnostics()["masked_fraction"] == pytest.approx(zeros / sum(p.numel() for p in plain_p))
-    assert any(not torch.allclose(p, q) for p, q in zip(plain_p, caut_p))
+        disagree = sum(int(((m * 0.9 + 0.1 * q.grad) * q.grad <= 0).sum()) for m, q in zip(caut_m_before, caut_p))
+        fractions.append(caut.diagnostics()["masked_fraction"])
+        assert fractions[-1] == pytest.approx(disagree / sum(q.numel() for q in caut_p))
+    assert max(fractions) > 0.05
+    assert all(not torch.allclose(p, q) for p, q in zip(plain_p, caut_p))
 
 
 @pytest.mark.parametrize("name, cls", [("sf_adamw", AdamWScheduleFree), ("sf_sgd", SGDScheduleFree),
-                                       ("sf_wrapper", ScheduleFreeWrapper)])
+                                       ("sf_wrapper", ScheduleFreeWrapper),
+                                       ("sf_wrapper_reference", ScheduleFreeWrapperReference),
+                                       ("sf_adamw_closure", AdamWScheduleFreeClosure),
+                                       ("sf_sgd_closure", SGDScheduleFreeClosure),
+                                       ("sf_adamw_paper", AdamWScheduleFreePaper),
+                                       ("sf_radam", RAdamScheduleFree), ("sf_radam_closure", RAdamScheduleFreeClosure)])
 def test_configs_select_a_constant_schedule_and_build(name, cls):
     """conf/optimizer/<name>.yaml overrides the schedule to constant and builds through instantiate(node)(groups)."""
     with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):

@@ -1,4 +1,5 @@
-"""ScheduleFreeWrapper against ``schedulefree.ScheduleFreeWrapper`` 1.4.1 (float64), against pytorch-optimizer's
+"""ScheduleFreeWrapper (and its Reference, x, y, z stored) against ``schedulefree.ScheduleFreeWrapper`` (and
+``ScheduleFreeWrapperReference``) 1.4.1 (float64), against pytorch-optimizer's
 wrapper over torch AdamW, against our AdamWScheduleFree (the same algorithm when the base is AdamW with β1 = 0),
 checkpoint round trips, validation and the Hydra config.
 
@@ -21,7 +22,9 @@ from omegaconf import OmegaConf
 
 from research_optim.optim.lion import Lion
 from research_optim.optim.schedule_free import AdamWScheduleFree
-from research_optim.optim.schedule_free_wrapper import ScheduleFreeWrapper, schedule_free_wrapped
+from research_optim.optim.schedule_free_wrapper import (
+    ScheduleFreeWrapper, ScheduleFreeWrapperReference, schedule_free_wrapped,
+)
 
 from tests.optim.harness import SHAPES, run_side_by_side
 
@@ -54,10 +57,13 @@ def _wrapped(wrapper_cls, base_cls, base_kwargs, wrapper_kwargs):
     (torch.optim.SGD, dict(lr=0.05), dict(momentum=0.8, r=1.0, weight_lr_power=1.0, weight_decay_at_y=0.05)),
     (torch.optim.Adagrad, dict(lr=0.1), dict(weight_decay_at_y=0.1)),
 ], ids=["sgd", "sgd-momentum-wd", "sgd-r-power", "adagrad"])
-def test_matches_schedulefree_wrapper(base_cls, base_kwargs, wrapper_kwargs):
+@pytest.mark.parametrize("ours, ref", [(ScheduleFreeWrapper, schedulefree.ScheduleFreeWrapper),
+                                       (ScheduleFreeWrapperReference, schedulefree.ScheduleFreeWrapperReference)],
+                         ids=["wrapper", "reference"])
+def test_matches_schedulefree_wrapper(base_cls, base_kwargs, wrapper_kwargs, ours, ref):
     base_kwargs = dict(base_kwargs, foreach=False)
-    run_side_by_side(_wrapped(ScheduleFreeWrapper, base_cls, base_kwargs, wrapper_kwargs),
-                     _wrapped(schedulefree.ScheduleFreeWrapper, base_cls, base_kwargs, wrapper_kwargs),
+    run_side_by_side(_wrapped(ours, base_cls, base_kwargs, wrapper_kwargs),
+                     _wrapped(ref, base_cls, base_kwargs, wrapper_kwargs),
                      steps=STEPS, shapes=SHAPES, between_steps=_switching)
 
 

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import datasets
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -19,6 +20,12 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("RESEARCH_OPTIM_COMPILE", "0")  # no compile cost in end-to-end tests; tests/optim/test_fast_* turn it on
 torch.set_num_threads(1)  # the CI machine has 2 cores; keep runs deterministic and cheap
+
+
+@pytest.fixture(autouse=True)
+def hub_offline(monkeypatch):
+    """Never reach the Hugging Face hub (CI has no internet): local files only, whatever imported `datasets` first."""
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(autouse=True)

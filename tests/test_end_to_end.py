@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import datasets
 import numpy as np
 import pytest
 
@@ -46,7 +47,6 @@ def test_bf16_autocast_runs(tiny_run):
 
 @pytest.fixture
 def cifar_parquet(tmp_path):
-    datasets = pytest.importorskip("datasets")
     from PIL import Image
 
     rng = np.random.default_rng(0)

@@ -3,24 +3,15 @@ parquet layouts — PNG/JPEG bytes written by pandas, {bytes, path} structs, HWC
 from __future__ import annotations
 
 import io
-import os
 
-os.environ["HF_DATASETS_OFFLINE"] = "1"  # never reach the hub from tests
-
+import datasets
 import numpy as np
 import pytest
 import torch
 
-datasets = pytest.importorskip("datasets")
-
-from research_optim.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
+from research_optim.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
 
 
 def _split(count: int, seed: int):

@@ -2,25 +2,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 
-os.environ["HF_DATASETS_OFFLINE"] = "1"  # never reach the hub from tests
-
+import datasets
 import pytest
 import torch
 
-datasets = pytest.importorskip("datasets")
-
-from research_optim.data.hf_text import is_held_out, load_hf_text  # noqa: E402
-from research_optim.data.tokenizers import ByteTokenizer  # noqa: E402
+from research_optim.data.hf_text import is_held_out, load_hf_text
+from research_optim.data.tokenizers import ByteTokenizer
 
 TOKENIZER = ByteTokenizer()
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
 
 
 def tagged_docs(count: int, start: int = 0) -> list[str]:

@@ -3,31 +3,22 @@ any number of workers and ranks and on resume; evaluation is unaugmented; Mixup/
 from __future__ import annotations
 
 import io
-import os
 
-os.environ["HF_DATASETS_OFFLINE"] = "1"  # never reach the hub from tests
-
+import datasets
 import numpy as np
 import pytest
 import torch
 
-datasets = pytest.importorskip("datasets")
-
-from conftest import compose_config  # noqa: E402
-from research_optim.build import build_data  # noqa: E402
-from research_optim.data.base import rank_slice  # noqa: E402
-from research_optim.data.images import BatchMix, load_hf_images, load_image_folder  # noqa: E402
-from research_optim.errors import InputError  # noqa: E402
-from tiny_files import image_folder  # noqa: E402
+from conftest import compose_config
+from research_optim.build import build_data
+from research_optim.data.base import rank_slice
+from research_optim.data.images import BatchMix, load_hf_images, load_image_folder
+from research_optim.errors import InputError
+from tiny_files import image_folder
 
 CLASSES = {"ant": 6, "bee": 5, "cat": 5}
 STRONG = {"scale": [0.5, 1.0], "hflip": 0.5, "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25,
           "interpolation": "bicubic"}
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(scope="module")

@@ -2,29 +2,18 @@
 LLaMA on it end to end; weights of another shape refused before anything is written."""
 from __future__ import annotations
 
-import os
-
-os.environ["HF_DATASETS_OFFLINE"] = "1"  # never reach the hub from tests
-
 import numpy as np
 import pytest
 import torch
 
-datasets = pytest.importorskip("datasets")
-
-from conftest import compose_config  # noqa: E402
-from research_optim.data.base import PAD_ID  # noqa: E402
-from research_optim.data.text_pairs import encode_example, fit_lengths, load_text_pairs  # noqa: E402
-from research_optim.data.tokenizers import ByteTokenizer  # noqa: E402
-from research_optim.errors import InputError  # noqa: E402
-from tiny_files import hf_tokenizer_file, sentences, write_jsonl  # noqa: E402
+from conftest import compose_config
+from research_optim.data.base import PAD_ID
+from research_optim.data.text_pairs import encode_example, fit_lengths, load_text_pairs
+from research_optim.data.tokenizers import ByteTokenizer
+from research_optim.errors import InputError
+from tiny_files import hf_tokenizer_file, sentences, write_jsonl
 
 BYTES = ByteTokenizer()
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
 
 
 def paraphrase_files(tmp_path, count: int = 64) -> dict[str, str]:

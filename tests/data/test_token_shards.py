@@ -6,27 +6,18 @@ import os
 import subprocess
 import sys
 
-os.environ["HF_DATASETS_OFFLINE"] = "1"  # never reach the hub from tests
-
 import numpy as np
 import pytest
 import torch
 
-datasets = pytest.importorskip("datasets")
-
-from conftest import compose_config  # noqa: E402
-from research_optim.data.base import rank_slice  # noqa: E402
-from research_optim.data.hf_text import is_held_out  # noqa: E402
-from research_optim.data.token_shards import load_token_shards, token_dtype, write_shards  # noqa: E402
-from research_optim.data.tokenizers import ByteTokenizer, TiktokenTokenizer  # noqa: E402
-from research_optim.errors import InputError, UserError  # noqa: E402
-from research_optim.prepare import prepare  # noqa: E402
-from tiny_files import sentences, tiktoken_bpe_file, write_jsonl  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+from conftest import compose_config
+from research_optim.data.base import rank_slice
+from research_optim.data.hf_text import is_held_out
+from research_optim.data.token_shards import token_dtype, write_shards
+from research_optim.data.tokenizers import ByteTokenizer, TiktokenTokenizer
+from research_optim.errors import InputError, UserError
+from research_optim.prepare import prepare
+from tiny_files import sentences, tiktoken_bpe_file, write_jsonl
 
 
 def shard_config(tmp_path, *overrides: str, with_val: bool = True, tokenizer: str = "gpt2"):

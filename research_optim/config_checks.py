@@ -22,16 +22,17 @@ class ConfigError(UserError, ValueError):
 
 
 def _torch_refusal(optimizer: Any) -> None:
-    """torch's own optimizers take lr=0, lr=inf and momentum=1, which no run can use: refused by the library's rules
-    for every param group they hold."""
+    """torch's own optimizers (built directly, or as a wrapper's ``base``) take lr=0, lr=inf and momentum=1, which
+    no run can use: refused by the library's rules for every param group they hold."""
     from research_optim.optim import checks
 
-    if not type(optimizer).__module__.startswith("torch.optim"):
-        return
-    for group in optimizer.param_groups:
-        checks.positive(type(optimizer).__name__, "lr", group["lr"])
-        if "momentum" in group:
-            checks.unit_interval(type(optimizer).__name__, "momentum", group["momentum"])
+    for torch_optimizer in (optimizer, getattr(optimizer, "base", None)):
+        if type(torch_optimizer).__module__.startswith("torch.optim"):
+            owner = type(torch_optimizer).__name__
+            for group in torch_optimizer.param_groups:
+                checks.positive(owner, "lr", group["lr"])
+                if "momentum" in group:
+                    checks.unit_interval(owner, "momentum", group["momentum"])
 
 
 def _refusal(cfg: DictConfig) -> Callable[[DictConfig], str | None]:

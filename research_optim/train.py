@@ -1,9 +1,11 @@
 """The training loop, top to bottom: build, resume, train with periodic logs/evals/checkpoints, summarise.
 
-The loop syncs with the host only at logging, evaluation and checkpoint steps, and at every step with
-``train.nonfinite=skip`` (which checks each step); line searches (SaLSA, SLS) also sync inside ``step`` on their
-search steps. Everything a rank writes goes through rank 0 (``Tracker``, checkpoints). Optimizer protocols (plain /
-closure / train-eval modes) live in ``protocols``; a step's batch is a ``BatchLoss`` over the rank's micro-batches;
+The loop itself syncs with the host at logging, evaluation and checkpoint steps, and at every step with
+``train.nonfinite=skip`` (which checks each step). Some optimizers sync inside ``step``: the line searches (SaLSA
+on its search steps, SLS and Adam-SLS on every step) and Adafactor (two norms per tensor, as torch's). Everything a
+rank writes goes through rank 0 (``Tracker``, checkpoints); the run's life on disk — completed already, the lock,
+the checkpoint to resume from, the status it ends with — is ``lifecycle``. Optimizer protocols (plain / closure /
+train-eval modes) live in ``protocols``; a step's batch is a ``BatchLoss`` over the rank's micro-batches;
 throughput and memory measurements in ``throughput``.
 """
 from __future__ import annotations
@@ -72,7 +74,7 @@ class LossWindow:
         return self.total.item(), self.count
 
     def mean_over_ranks(self) -> float:
-        """Mean loss over the window's steps on every rank (the loop's one regular host sync); then empty it."""
+        """Mean loss over the window's steps on every rank (a host sync, at log steps); then empty it."""
         both = torch.stack([self.total, self.total.new_tensor(float(self.count))])
         total, count = distributed.all_reduce_sum(both).tolist()
         self.total.zero_()
@@ -344,9 +346,12 @@ class Trainer:
         with lifecycle.locked(self.dir, env.is_main):
             setup_logging(self.dir, env.is_main)
             tracker = Tracker(cfg, self.id, self.dir, env.is_main)
-            progress = lambda: {"step": self.state.step, "skipped_steps": self.state.skipped}  # noqa: E731
-            return lifecycle.run_to_end(lambda: self.start_and_train(tracker), tracker, self.dir, progress,
+            return lifecycle.run_to_end(lambda: self.start_and_train(tracker), tracker, self.dir, self.progress,
                                         env.is_main)
+
+    def progress(self) -> dict[str, int]:
+        """How far the run got: the summary of a run that did not complete."""
+        return {"step": self.state.step, "skipped_steps": self.state.skipped}
 
     def start_and_train(self, tracker: Tracker) -> dict[str, Any]:
         """Resume (or start), record the segment and the resolved config, train; returns the final numbers."""

@@ -26,6 +26,7 @@ from research_optim.topology import with_resolved_device
     ("+optimizer.lrr=1", "optimizer.lrr=1: AdamW.__init__.. got an unexpected keyword argument 'lrr'"),
     ("optimizer=sgd optimizer.momentum=0", "optimizer.nesterov=true: Nesterov momentum requires a momentum"),
     ("optimizer=sf_wrapper optimizer.base.betas=[0.9,1.5]", r"optimizer.base.betas=\[0.9, 1.5\]: Invalid beta"),
+    ("optimizer=sf_wrapper optimizer.base.lr=0", "optimizer.base.lr=0: AdamW: lr must be > 0, got 0"),
     ("train.steps=0", "train.steps=0"),
     ("train.precision=fp8", "train.precision='fp8'"),
     ("train.nonfinite=ignore", "train.nonfinite='ignore'"),

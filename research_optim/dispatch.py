@@ -41,9 +41,9 @@ def absolute_root(cfg: DictConfig) -> DictConfig:
 def _summary_from_dir(directory: Path, written_since_ns: int = 0) -> dict[str, Any]:
     """The outcome the run's summary.json records; "failed" when none was written (since ``written_since_ns``)."""
     path = directory / SUMMARY_FILE
-    recorded = recorded_outcome(directory) if path.exists() and path.stat().st_mtime_ns >= written_since_ns else None
-    return recorded or outcome(directory, "failed", {}, "the run stopped before writing its summary (see the output "
-                                                        "above)")
+    if path.exists() and path.stat().st_mtime_ns >= written_since_ns:
+        return recorded_outcome(directory)
+    return outcome(directory, "failed", {}, "the run stopped before writing its summary (see the output above)")
 
 
 def torchrun_command(config_path: Path, nproc_per_node: int, rendezvous: list[str]) -> list[str]:

@@ -32,8 +32,8 @@ from research_optim.build import build_data, build_lr_schedule, build_model, bui
 from research_optim.data.base import DataSpec
 from research_optim.environment import run_environment
 from research_optim.errors import UserError
-from research_optim.optim.implementation import IMPLEMENTATIONS, resolve
 from research_optim.lifecycle import Diverged
+from research_optim.optim.implementation import IMPLEMENTATIONS, resolve
 from research_optim.preemption import Preempted, StopFlag
 from research_optim.run_dir import run_dir, run_id
 from research_optim.threads import choose_threads

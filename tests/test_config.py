@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from tests.conftest import compose_config
 from research_optim.app import CONFIG_DIR
 from research_optim.build import constructor_args
 from research_optim.config_checks import ConfigError, validate

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics, without_measurements
+from tests.conftest import read_metrics, without_measurements
 from research_optim import protocols
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TINY = ["train.steps=40", "train.eval_every=20", "train.log_every=10", "train.checkpoint_every=20",
         "train.progress=false", "model.dropout=0"]

@@ -16,7 +16,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from tests.conftest import compose_config
 from research_optim.app import CONFIG_DIR
 from research_optim.build import build_optimizer
 from research_optim.config_checks import validate

@@ -7,8 +7,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import compose_config
-from lm_checks import assert_causal, assert_learns_a_sequence
+from tests.conftest import compose_config
+from tests.models.lm_checks import assert_causal, assert_learns_a_sequence
 from research_optim.build import constructor_args, instantiate
 from research_optim.data.base import PAD_ID, DataSpec
 from research_optim.models.gpt import GPT

@@ -1,7 +1,8 @@
 """Shared fixtures: compose the real Hydra config tree and run it in-process on tiny settings.
 
 Two tiers: ``python -m pytest`` runs everything (CI); ``python -m pytest -m "not slow"`` leaves out the tests marked
-``slow`` — subprocesses, torchrun, the SLURM cluster, compilation, and every test that trains a run (marked here).
+``slow`` — subprocesses, torchrun, the SLURM cluster, compilation, whole grids, and every test that trains a run
+(marked here).
 """
 from __future__ import annotations
 

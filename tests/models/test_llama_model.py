@@ -31,6 +31,7 @@ def hf_config(**extra):
                                     rope_theta=10000.0, tie_word_embeddings=False, **extra)
 
 
+@pytest.mark.slow  # a long reference comparison
 def test_equals_hugging_face_llama_for_causal_lm_loaded_from_its_folder(tmp_path):
     """The reference: transformers' LlamaForCausalLM, saved as a Hugging Face folder, loaded by model.pretrained."""
     from research_optim.models.pretrained import load_pretrained

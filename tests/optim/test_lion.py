@@ -52,7 +52,7 @@ def test_clion_matches_timm_clion(weight_decay):
 
 
 @pytest.mark.parametrize("cautious_factor", [0.0, 0.5])
-@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+@pytest.mark.parametrize("weight_decay", [0.0, pytest.param(0.3, marks=pytest.mark.slow)])  # a long comparison each
 def test_soft_phi_matches_lion_pytorch_cautious_factor(cautious_factor, weight_decay):
     log, hook = masked_fraction_log()
     run_side_by_side(

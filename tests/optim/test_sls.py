@@ -26,7 +26,7 @@ def plain_closure(model, x, y):
     return lambda: nn.functional.mse_loss(model(x), y)
 
 
-@pytest.mark.parametrize("init_step_size", [1.0, 0.1])
+@pytest.mark.parametrize("init_step_size", [pytest.param(1.0, marks=pytest.mark.slow), 0.1])  # a long comparison each
 def test_adam_sls_is_identical_to_the_upstream_package(float64_default, init_step_size):
     model, batches = regression_problem()
     ref_model = copy.deepcopy(model)

@@ -19,6 +19,7 @@ from tests.tune.tuning import tune_command, tune_config
 OPTIMIZERS = sorted(p.stem for p in Path(CONFIG_DIR, "optimizer").glob("*.yaml"))
 
 
+@pytest.mark.slow  # composes every corner of every optimizer's space
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_has_a_search_space_valid_at_every_corner(tmp_path, optimizer):
     """Each conf/search_space file names real keys of its optimizer, and the optimizer accepts every bound."""

@@ -2,7 +2,7 @@
 
 * plain: ``step()`` after ``loss.backward()`` — every torch optimizer;
 * closure: ``requires_closure = True`` — ``step(closure)`` evaluates the loss itself, several times per step
-  (line search). The closure is the seed's ``closure(backwards: bool = True)``: every call sees the SAME batch —
+  (line search). The closure is SaLSA upstream's ``closure(backwards: bool = True)``: every call sees the SAME batch —
   the rank's whole batch, all its micro-batches — and the SAME random state (dropout), restored from a snapshot
   taken before the first call. The loop computes the first (backward) evaluation before ``step`` and the closure
   hands it over, so a non-finite loss or gradient can skip the step before the optimizer touches anything;
@@ -112,7 +112,7 @@ def optimizer_step(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[t
 
 def _closure(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[torch.Tensor], grad_clip: float | None,
              generators: dict[str, Any], first: torch.Tensor) -> Callable[..., torch.Tensor]:
-    """The seed's ``closure(backwards=True)``: every evaluation sees the batch and random state of the first one.
+    """SaLSA upstream's ``closure(backwards=True)``: every evaluation sees the batch and random state of the first one.
 
     The first backward evaluation was already done by the caller (loss ``first``, gradients in place, generators
     where that forward left them); the closure hands it over once, then evaluates anew.

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics, without_measurements
+from tests.conftest import read_metrics, without_measurements
 from research_optim import protocols
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TINY = ["train.steps=40", "train.eval_every=20", "train.log_every=10", "train.checkpoint_every=20",
         "train.progress=false", "model.dropout=0"]
@@ -156,7 +156,7 @@ def _replica_worker(rank: int, world: int, port: int, results: dict) -> None:
 def test_the_replica_check_finds_a_tensor_that_differs_by_one_bit():
     import torch.multiprocessing as mp
 
-    from conftest import free_port
+    from tests.conftest import free_port
 
     results = mp.Manager().dict()
     mp.spawn(_replica_worker, args=(2, free_port(), results), nprocs=2, join=True)

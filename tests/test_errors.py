@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import compose_config
+from tests.conftest import compose_config
 from research_optim.app import run
 from research_optim.config_checks import ConfigError
 from research_optim.preflight import PreflightError
@@ -70,6 +70,7 @@ def test_model_data_mismatch_names_both(tmp_path):
         run(cfg)
 
 
+@pytest.mark.slow  # a subprocess
 def test_unknown_choice_lists_the_valid_ones(tmp_path):
     out = subprocess.run([sys.executable, "-m", "research_optim", "optimizer=nope", f"run.root={tmp_path}"],
                          capture_output=True, text=True)
@@ -77,6 +78,7 @@ def test_unknown_choice_lists_the_valid_ones(tmp_path):
     assert "Could not find 'optimizer/nope'" in out.stderr and "adamw" in out.stderr
 
 
+@pytest.mark.slow  # a subprocess each
 @pytest.mark.parametrize("overrides, message", [
     (["optimizer.lr=0"], "optimizer.lr=0: AdamW: lr must be > 0"),
     (["train.micro_batch_size=5"], "train.micro_batch_size=5 must divide each process's batch of 64"),
@@ -164,6 +166,7 @@ def test_a_second_launch_of_a_running_config_is_refused_at_the_door(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_a_partition_the_cluster_does_not_have_is_refused(partitions, tmp_path):
     cfg = compose_config([f"run.root={tmp_path}", "cluster=slurm", "cluster.partition=nonexistent"])
     with pytest.raises(PreflightError, match="cluster.partition=nonexistent: this cluster has no such partition "
@@ -173,6 +176,7 @@ def test_a_partition_the_cluster_does_not_have_is_refused(partitions, tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_more_gpus_than_the_partitions_nodes_have_is_refused(partitions, tmp_path):
     cfg = compose_config([f"run.root={tmp_path}", "cluster=slurm_torchrun", "cluster.partition=multi",
                           "cluster.gpus_per_node=2"])

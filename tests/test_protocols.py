@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import toy_optimizer
+from tests.conftest import toy_optimizer
 from research_optim import checkpoint, protocols
 
 
@@ -63,7 +63,7 @@ def test_recompute_batch_norm_gives_exact_statistics():
 
 @pytest.mark.parametrize("phase", ["eval", "train"])
 def test_mode_sgd_refuses_step_in_eval(phase):
-    from toy_optimizers import ModeSGD
+    from tests.toy_optimizers import ModeSGD
 
     opt = ModeSGD([nn.Parameter(torch.zeros(2))])
     opt.eval()
@@ -72,7 +72,7 @@ def test_mode_sgd_refuses_step_in_eval(phase):
 
 
 def test_a_compiled_optimizer_step_is_announced_before_the_first_step(tmp_path, monkeypatch, capfd):
-    from conftest import TINY, compose_config
+    from tests.conftest import TINY, compose_config
     from research_optim import distributed
     from research_optim.train import Trainer, compiles_step
 
@@ -90,7 +90,7 @@ def test_a_compiled_optimizer_step_is_announced_before_the_first_step(tmp_path, 
 def test_two_trainers_in_one_process_keep_their_own_compile_choice(tmp_path, monkeypatch):
     """train.compile_optimizer is this run's choice, made when its optimizer is built: a second Trainer does not
     change the first one's (nor the process-wide switch); RESEARCH_OPTIM_COMPILE=0 still turns compilation off."""
-    from conftest import TINY, compose_config
+    from tests.conftest import TINY, compose_config
     from research_optim import distributed
     from research_optim.optim.implementation import compile_enabled
     from research_optim.train import Trainer, compiles_step

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import read_metrics, toy_optimizer, without_measurements
+from tests.conftest import read_metrics, toy_optimizer, without_measurements
 from research_optim.train import Trainer
 
 class Interrupted(Exception):

@@ -18,6 +18,7 @@ scalars the test compares (:func:`mean_over_ranks`) and the first phase of every
 from __future__ import annotations
 
 import inspect
+import types
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -30,8 +31,8 @@ from research_optim.optim import checks
 from research_optim.optim.implementation import per_bucket
 
 __all__ = [
-    "LossEvaluator", "ParameterRay", "ArmijoResult", "backtracking_armijo", "mean_over_ranks", "takes_backwards_flag",
-    "refuse_grad_scaler", "SearchStats", "GlobalSearchState", "prepare_directions",
+    "LossEvaluator", "RngState", "ParameterRay", "ArmijoResult", "backtracking_armijo", "mean_over_ranks",
+    "takes_backwards_flag", "refuse_grad_scaler", "SearchStats", "GlobalSearchState", "prepare_directions",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -53,7 +54,13 @@ def refuse_grad_scaler(grad_scaler: Any, owner: str) -> None:
 
 
 def takes_backwards_flag(closure: Callable[..., Any]) -> bool:
-    """True for the seed's ``closure(backwards: bool)`` form, False for a plain no-argument closure."""
+    """True for the seed's ``closure(backwards: bool)`` form, False for a plain no-argument closure.
+
+    A plain function's parameter names are read from its code object (every step builds a new closure, and
+    ``inspect.signature`` costs tens of microseconds in the step's cold cache); anything else through inspect."""
+    if isinstance(closure, types.FunctionType) and not hasattr(closure, "__wrapped__"):
+        code = closure.__code__
+        return "backwards" in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
     try:
         parameters = inspect.signature(closure).parameters
     except (TypeError, ValueError):
@@ -61,8 +68,11 @@ def takes_backwards_flag(closure: Callable[..., Any]) -> bool:
     return "backwards" in parameters
 
 
-class _RngState:
-    """The CPU and (initialised) CUDA generator states, to replay one step's randomness (dropout)."""
+class RngState:
+    """The CPU and (initialised) CUDA generator states, to replay one step's randomness (dropout).
+
+    CUDA's generators are saved only once CUDA is initialised: before that no CUDA randomness was drawn, and
+    asking would initialise CUDA (or, with ``torch.cuda.is_available()``, query the driver at every step)."""
 
     def __init__(self) -> None:
         self.cpu = torch.get_rng_state()
@@ -107,8 +117,8 @@ class LossEvaluator:
         self._seed_form = takes_backwards_flag(closure)
         self._zero_grad = zero_grad
         self._owner = owner
-        self._start = _RngState() if replay_rng else None
-        self._after_first: _RngState | None = None
+        self._start = RngState() if replay_rng else None
+        self._after_first: RngState | None = None
         self.forwards = 0
 
     def with_backward(self) -> Tensor:
@@ -121,7 +131,7 @@ class LossEvaluator:
                 _check_loss(loss, self._owner).backward()
         self.forwards += 1
         if self._start is not None:
-            self._after_first = _RngState()
+            self._after_first = RngState()
         return _check_loss(loss, self._owner).detach()
 
     @torch.no_grad()
@@ -143,17 +153,19 @@ class LossEvaluator:
 
 
 def mean_over_ranks(values: Sequence[Tensor | float], device: torch.device) -> list[float]:
-    """Average scalars over the data-parallel ranks (one collective) and bring them to the host (one sync).
+    """Average scalars over the data-parallel ranks (one collective) and bring them to the host (one sync; a
+    single process reads them one by one, without the stacking and copies a collective needs).
 
     Every rank then holds the same numbers and takes the same accept/backtrack decision, so the replicas keep
     identical parameters and step sizes. The seed had no synchronisation: each rank compared its own batch's
     losses, accepted a different η, and the replicas drifted apart — deliberately not reproduced.
     """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return [float(v) for v in values]  # one process: each value as is (float32 → float64 is exact)
     stacked = torch.stack([torch.as_tensor(v, device=device).detach().reshape(()).to(torch.float64)
                            for v in values])
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
-        stacked /= dist.get_world_size()
+    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+    stacked /= dist.get_world_size()
     return stacked.tolist()
 
 
@@ -166,13 +178,15 @@ class ParameterRay:
 
     ``p0`` lives in buffers allocated on the first search and reused afterwards (the seed deep-copied every
     parameter, autograd metadata included, on every line-search step — deliberately not reproduced). Each trial
-    writes ``p0`` then adds ``−η·d``, so a trial point does not depend on the trials before it.
+    writes ``p0`` then adds ``−η·d``, so a trial point does not depend on the trials before it (the first trial
+    skips the write: the parameters still hold ``p0``).
     """
 
     def __init__(self) -> None:
         self._origin: list[Tensor] = []
         self._params: list[Tensor] = []
         self._directions: list[Tensor] = []
+        self._at_origin = False
 
     @torch.no_grad()
     def start(self, params: list[Tensor], directions: list[Tensor]) -> None:
@@ -180,7 +194,7 @@ class ParameterRay:
             self._origin = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
         if params:
             torch._foreach_copy_(self._origin, params)  # multi-tensor: one call, not one per tensor
-        self._params, self._directions = params, directions
+        self._params, self._directions, self._at_origin = params, directions, True
 
     @torch.no_grad()
     def move_to(self, step_size: float, directions: list[Tensor] | None = None) -> None:
@@ -188,12 +202,14 @@ class ParameterRay:
 
         Multi-tensor ops: the same arithmetic per tensor as ``p.copy_(p0); p.add_(d, alpha=-step_size)``."""
         if self._params:
-            torch._foreach_copy_(self._params, self._origin)
+            if not self._at_origin:
+                torch._foreach_copy_(self._params, self._origin)
             torch._foreach_add_(self._params, directions or self._directions, alpha=-step_size)
+            self._at_origin = False
 
     def release(self) -> None:
         """Drop the references to this step's directions and parameters (the p0 buffers are kept)."""
-        self._params, self._directions = [], []
+        self._params, self._directions, self._at_origin = [], [], False
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ Deliberate differences from both upstream versions:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable
 
 import torch
@@ -69,7 +70,7 @@ from research_optim.optim.line_search import (
     prepare_directions,
     refuse_grad_scaler,
 )
-from research_optim.optim.search_directions import DIRECTIONS
+from research_optim.optim.search_directions import DIRECTIONS, search_each
 
 __all__ = ["SaLSA", "COMPAT"]
 
@@ -271,11 +272,8 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
         if self.use_mv:  # the step direction, masked as a speed-up step masks it
             directions = self._step_directions(grads, states, k)
         else:
-            if self._foreach:
-                directions, slopes = self.directions.search_many(states, grads, k)
-            else:
-                pairs = [self.directions.search(state, g, k) for g, state in zip(grads, states)]
-                directions, slopes = [d for d, _ in pairs], [slope for _, slope in pairs]
+            search = self.directions.search_many if self._foreach else partial(search_each, self.directions)
+            directions, slopes = search(states, grads, k)
             directions = cautious_directions(directions, grads, self.cautious, self.cautious_factor, self._masked)
         if self.use_mv or self.cautious is not None:  # ⟨g, d⟩ as upstream's use_mv computes it
             slopes = [torch.inner(g.flatten(), d.flatten()) for g, d in zip(grads, directions)]

@@ -21,7 +21,8 @@ from research_optim.optim.moments import (
 )
 from research_optim.optim.muon import ADJUST_LR, orthogonalize, refuse_sharded
 
-__all__ = ["Directions", "AdamDirections", "SgdDirections", "SignDirections", "MuonDirections", "DIRECTIONS"]
+__all__ = ["Directions", "search_each", "AdamDirections", "SgdDirections", "SignDirections", "MuonDirections",
+           "DIRECTIONS"]
 
 
 def _stat(states: list[dict[str, Any]], key: str) -> list[Tensor]:
@@ -37,8 +38,14 @@ class Directions:
     def search_many(self, states: list[dict[str, Any]], grads: list[Tensor],
                     k: int) -> tuple[list[Tensor], list[Tensor]]:
         """``search`` for many tensors: (directions, per-tensor slopes); one tensor at a time unless overridden."""
-        pairs = [self.search(state, g, k) for state, g in zip(states, grads)]  # type: ignore[attr-defined]
-        return [d for d, _ in pairs], [slope for _, slope in pairs]
+        return search_each(self, states, grads, k)
+
+
+def search_each(directions: Any, states: list[dict[str, Any]], grads: list[Tensor],
+                k: int) -> tuple[list[Tensor], list[Tensor]]:
+    """``directions.search`` tensor by tensor: (directions, per-tensor slopes) — the reference of ``search_many``."""
+    pairs = [directions.search(state, g, k) for state, g in zip(states, grads)]
+    return [d for d, _ in pairs], [slope for _, slope in pairs]
 
 
 class AdamDirections(Directions):

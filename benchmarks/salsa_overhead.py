@@ -1,8 +1,7 @@
 """SaLSA's cost over Adam without a line search, and where it goes: forwards per step, cadence, time ratios.
 
-    python -m benchmarks.salsa_overhead                            # both tasks, 3 repeats
-    python -m benchmarks.salsa_overhead --tasks default --repeats 1
-    taskset -c 0 env OMP_NUM_THREADS=1 python -m benchmarks.salsa_overhead   # the documented measurement
+    taskset -c 0 env OMP_NUM_THREADS=1 python -m benchmarks.salsa_overhead   # both tasks: the documented figures
+    python -m benchmarks.salsa_overhead --tasks default --overrides train.steps=500 --repeats 3
 
 Tasks: ``default`` (the default experiment: MLP on digits, 3000 steps) and ``transformer`` (``experiment=
 lm_synthetic``: a 2-layer GPT, 800 steps). Each task builds SaLSA and the two Adams (the library's per-tensor
@@ -82,13 +81,13 @@ class Training:
         float(loss)
 
 
-def measure(task: str, repeats: int, block: int) -> list[list[object]]:
+def measure(task: str, overrides: list[str], repeats: int, block: int) -> list[list[object]]:
     """Rows of the table for ``task``: all blocks, and the blocks whose every step had SaLSA's cadence at its cap."""
     times: dict[tuple[str, str], list[float]] = {}  # (clock, optimizer or "forward") → seconds per step, per block
     forwards, capped = [], []  # per block: SaLSA's forwards per step, whether every step was at the cadence cap
     for _ in range(repeats):
-        runs = {name: Training([*overrides, *TASKS[task]]) for name, overrides in OPTIMIZERS.items()}
-        probe = Training(["optimizer=lib_adamw", *TASKS[task]])
+        runs = {name: Training([*choice, *TASKS[task], *overrides]) for name, choice in OPTIMIZERS.items()}
+        probe = Training(["optimizer=lib_adamw", *TASKS[task], *overrides])
         salsa = runs["salsa"]
         salsa.optimizer.diagnostics()  # start the forwards-per-step count
         steps = salsa.t.steps
@@ -125,14 +124,15 @@ def measure(task: str, repeats: int, block: int) -> list[list[object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    parser.add_argument("--overrides", nargs="*", default=[], help="extra config overrides for every run")
     parser.add_argument("--repeats", type=int, default=1, help="training runs per optimizer and task")
     parser.add_argument("--block", type=int, default=20, help="steps per timed block (round-robin unit)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     load_before = os.getloadavg()
-    rows = [row for task in args.tasks for row in measure(task, args.repeats, args.block)]
+    rows = [row for task in args.tasks for row in measure(task, args.overrides, args.repeats, args.block)]
     load_after = os.getloadavg()
-    print(f"{args.repeats} run(s) per optimizer and task, blocks of {args.block} steps, {torch.get_num_threads()} "
+    print(f"overrides: {args.overrides or '(none)'}; {args.repeats} run(s) per optimizer and task, blocks of {args.block} steps, {torch.get_num_threads()} "
           f"thread(s); load average (1, 5, 15 min) {' '.join(f'{v:.1f}' for v in load_before)} before, "
           f"{' '.join(f'{v:.1f}' for v in load_after)} after\n")
     print_table(["task", "blocks", "clock", "blocks × steps", "forwards/step", "salsa ÷ adamw (ours)",

@@ -15,8 +15,8 @@ less); the ratios are medians over the blocks of all repeats.
 The breakdown: a forward-only evaluation of the batch (a line-search trial) is timed in the same round-robin, so
 ``(forwards per step − 1) × forward ÷ Adam step`` is the cost of the extra forwards alone and the rest of SaLSA's
 ratio is its own work (the line search's bookkeeping, and its speed-up steps' arithmetic: salsa-optimizer's
-order, 14 elementwise passes against AdamW's 10). ``at cap`` is the fraction of steps whose cadence L had reached
-``cadence_cap`` (one search every 10 steps by default): the paper's ≈3% assumes it is reached.
+order, 14 elementwise passes against AdamW's 9). The ``at cap`` rows keep the blocks whose every step had SaLSA's
+cadence L at ``cadence_cap`` (one search every 10 steps by default): the paper's ≈3% assumes that regime.
 """
 from __future__ import annotations
 

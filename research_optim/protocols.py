@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
 
-from research_optim.optim.line_search import RngState
+from research_optim import rng
 
 BatchLossFn = Callable[[bool], torch.Tensor]  # backward → the batch's detached mean loss (+ its gradient): BatchLoss
 
@@ -93,7 +93,7 @@ def optimizer_step(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[t
     in it changes. A step that was taken and still left non-finite parameters or state (an overflowing update)
     raises :class:`NonFiniteUpdate`; the caller stops the run, which is never checkpointed in that state.
     """
-    closure_rng = RngState() if requires_closure(optimizer) else None
+    closure_rng = rng.snapshot() if requires_closure(optimizer) else None
     optimizer.zero_grad(set_to_none=True)
     loss = batch_loss(True)
     grad_norm = _clip(params, grad_clip, need_norm=skip_nonfinite)
@@ -111,7 +111,7 @@ def optimizer_step(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[t
 
 
 def _closure(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[torch.Tensor], grad_clip: float | None,
-             rng: RngState, first: torch.Tensor) -> Callable[..., torch.Tensor]:
+             generators: dict[str, Any], first: torch.Tensor) -> Callable[..., torch.Tensor]:
     """The seed's ``closure(backwards=True)``: every evaluation sees the batch and random state of the first one.
 
     The first backward evaluation was already done by the caller (loss ``first``, gradients in place, generators
@@ -122,7 +122,7 @@ def _closure(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[torch.T
     def closure(backwards: bool = True) -> torch.Tensor:
         if backwards and pending:
             return pending.pop()
-        rng.restore()
+        rng.restore(generators)
         if not backwards:
             return batch_loss(False)
         optimizer.zero_grad(set_to_none=True)

@@ -18,6 +18,7 @@ scalars the test compares (:func:`mean_over_ranks`) and the first phase of every
 from __future__ import annotations
 
 import inspect
+import types
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -31,8 +32,8 @@ from research_optim.optim import checks
 from research_optim.optim.implementation import per_bucket
 
 __all__ = [
-    "LossEvaluator", "ParameterRay", "ArmijoResult", "backtracking_armijo", "mean_over_ranks", "takes_backwards_flag",
-    "refuse_grad_scaler", "SearchStats", "GlobalSearchState", "prepare_directions",
+    "LossEvaluator", "ParameterRay", "ArmijoResult", "backtracking_armijo", "mean_over_ranks",
+    "takes_backwards_flag", "refuse_grad_scaler", "SearchStats", "GlobalSearchState", "prepare_directions",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -54,7 +55,13 @@ def refuse_grad_scaler(grad_scaler: Any, owner: str) -> None:
 
 
 def takes_backwards_flag(closure: Callable[..., Any]) -> bool:
-    """True for upstream's ``closure(backwards: bool)`` form, False for a plain no-argument closure."""
+    """True for upstream's ``closure(backwards: bool)`` form, False for a plain no-argument closure.
+
+    A plain function's parameter names are read from its code object (every step builds a new closure, and
+    ``inspect.signature`` costs tens of microseconds in the step's cold cache); anything else through inspect."""
+    if isinstance(closure, types.FunctionType) and not hasattr(closure, "__wrapped__"):
+        code = closure.__code__
+        return "backwards" in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
     try:
         parameters = inspect.signature(closure).parameters
     except (TypeError, ValueError):
@@ -131,17 +138,19 @@ class LossEvaluator:
 
 
 def mean_over_ranks(values: Sequence[Tensor | float], device: torch.device) -> list[float]:
-    """Average scalars over the data-parallel ranks (one collective) and bring them to the host (one sync).
+    """Average scalars over the data-parallel ranks (one collective) and bring them to the host (one sync; a
+    single process reads them one by one, without the stacking and copies a collective needs).
 
     Every rank then holds the same numbers and takes the same accept/backtrack decision, so the replicas keep
     identical parameters and step sizes. Upstream had no synchronisation: each rank compared its own batch's
     losses, accepted a different η, and the replicas drifted apart — deliberately not reproduced.
     """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return [float(v) for v in values]  # one process: each value as is (float32 → float64 is exact)
     stacked = torch.stack([torch.as_tensor(v, device=device).detach().reshape(()).to(torch.float64)
                            for v in values])
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
-        stacked /= dist.get_world_size()
+    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+    stacked /= dist.get_world_size()
     return stacked.tolist()
 
 
@@ -154,13 +163,15 @@ class ParameterRay:
 
     ``p0`` lives in buffers allocated on the first search and reused afterwards (upstream deep-copied every
     parameter, autograd metadata included, on every line-search step — deliberately not reproduced). Each trial
-    writes ``p0`` then adds ``−η·d``, so a trial point does not depend on the trials before it.
+    writes ``p0`` then adds ``−η·d``, so a trial point does not depend on the trials before it (the first trial
+    skips the write: the parameters still hold ``p0``).
     """
 
     def __init__(self) -> None:
         self._origin: list[Tensor] = []
         self._params: list[Tensor] = []
         self._directions: list[Tensor] = []
+        self._at_origin = False
 
     @torch.no_grad()
     def start(self, params: list[Tensor], directions: list[Tensor]) -> None:
@@ -168,7 +179,7 @@ class ParameterRay:
             self._origin = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
         if params:
             torch._foreach_copy_(self._origin, params)  # multi-tensor: one call, not one per tensor
-        self._params, self._directions = params, directions
+        self._params, self._directions, self._at_origin = params, directions, True
 
     @torch.no_grad()
     def move_to(self, step_size: float, directions: list[Tensor] | None = None) -> None:
@@ -176,12 +187,14 @@ class ParameterRay:
 
         Multi-tensor ops: the same arithmetic per tensor as ``p.copy_(p0); p.add_(d, alpha=-step_size)``."""
         if self._params:
-            torch._foreach_copy_(self._params, self._origin)
+            if not self._at_origin:
+                torch._foreach_copy_(self._params, self._origin)
             torch._foreach_add_(self._params, directions or self._directions, alpha=-step_size)
+            self._at_origin = False
 
     def release(self) -> None:
         """Drop the references to this step's directions and parameters (the p0 buffers are kept)."""
-        self._params, self._directions = [], []
+        self._params, self._directions, self._at_origin = [], [], False
 
 
 # ---------------------------------------------------------------------------------------------------------------

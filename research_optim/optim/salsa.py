@@ -50,6 +50,7 @@ Deliberate differences from both upstream versions:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable
 
 import torch
@@ -57,7 +58,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from research_optim.optim import checks
-from research_optim.optim.cautious import MaskedFractionMixin, cautious_direction, cautious_directions, check_phi
+from research_optim.optim.cautious import MaskedFractionMixin, cautious_directions, check_phi
 from research_optim.optim.implementation import check_implementation
 from research_optim.optim.line_search import (
     GlobalSearchState,
@@ -69,7 +70,7 @@ from research_optim.optim.line_search import (
     prepare_directions,
     refuse_grad_scaler,
 )
-from research_optim.optim.search_directions import DIRECTIONS
+from research_optim.optim.search_directions import DIRECTIONS, search_each
 
 __all__ = ["SaLSA", "COMPAT"]
 
@@ -258,15 +259,25 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
         """The loss guard: upstream 0.1.0 searches at any nonzero loss, the newer upstream (and here) at ≥ 1e-8."""
         return loss != 0.0 if self.compat == "0.1.0" else loss >= _LOSS_FLOOR
 
-    def _mask(self, d: Tensor, g: Tensor) -> Tensor:
-        return cautious_direction(d, g, self.cautious, self.cautious_factor, self._masked)
-
     def _step_directions(self, grads: list[Tensor], states: list[dict[str, Any]], k: int) -> list[Tensor]:
         if self._foreach:
             directions = self.directions.step_many(states, grads, k)
         else:
             directions = [self.directions.step(state, g, k) for g, state in zip(grads, states)]
         return cautious_directions(directions, grads, self.cautious, self.cautious_factor, self._masked)
+
+    def _search_directions(self, grads: list[Tensor], states: list[dict[str, Any]],
+                           k: int) -> tuple[list[Tensor], list[Tensor]]:
+        """The directions searched along and each tensor's slope ⟨g, d⟩ (d masked by φ when cautious)."""
+        if self.use_mv:  # the step direction, masked as a speed-up step masks it
+            directions = self._step_directions(grads, states, k)
+        else:
+            search = self.directions.search_many if self._foreach else partial(search_each, self.directions)
+            directions, slopes = search(states, grads, k)
+            directions = cautious_directions(directions, grads, self.cautious, self.cautious_factor, self._masked)
+        if self.use_mv or self.cautious is not None:  # ⟨g, d⟩ as upstream's use_mv computes it
+            slopes = [torch.inner(g.flatten(), d.flatten()) for g, d in zip(grads, directions)]
+        return directions, slopes
 
     @staticmethod
     def _take_step(params: list[Tensor], directions: list[Tensor], step_size: float) -> None:
@@ -277,17 +288,9 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
     def _line_search(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]], k: int,
                      loss: Tensor, evaluator: LossEvaluator) -> tuple[int, int]:
         s = self._search
-        directions, slope = [], 0  # summed tensor by tensor, in parameter order (upstream's summation order)
-        for g, state in zip(grads, states):
-            if self.use_mv:
-                d = self.directions.step(state, g, k)
-            else:
-                d, tensor_slope = self.directions.search(state, g, k)
-            if self.cautious is not None:
-                d = self._mask(d, g)
-            if self.use_mv or self.cautious is not None:
-                tensor_slope = torch.inner(g.flatten(), d.flatten())  # ⟨g, d⟩ as upstream's use_mv computes it
-            directions.append(d)
+        directions, slopes = self._search_directions(grads, states, k)
+        slope = 0  # summed tensor by tensor, in parameter order (upstream's summation order)
+        for tensor_slope in slopes:
             slope = slope + tensor_slope
         device = params[0].device if params else loss.device
         loss_value, slope_value = mean_over_ranks([loss, slope], device)

@@ -32,8 +32,12 @@ from research_optim.optim import checks
 from research_optim.optim.direction import DirectionOptimizer
 from research_optim.optim.moments import ema_
 from research_optim.optim.rule import Rule
+from research_optim.optim.sharded import refuse_sharded
 
 __all__ = ["AdafactorRule", "ADAFACTOR", "Adafactor", "CautiousAdafactor"]
+
+SHARDING_REFUSAL = ("its factored second moment and its clipping read rows, columns and norms of whole tensors, "
+                    "which a shard holds only in part")
 
 
 class AdafactorRule(Rule):
@@ -55,6 +59,7 @@ class AdafactorRule(Rule):
         elif group["cautious"] is not None:
             raise ValueError(f"{owner}: cautious={group['cautious']!r} needs beta1 (a first moment): without it the "
                              "direction has the sign of g and the mask would only drop g = 0 coordinates")
+        refuse_sharded(owner, group["params"], SHARDING_REFUSAL)
 
     def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         if p.dim() > 1:
@@ -119,6 +124,7 @@ class Adafactor(DirectionOptimizer):
     """
 
     rule = ADAFACTOR
+    sharding_refusal = SHARDING_REFUSAL  # read by the config check of train.parallel=fsdp
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from torch.optim import Optimizer
 
 from research_optim.optim import checks
 from research_optim.optim.implementation import per_bucket
+from research_optim.optim.sharded import local, whole
 
 __all__ = [
     "LossEvaluator", "ParameterRay", "ArmijoResult", "backtracking_armijo", "mean_over_ranks", "takes_backwards_flag",
@@ -149,8 +150,8 @@ def mean_over_ranks(values: Sequence[Tensor | float], device: torch.device) -> l
     identical parameters and step sizes. The seed had no synchronisation: each rank compared its own batch's
     losses, accepted a different η, and the replicas drifted apart — deliberately not reproduced.
     """
-    stacked = torch.stack([torch.as_tensor(v, device=device).detach().reshape(()).to(torch.float64)
-                           for v in values])
+    stacked = torch.stack([whole(torch.as_tensor(v, device=device)).detach().reshape(()).to(torch.float64)
+                           for v in values])  # a slope over sharded parameters is whole first (the same everywhere)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
         stacked /= dist.get_world_size()
@@ -179,7 +180,7 @@ class ParameterRay:
         if [(b.shape, b.dtype, b.device) for b in self._origin] != [(p.shape, p.dtype, p.device) for p in params]:
             self._origin = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
         if params:
-            torch._foreach_copy_(self._origin, params)  # multi-tensor: one call, not one per tensor
+            torch._foreach_copy_(local(self._origin), local(params))  # multi-tensor: one call, not one per tensor
         self._params, self._directions = params, directions
 
     @torch.no_grad()
@@ -188,8 +189,9 @@ class ParameterRay:
 
         Multi-tensor ops: the same arithmetic per tensor as ``p.copy_(p0); p.add_(d, alpha=-step_size)``."""
         if self._params:
-            torch._foreach_copy_(self._params, self._origin)
-            torch._foreach_add_(self._params, directions or self._directions, alpha=-step_size)
+            params = local(self._params)  # elementwise: each rank moves its shards (DTensor has no foreach copy)
+            torch._foreach_copy_(params, local(self._origin))
+            torch._foreach_add_(params, local(directions or self._directions), alpha=-step_size)
 
     def release(self) -> None:
         """Drop the references to this step's directions and parameters (the p0 buffers are kept)."""

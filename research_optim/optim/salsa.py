@@ -70,6 +70,7 @@ from research_optim.optim.line_search import (
     refuse_grad_scaler,
 )
 from research_optim.optim.search_directions import DIRECTIONS
+from research_optim.optim.sharded import inner
 
 __all__ = ["SaLSA", "COMPAT"]
 
@@ -286,7 +287,7 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
             if self.cautious is not None:
                 d = self._mask(d, g)
             if self.use_mv or self.cautious is not None:
-                tensor_slope = torch.inner(g.flatten(), d.flatten())  # ⟨g, d⟩ as upstream's use_mv computes it
+                tensor_slope = inner(g, d)  # ⟨g, d⟩ as upstream's use_mv computes it
             directions.append(d)
             slope = slope + tensor_slope
         device = params[0].device if params else loss.device

@@ -43,12 +43,17 @@ def _check_optimizer(cfg: DictConfig, problems: list[str]) -> None:
 
     node = cfg.optimizer
     try:
-        build_optimizer(node, torch.nn.Linear(2, 2), cfg.train.weight_decay_norm_and_bias, steps_per_epoch=1)
+        optimizer = build_optimizer(node, torch.nn.Linear(2, 2), cfg.train.weight_decay_norm_and_bias,
+                                    steps_per_epoch=1)
     except Exception as err:  # noqa: BLE001 — whatever the constructor refuses, reported as a config problem
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         problems.append(f"optimizer={node.get('name')} refuses its arguments: {reason}")
         return
     _unusable_values(node, "optimizer", problems)
+    refusal = getattr(optimizer, "sharding_refusal", None)
+    if cfg.train.parallel == "fsdp" and refusal:
+        problems.append(f"optimizer={node.get('name')} cannot step sharded parameters (train.parallel=fsdp): "
+                        f"{refusal}; use train.parallel=ddp")
 
 
 def _check_model_data(cfg: DictConfig, problems: list[str]) -> None:
@@ -148,7 +153,8 @@ def _check_train(cfg: DictConfig, problems: list[str]) -> None:
             problems.append(f"train.{key}={t[key]!r}: must be true or false")
     if t.grad_clip is not None and not (_num(t.grad_clip) and t.grad_clip > 0):
         problems.append(f"train.grad_clip={t.grad_clip}: must be > 0, or null to disable clipping")
-    allowed = {"precision": ("fp32", "bf16"), "nonfinite": ("stop", "skip"), "device": ("auto", "cpu", "cuda")}
+    allowed = {"precision": ("fp32", "bf16"), "nonfinite": ("stop", "skip"), "device": ("auto", "cpu", "cuda"),
+               "parallel": ("ddp", "fsdp")}
     for key, choices in allowed.items():
         if t[key] not in choices:
             problems.append(f"train.{key}={t[key]!r}: choose one of {', '.join(choices)}")

@@ -17,6 +17,7 @@ import socket
 import time
 import warnings
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,17 +26,18 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from research_optim import checkpoint, distributed, protocols, throughput
+from research_optim import checkpoint, distributed, fsdp, protocols, sharded_checkpoint, throughput
 from research_optim.batch_loss import BatchLoss, loss_and_correct
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
 from research_optim.data.base import DataSpec
 from research_optim.environment import run_environment
 from research_optim.errors import UserError
 from research_optim.optim.implementation import IMPLEMENTATIONS, resolve, set_compile_enabled
+from research_optim.optim.sharded import is_sharded
 from research_optim.preemption import Preempted, StopFlag, requeue_slurm_job
 from research_optim.run_dir import RunLock, run_dir, run_id
 from research_optim.threads import choose_threads
-from research_optim.topology import check_resumable, planned_micro_batches, topology, with_resolved_device
+from research_optim.topology import planned_micro_batches, topology, with_resolved_device
 from research_optim.tracking import Tracker, read_summary
 
 log = logging.getLogger("research_optim")
@@ -128,6 +130,9 @@ class Trainer:
         self.dataset = build_data(cfg.data)
         self.spec: DataSpec = self.dataset.spec
         self.model = build_model(cfg.model, self.dataset).to(env.device)
+        self.sharded = env.distributed and t.parallel == "fsdp"  # FSDP2; else DDP when distributed
+        if self.sharded:
+            fsdp.shard(self.model, env.device, env.world_size)  # before the optimizer: its state is sharded too
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.micro_batches = planned_micro_batches(t, env.world_size)
         self.threads, self.threads_reason = choose_threads(t.threads, self.work_per_step())
@@ -140,7 +145,7 @@ class Trainer:
         if protocols.has_modes(self.optimizer):
             self.optimizer.train()  # Schedule-Free optimizers start in eval mode, as in the package
         net = torch.compile(self.model) if t.compile_model else self.model  # shares the model's parameters
-        self.net: nn.Module = DistributedDataParallel(net) if env.distributed else net
+        self.net: nn.Module = DistributedDataParallel(net) if env.distributed and not self.sharded else net
         if (env.distributed or self.micro_batches > 1) and env.is_main and protocols.has_batch_norm(self.model):
             log.warning("BatchNorm normalises over each micro-batch's %d examples, not the global batch of %d: with "
                         "BatchNorm the result depends on the number of processes and micro-batches",
@@ -151,7 +156,7 @@ class Trainer:
                          else nullcontext())
         self.id, self.dir = run_id(cfg), run_dir(cfg)
         self.ckpt_dir = self.dir / "checkpoints"
-        self.topology = topology(env.world_size, env.device.type, self.micro_batches)
+        self.topology = topology(env.world_size, env.device.type, self.micro_batches, t.parallel)
         self.flops_per_example = throughput.train_flops_per_example(self.model)
         self.peak_tflops = throughput.peak_tflops(env.device, t.precision, t.peak_tflops)
         self.state = TrainState()
@@ -200,12 +205,13 @@ class Trainer:
                 torch.distributed.all_gather_object(rngs, rng)
                 torch.distributed.all_gather_object(windows, self.state.window)
             path = self.ckpt_dir / checkpoint.LAST
-            if self.env.is_main:
-                path = checkpoint.save({
-                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "schedule": self.schedule.state_dict(), "state": dataclasses.asdict(self.state),
-                    "rng": rngs, "run_id": self.id, "windows": windows, "topology": self.topology,
-                }, self.ckpt_dir)
+            meta = {"schedule": self.schedule.state_dict(), "state": dataclasses.asdict(self.state), "rng": rngs,
+                    "run_id": self.id, "windows": windows, "topology": self.topology}
+            if self.sharded:
+                path = sharded_checkpoint.save(self.ckpt_dir, self.model, self.optimizer, meta)
+            elif self.env.is_main:
+                path = checkpoint.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                        **meta}, self.ckpt_dir)
         distributed.barrier()
         self.saved = (self.state.step, path)
 
@@ -215,20 +221,24 @@ class Trainer:
         A damaged ``last.pt`` falls back to ``prev.pt`` with a warning; no readable checkpoint at all, or one
         written on another topology, refuses with what to do. Starting over deletes the previous checkpoints.
         """
-        env = self.env
+        env, names = self.env, sharded_checkpoint.NAMES if self.sharded else checkpoint.FILE
         if env.is_main:
-            checkpoint.remove_stale_temp_files(self.ckpt_dir)
+            for kind in (checkpoint.FILE, sharded_checkpoint.NAMES):
+                checkpoint.remove_stale_temp_files(self.ckpt_dir, kind)
         if not self.cfg.run.resume:
-            if env.is_main and (deleted := checkpoint.discard(self.ckpt_dir)):
+            deleted = [p for kind in (checkpoint.FILE, sharded_checkpoint.NAMES)
+                       for p in checkpoint.discard(self.ckpt_dir, kind)] if env.is_main else []
+            if deleted:
                 log.warning("run.resume=false: starting over, deleted %s", ", ".join(p.name for p in deleted))
             return 0
-        found = checkpoint.newest_readable(self.ckpt_dir)
+        sharded_checkpoint.check_every_kind(self.ckpt_dir, self.topology)
+        found = checkpoint.newest_readable(self.ckpt_dir, names=names, read=(
+            sharded_checkpoint.reader(self.model, self.optimizer) if self.sharded else checkpoint.load))
         distributed.barrier()  # every rank has read it before rank 0 moves a damaged last.pt aside
         if found is None:
             return 0
-        check_resumable(found.checkpoint.get("topology"), self.topology, str(found.path))
         if found.passed_over and env.is_main:
-            aside = checkpoint.set_damaged_aside(self.ckpt_dir)
+            aside = checkpoint.set_damaged_aside(self.ckpt_dir, names)
             log.warning("%s; resuming from the previous checkpoint %s%s", found.passed_over, found.path,
                         f" (the damaged file is kept as {aside}; delete it when done)" if aside else "")
         self.load_checkpoint(found.checkpoint)
@@ -411,7 +421,9 @@ class Trainer:
         # (sum of losses, number of losses) since the last log line; restored from a checkpoint taken mid-window.
         window = LossWindow(*s.window, device=env.device)
         since = (s.examples, s.train_time)  # the throughput window starts here (a resume included)
-        no_sync = self.net.no_sync if env.distributed else None  # DDP: all-reduce with the last micro-batch only
+        # all-reduce (DDP) or reduce-scatter (FSDP) the gradient with the last micro-batch only
+        no_sync = (partial(fsdp.no_gradient_sync, self.model) if self.sharded else
+                   self.net.no_sync if env.distributed else None)
         skip, primed = t.nonfinite == "skip", False
         last_train_loss, last_eval = math.nan, {}
         bar = _progress(t.steps, s.step, enabled=t.progress and env.is_main)
@@ -419,7 +431,7 @@ class Trainer:
         while s.step < t.steps:
             x, y = distributed.to_device(next(batches), env.device)
             batch_loss = BatchLoss(self.compute_loss, x, y, t.micro_batch_size, no_sync)
-            if env.distributed and not primed:
+            if env.distributed and not self.sharded and not primed:
                 self.prime_gradient_buckets(batch_loss)
                 primed = True
             try:
@@ -478,7 +490,7 @@ class Trainer:
                  "steps_per_s": s.step / s.train_time if s.train_time > 0 else math.nan,
                  **self.measurements(s.examples, s.train_time, per_rank=True),
                  "train_time": s.train_time, "eval_time": s.eval_time, "skipped_steps": s.skipped}
-        if env.distributed:
+        if env.distributed and not self.sharded:  # FSDP has shards, not replicas
             final["replicas_identical"] = self.replicas_identical()
         if "gap_to_optimum" in last_eval:
             final["val_gap_to_optimum"] = last_eval["gap_to_optimum"]
@@ -500,7 +512,8 @@ def compiles_step(optimizer: torch.optim.Optimizer) -> bool:
     implementation, paths = getattr(optimizer, "implementation", None), getattr(optimizer, "paths", ())
     if implementation not in IMPLEMENTATIONS:
         return False
-    return any(resolve(implementation, paths, sum(p.numel() for p in group["params"])) == "compiled"
+    return any(resolve(implementation, paths, sum(p.numel() for p in group["params"]),
+                       sharded=any(is_sharded(p) for p in group["params"])) == "compiled"
                for group in optimizer.param_groups)
 
 

@@ -32,6 +32,7 @@ from research_optim.topology import check_resumable
 
 NAMES = Names("last.dcp", "prev.dcp", "last.dcp.damaged", ".last.dcp.tmp.")
 META = "meta.pt"
+KINDS = (checkpoint.FILE, NAMES)  # a run directory may hold either kind (train.parallel=ddp | fsdp)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def reader(model: nn.Module, optimizer: Optimizer):
 def check_every_kind(directory: Path, topology: dict[str, Any]) -> None:
     """``topology.check_resumable`` against the newest checkpoint of each kind in ``directory``: a resume under
     another ``train.parallel`` finds the other kind, and is refused as any change of topology."""
-    for names, read in ((checkpoint.FILE, checkpoint.peek), (NAMES, peek)):
+    for names, read in zip(KINDS, (checkpoint.peek, peek)):
         found = checkpoint.newest_readable(directory, read=read, names=names)
         if found is not None:
             check_resumable(found.checkpoint.get("topology"), topology, str(found.path))

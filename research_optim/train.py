@@ -223,10 +223,10 @@ class Trainer:
         """
         env, names = self.env, sharded_checkpoint.NAMES if self.sharded else checkpoint.FILE
         if env.is_main:
-            for kind in (checkpoint.FILE, sharded_checkpoint.NAMES):
+            for kind in sharded_checkpoint.KINDS:
                 checkpoint.remove_stale_temp_files(self.ckpt_dir, kind)
         if not self.cfg.run.resume:
-            deleted = [p for kind in (checkpoint.FILE, sharded_checkpoint.NAMES)
+            deleted = [p for kind in sharded_checkpoint.KINDS
                        for p in checkpoint.discard(self.ckpt_dir, kind)] if env.is_main else []
             if deleted:
                 log.warning("run.resume=false: starting over, deleted %s", ", ".join(p.name for p in deleted))

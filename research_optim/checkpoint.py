@@ -60,7 +60,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -81,7 +81,7 @@ def save(obj: Any, directory: Path) -> Path:
     if last.exists():
         os.replace(last, directory / PREV)
     os.replace(tmp, last)
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return last
 
 

@@ -93,12 +93,13 @@ def save(directory: Path, model: nn.Module, optimizer: Optimizer, meta: dict[str
             torch.save({**meta, "optimizer_structure": structure}, f)
             f.flush()
             os.fsync(f.fileno())
+        checkpoint.fsync_directory(tmp)  # its entries, before it becomes last.dcp
         if prev.exists() and last.exists():
             checkpoint.remove(prev)
         if last.exists():
             os.replace(last, prev)
         os.replace(tmp, last)
-        checkpoint._fsync_directory(directory)
+        checkpoint.fsync_directory(directory)
     dist.barrier()
     return last
 

@@ -10,12 +10,13 @@ nothing here. Four things do:
 * a value leaving the DTensor world (a scalar handed to a plain collective, a Python float): :func:`whole`;
 * an operation on whole matrices (Muon's Newton–Schulz iteration): gather with :func:`whole`, compute, and take
   this rank's shard back with :func:`shard_like` — every rank computes the same whole result from the same input.
+
+An optimizer that cannot step shards (Adafactor) refuses them by name: :func:`refuse_sharded`.
 """
 from __future__ import annotations
 
-from torch import Tensor
-
 import torch
+from torch import Tensor
 
 __all__ = ["is_sharded", "local", "whole", "inner", "shard_like", "refuse_sharded"]
 

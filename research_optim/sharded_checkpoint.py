@@ -21,8 +21,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.api import CheckpointException
 from torch import Tensor, nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
@@ -43,6 +43,7 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: torch.dtype
     placements: tuple[Any, ...] | None  # a DTensor's, sharded over the model's mesh; None: a plain tensor
+    on_cpu: bool  # a plain tensor kept on the CPU (a step count), whatever the model's device
 
 
 def _split(value: Any, tensors: dict[str, Tensor], key: str) -> Any:
@@ -50,7 +51,7 @@ def _split(value: Any, tensors: dict[str, Tensor], key: str) -> Any:
     if isinstance(value, Tensor):
         tensors[key] = value
         return TensorSpec(key, tuple(value.shape), value.dtype,
-                          tuple(value.placements) if isinstance(value, DTensor) else None)
+                          tuple(value.placements) if isinstance(value, DTensor) else None, value.device.type == "cpu")
     if isinstance(value, dict):
         return {k: _split(v, tensors, f"{key}/{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -69,14 +70,12 @@ def _join(value: Any, tensor: Callable[[TensorSpec], Tensor]) -> Any:
     return value
 
 
-def _empty(spec: TensorSpec, mesh: Any) -> Tensor:
+def _empty(spec: TensorSpec, like: DTensor) -> Tensor:
+    """Where DCP loads the tensor of ``spec``: on ``like``'s mesh when sharded, else on its device (or the CPU)."""
     if spec.placements is None:
-        return torch.empty(spec.shape, dtype=spec.dtype)
-    return torch.distributed.tensor.empty(spec.shape, dtype=spec.dtype, device_mesh=mesh, placements=spec.placements)
-
-
-def _mesh(model: nn.Module) -> Any:
-    return next(p.device_mesh for p in model.parameters() if isinstance(p, DTensor))
+        return torch.empty(spec.shape, dtype=spec.dtype, device="cpu" if spec.on_cpu else like.to_local().device)
+    return torch.distributed.tensor.empty(spec.shape, dtype=spec.dtype, device_mesh=like.device_mesh,
+                                          placements=spec.placements)
 
 
 def save(directory: Path, model: nn.Module, optimizer: Optimizer, meta: dict[str, Any]) -> Path:
@@ -109,14 +108,19 @@ def peek(path: Path) -> dict[str, Any]:
     return checkpoint.load(path / META)
 
 
-def reader(model: nn.Module, optimizer: Optimizer):
+def reader(model: nn.Module) -> Callable[[Path], dict[str, Any]]:
     """``read(path)`` → the whole checkpoint, ``model`` and ``optimizer`` state dicts included, for
-    ``checkpoint.newest_readable``: loads this rank's shards (collective)."""
+    ``checkpoint.newest_readable``: loads this rank's shards into ``model`` and new tensors (collective)."""
 
     def read(path: Path) -> dict[str, Any]:
         meta = peek(path)
-        structure, mesh, tensors = meta.pop("optimizer_structure"), _mesh(model), {}
-        _join(structure, lambda spec: tensors.setdefault(spec.key, _empty(spec, mesh)))  # where DCP loads them
+        like, tensors = next(p for p in model.parameters() if isinstance(p, DTensor)), {}
+
+        def template(spec: TensorSpec) -> Tensor:  # where DCP loads the tensor, in place
+            tensors[spec.key] = _empty(spec, like)
+            return tensors[spec.key]
+
+        optimizer_state = _join(meta.pop("optimizer_structure"), template)
         state = {"model": model.state_dict(), "optimizer": tensors}
         try:
             dcp.load(state, checkpoint_id=str(path))
@@ -126,10 +130,9 @@ def reader(model: nn.Module, optimizer: Optimizer):
                                     f"{checkpoint.first_line(failure)})") from None
         except Exception as err:  # noqa: BLE001 — the same on every rank (e.g. DCP's .metadata is damaged)
             raise CorruptCheckpoint(f"checkpoint {path} cannot be read ({checkpoint.first_line(err)})") from None
-        return {**meta, "model": state["model"], "optimizer": _join(structure, lambda spec: tensors[spec.key])}
+        return {**meta, "model": state["model"], "optimizer": optimizer_state}
 
     return read
-
 
 
 def check_every_kind(directory: Path, topology: dict[str, Any]) -> None:

@@ -233,7 +233,7 @@ class Trainer:
             return 0
         sharded_checkpoint.check_every_kind(self.ckpt_dir, self.topology)
         found = checkpoint.newest_readable(self.ckpt_dir, names=names, read=(
-            sharded_checkpoint.reader(self.model, self.optimizer) if self.sharded else checkpoint.load))
+            sharded_checkpoint.reader(self.model) if self.sharded else checkpoint.load))
         distributed.barrier()  # every rank has read it before rank 0 moves a damaged last.pt aside
         if found is None:
             return 0

@@ -43,17 +43,12 @@ def _check_optimizer(cfg: DictConfig, problems: list[str]) -> None:
 
     node = cfg.optimizer
     try:
-        optimizer = build_optimizer(node, torch.nn.Linear(2, 2), cfg.train.weight_decay_norm_and_bias,
-                                    steps_per_epoch=1)
+        build_optimizer(node, torch.nn.Linear(2, 2), cfg.train.weight_decay_norm_and_bias, steps_per_epoch=1)
     except Exception as err:  # noqa: BLE001 — whatever the constructor refuses, reported as a config problem
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         problems.append(f"optimizer={node.get('name')} refuses its arguments: {reason}")
         return
     _unusable_values(node, "optimizer", problems)
-    refusal = getattr(optimizer, "sharding_refusal", None)
-    if cfg.train.parallel == "fsdp" and refusal:
-        problems.append(f"optimizer={node.get('name')} cannot step sharded parameters (train.parallel=fsdp): "
-                        f"{refusal}; use train.parallel=ddp")
 
 
 def _check_model_data(cfg: DictConfig, problems: list[str]) -> None:

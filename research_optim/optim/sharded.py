@@ -8,17 +8,19 @@ nothing here. Four things do:
 * a multi-tensor op DTensor has no rule for (``_foreach_copy_``): elementwise, so it runs on the shards (:func:`local`);
 * a flattening DTensor refuses (an unevenly sharded tensor): :func:`inner`;
 * a value leaving the DTensor world (a scalar handed to a plain collective, a Python float): :func:`whole`;
-* an operation on whole matrices (Muon's Newton–Schulz iteration): gather with :func:`whole`, compute, and take
-  this rank's shard back with :func:`shard_like` — every rank computes the same whole result from the same input.
+* an operation on whole matrices (Muon's Newton–Schulz iteration, Adafactor's row and column statistics): gather
+  with :func:`whole`, compute, and take this rank's shard back with :func:`shard_like` — every rank computes the
+  same whole result from the same input.
 
-An optimizer that cannot step shards (Adafactor) refuses them by name: :func:`refuse_sharded`.
+A Python number read from a DTensor reduction goes through :func:`whole` too: ``.item()`` of a norm's partial
+result is only this rank's part.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-__all__ = ["is_sharded", "local", "whole", "inner", "shard_like", "refuse_sharded"]
+__all__ = ["is_sharded", "local", "whole", "inner", "shard_like"]
 
 try:
     from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
@@ -51,12 +53,9 @@ def inner(a: Tensor, b: Tensor) -> Tensor:
 
 
 def shard_like(full: Tensor, like: Tensor) -> Tensor:
-    """This rank's part of ``full`` (the same on every rank), laid out as the DTensor ``like`` (no communication)."""
+    """This rank's part of ``full`` (the same on every rank), laid out as the DTensor ``like`` (no communication);
+    ``full`` itself when ``like`` is a plain tensor."""
+    if not is_sharded(like):
+        return full
     return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None)
 
-
-def refuse_sharded(owner: str, params: list[Tensor], why: str) -> None:
-    """For an optimizer that cannot step sharded parameters (it sets ``sharding_refusal = why``, which the config
-    check of ``train.parallel=fsdp`` reads before any process starts)."""
-    if any(is_sharded(p) for p in params):
-        raise ValueError(f"{owner} cannot step sharded parameters (FSDP): {why}; use train.parallel=ddp")

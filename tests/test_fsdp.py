@@ -24,6 +24,7 @@ CASES = [
     ("c_adamw-reference", ["optimizer=c_adamw", "optimizer.implementation=reference"]),
     ("c_adamw-foreach", ["optimizer=c_adamw", "optimizer.implementation=foreach"]),
     ("c_adamw-2-micro-batches", ["optimizer=c_adamw", "train.micro_batch_size=4"]),
+    ("c_adamw-clipped", ["optimizer=c_adamw", "train.grad_clip=0.05"]),  # the clipping norm over shards
     *[(f"cautious-{phi}", ["optimizer=cautious", f"optimizer.phi={phi}", "optimizer.cautious_factor=0.5"])
       for phi in ("indicator_ratio", "indicator", "soft", "signxor")],
     ("lion", ["optimizer=lion"]),

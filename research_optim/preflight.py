@@ -124,7 +124,7 @@ def check_run_directory(cfg: DictConfig, directory: Path) -> None:
         raise PreflightError(f"run directory {directory} already has SLURM job {', '.join(queued)} queued or "
                              f"running for this config; wait for it (python -m research_optim.jobs "
                              f"{directory.parent}) or scancel it first")
-    summary = read_summary(directory / "summary.json")
+    summary = read_summary(directory)
     if not cfg.run.resume or (summary and summary.get("status") == "completed"):
         return
     sharded_checkpoint.check_every_kind(directory / "checkpoints", planned_topology(cfg))

@@ -70,3 +70,20 @@ def test_schedule_free_and_line_search_configs_choose_constant_schedule():
         if optimizer.startswith(("sf_", "salsa", "sls", "adam_sls")):
             assert compose_config([f"optimizer={optimizer}"]).schedule.name == "constant", optimizer
     assert compose_config(["optimizer=adamw"]).schedule.name == "cosine"
+
+
+def test_the_schemas_hold_the_values_of_conf():
+    """config_schema's dataclasses and conf/ give the same defaults, so a reader of either finds the truth."""
+    from dataclasses import asdict
+
+    from research_optim import config_schema
+
+    cfg = compose_config()
+    assert OmegaConf.to_container(cfg.train) == asdict(config_schema.Train())
+    assert OmegaConf.to_container(cfg.schedule) == asdict(config_schema.Schedule())
+    run = OmegaConf.to_container(cfg.run)
+    assert run.pop("root") == "${oc.env:RESEARCH_OPTIM_RUNS,runs}"
+    assert run == {k: v for k, v in asdict(config_schema.Run()).items() if k != "root"}
+    for name in ("local", "torchrun", "slurm"):
+        cluster = compose_config([f"cluster={name}"]).cluster
+        assert OmegaConf.to_container(cluster) == asdict(config_schema.CLUSTERS[cluster.launcher]()), name

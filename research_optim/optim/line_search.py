@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
+from research_optim import rng
 from research_optim.optim import checks
 from research_optim.optim.implementation import per_bucket
 from research_optim.optim.sharded import local, whole
@@ -62,19 +63,6 @@ def takes_backwards_flag(closure: Callable[..., Any]) -> bool:
     return "backwards" in parameters
 
 
-class _RngState:
-    """The CPU and (initialised) CUDA generator states, to replay one step's randomness (dropout)."""
-
-    def __init__(self) -> None:
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(self.cuda)
-
-
 def _check_loss(loss: Any, owner: str) -> Tensor:
     if not isinstance(loss, Tensor) or loss.numel() != 1:
         raise TypeError(f"{owner}: the closure must return the scalar loss tensor, got {type(loss).__name__}")
@@ -108,8 +96,8 @@ class LossEvaluator:
         self._seed_form = takes_backwards_flag(closure)
         self._zero_grad = zero_grad
         self._owner = owner
-        self._start = _RngState() if replay_rng else None
-        self._after_first: _RngState | None = None
+        self._start = rng.snapshot() if replay_rng else None
+        self._after_first: dict[str, Any] | None = None
         self.forwards = 0
 
     def with_backward(self) -> Tensor:
@@ -122,21 +110,21 @@ class LossEvaluator:
                 _check_loss(loss, self._owner).backward()
         self.forwards += 1
         if self._start is not None:
-            self._after_first = _RngState()
+            self._after_first = rng.snapshot()
         return _check_loss(loss, self._owner).detach()
 
     @torch.no_grad()
     def forward_only(self) -> Tensor:
         if self._start is None:
             raise RuntimeError(f"{self._owner}: internal error — trial evaluations need replay_rng=True")
-        self._start.restore()
+        rng.restore(self._start)
         loss = self._closure(backwards=False) if self._seed_form else self._closure()
         self.forwards += 1
         return _check_loss(loss, self._owner).detach()
 
     def finish(self) -> None:
         if self._after_first is not None:
-            self._after_first.restore()
+            rng.restore(self._after_first)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,12 +4,14 @@
 ``.last.pt.tmp.<host>.<pid>``, fsyncs it, then renames ``last.pt`` to ``prev.pt`` and the temp file to ``last.pt``,
 so a crash at any instant leaves a complete checkpoint behind: ``last.pt``, or ``prev.pt`` when the crash falls
 between the two renames or ``last.pt`` was damaged later. Temp files of dead writers are removed on the next start.
-The RNG state of every rank travels in the checkpoint (``rng.snapshot``), for bit-exact resume.
+The RNG state of every rank travels in the checkpoint (``rng.snapshot``), for bit-exact resume. Sharded checkpoints
+(FSDP, ``sharded_checkpoint``) are directories that rotate and recover the same way under their own :class:`Names`.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -25,11 +27,23 @@ DAMAGED = "last.pt.damaged"  # a last.pt that could not be read, moved aside so 
 TEMP_PREFIX = f".{LAST}.tmp."
 
 
+class Names(NamedTuple):
+    """The names one kind of checkpoint rotates through in ``<run_dir>/checkpoints/``."""
+
+    last: str
+    prev: str
+    damaged: str
+    temp_prefix: str
+
+
+FILE = Names(LAST, PREV, DAMAGED, TEMP_PREFIX)
+
+
 class CorruptCheckpoint(UserError):
     pass
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -50,7 +64,7 @@ def save(obj: Any, directory: Path) -> Path:
     if last.exists():
         os.replace(last, directory / PREV)
     os.replace(tmp, last)
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return last
 
 
@@ -64,13 +78,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temp_files(directory: Path) -> None:
+def remove(path: Path) -> None:
+    """Delete a checkpoint: a file, or a sharded checkpoint's directory."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(directory: Path, names: Names = FILE) -> None:
     """Delete the temp files of saves killed mid-write — only those of dead processes on this host."""
     host = socket.gethostname()
-    for path in directory.glob(f"{TEMP_PREFIX}*"):
-        writer_host, _, pid = path.name[len(TEMP_PREFIX):].rpartition(".")
+    for path in directory.glob(f"{names.temp_prefix}*"):
+        writer_host, _, pid = path.name[len(names.temp_prefix):].rpartition(".")
         if writer_host == host and pid.isdigit() and not _pid_alive(int(pid)):
-            path.unlink(missing_ok=True)
+            remove(path)
             log.info("removed %s, left by a save that was killed", path.name)
         elif writer_host != host:
             log.warning("%s was left by a save on host %s; delete it if no process there writes this run", path,
@@ -91,8 +113,12 @@ def _read(path: Path, mmap: bool) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
     except Exception as err:  # noqa: BLE001 — truncated zip, bad pickle, ...: all mean "this file is damaged"
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CorruptCheckpoint(f"checkpoint {path} cannot be read ({reason})") from None
+        raise CorruptCheckpoint(f"checkpoint {path} cannot be read ({first_line(err)})") from None
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 class Restored(NamedTuple):
@@ -101,12 +127,13 @@ class Restored(NamedTuple):
     passed_over: str | None  # why last.pt was not used (missing or damaged), when prev.pt was
 
 
-def newest_readable(directory: Path, read: Callable[[Path], dict[str, Any]] = load) -> Restored | None:
+def newest_readable(directory: Path, read: Callable[[Path], dict[str, Any]] = load,
+                    names: Names = FILE) -> Restored | None:
     """The newest checkpoint that can be read — ``last.pt``, else ``prev.pt`` — or None when there is none.
 
     Raises :class:`CorruptCheckpoint` naming the file and the choices when checkpoints exist but none can be read.
     """
-    last, prev = directory / LAST, directory / PREV
+    last, prev = directory / names.last, directory / names.prev
     damaged: CorruptCheckpoint | None = None
     if last.exists():
         try:
@@ -125,19 +152,21 @@ def newest_readable(directory: Path, read: Callable[[Path], dict[str, Any]] = lo
     return None
 
 
-def set_damaged_aside(directory: Path) -> Path | None:
+def set_damaged_aside(directory: Path, names: Names = FILE) -> Path | None:
     """Move an unreadable ``last.pt`` out of the rotation (to ``last.pt.damaged``), so the next save keeps the
     good ``prev.pt``; returns where it went."""
-    last = directory / LAST
+    last, damaged = directory / names.last, directory / names.damaged
     if not last.exists():
         return None
-    os.replace(last, directory / DAMAGED)
-    return directory / DAMAGED
+    if damaged.exists():
+        remove(damaged)
+    os.replace(last, damaged)
+    return damaged
 
 
-def discard(directory: Path) -> list[Path]:
+def discard(directory: Path, names: Names = FILE) -> list[Path]:
     """Delete a run's checkpoints (a fresh start of the same config); returns what was deleted."""
-    gone = [directory / name for name in (LAST, PREV, DAMAGED) if (directory / name).exists()]
+    gone = [directory / name for name in names[:3] if (directory / name).exists()]
     for path in gone:
-        path.unlink()
+        remove(path)
     return gone

@@ -35,6 +35,7 @@ class Train:
     steps: int = key(3000, low=1)
     batch_size: int = key(64, low=1)
     micro_batch_size: int | None = key(None, low=1, null="one micro-batch: the whole per-process batch")
+    parallel: Literal["ddp", "fsdp"] = "ddp"
     eval_every: int = key(500, low=0)
     eval_batch_size: int = key(512, low=1)
     log_every: int = key(25, low=1)

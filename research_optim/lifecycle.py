@@ -14,11 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from research_optim import checkpoint, distributed
+from research_optim import checkpoint, distributed, sharded_checkpoint
 from research_optim.errors import UserError
 from research_optim.preemption import Preempted, requeue_slurm_job
 from research_optim.run_dir import RunLock
-from research_optim.topology import check_resumable
 from research_optim.tracking import Tracker, read_summary
 
 log = logging.getLogger("research_optim")
@@ -58,26 +57,31 @@ def locked(directory: Path, is_main: bool) -> Iterator[None]:
         lock.release()
 
 
-def checkpoint_to_resume(ckpt_dir: Path, resume: bool, topology: dict[str, Any],
-                         is_main: bool) -> checkpoint.Restored | None:
-    """The newest readable checkpoint (``run.resume``), or None to start over.
+def checkpoint_to_resume(ckpt_dir: Path, resume: bool, topology: dict[str, Any], is_main: bool,
+                         names: checkpoint.Names = checkpoint.FILE,
+                         read: Callable[[Path], dict[str, Any]] = checkpoint.load) -> checkpoint.Restored | None:
+    """The newest readable checkpoint of kind ``names`` (``run.resume``), or None to start over.
 
-    A damaged ``last.pt`` falls back to ``prev.pt`` with a warning; no readable checkpoint at all, or one written on
-    another topology, refuses with what to do. Starting over (``run.resume=false``) deletes the previous checkpoints.
+    A damaged ``last.pt`` falls back to ``prev.pt`` with a warning; no readable checkpoint at all, or one (of either
+    kind: ``sharded_checkpoint.KINDS``) written on another topology, refuses with what to do. Starting over
+    (``run.resume=false``) deletes the previous checkpoints of both kinds.
     """
     if is_main:
-        checkpoint.remove_stale_temp_files(ckpt_dir)
+        for kind in sharded_checkpoint.KINDS:
+            checkpoint.remove_stale_temp_files(ckpt_dir, kind)
     if not resume:
-        if is_main and (deleted := checkpoint.discard(ckpt_dir)):
+        deleted = ([p for kind in sharded_checkpoint.KINDS for p in checkpoint.discard(ckpt_dir, kind)]
+                   if is_main else [])
+        if deleted:
             log.warning("run.resume=false: starting over, deleted %s", ", ".join(p.name for p in deleted))
         return None
-    found = checkpoint.newest_readable(ckpt_dir)
+    sharded_checkpoint.check_every_kind(ckpt_dir, topology)
+    found = checkpoint.newest_readable(ckpt_dir, read=read, names=names)
     distributed.barrier()  # every rank has read it before rank 0 moves a damaged last.pt aside
     if found is None:
         return None
-    check_resumable(found.checkpoint.get("topology"), topology, str(found.path))
     if found.passed_over and is_main:
-        aside = checkpoint.set_damaged_aside(ckpt_dir)
+        aside = checkpoint.set_damaged_aside(ckpt_dir, names)
         log.warning("%s; resuming from the previous checkpoint %s%s", found.passed_over, found.path,
                     f" (the damaged file is kept as {aside}; delete it when done)" if aside else "")
     return found

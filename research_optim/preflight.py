@@ -17,11 +17,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from research_optim import checkpoint
+from research_optim import checkpoint, sharded_checkpoint
 from research_optim.errors import UserError
 from research_optim.jobs import read_job_records
 from research_optim.run_dir import RunLock, in_use_message, run_dir, slurm_job_active
-from research_optim.topology import check_resumable, planned_topology
+from research_optim.topology import planned_topology
 from research_optim.tracking import read_summary
 
 
@@ -127,9 +127,7 @@ def check_run_directory(cfg: DictConfig, directory: Path) -> None:
     summary = read_summary(directory)
     if not cfg.run.resume or (summary and summary.get("status") == "completed"):
         return
-    found = checkpoint.newest_readable(directory / "checkpoints", read=checkpoint.peek)
-    if found is not None:
-        check_resumable(found.checkpoint.get("topology"), planned_topology(cfg), str(found.path))
+    sharded_checkpoint.check_every_kind(directory / "checkpoints", planned_topology(cfg))
 
 
 def preflight(cfg: DictConfig) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from research_optim import rng
+from research_optim.optim.sharded import is_sharded, local, whole
 
 BatchLossFn = Callable[[bool], torch.Tensor]  # backward → the batch's detached mean loss (+ its gradient): BatchLoss
 
@@ -55,7 +56,7 @@ def _finite_on_every_rank(loss: torch.Tensor, grad_norm: torch.Tensor | None) ->
     """Whether the loss and the gradient norm are finite on every rank (one collective, one host sync)."""
     values = loss.detach().float().reshape(1)
     if grad_norm is not None:
-        values = torch.cat([values, grad_norm.detach().float().reshape(1).to(values.device)])
+        values = torch.cat([values, whole(grad_norm).detach().float().reshape(1).to(values.device)])
     finite = torch.isfinite(values).all().to(torch.int32)
     if dist.is_initialized():
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -65,9 +66,11 @@ def _finite_on_every_rank(loss: torch.Tensor, grad_norm: torch.Tensor | None) ->
 def state_is_finite(optimizer: Optimizer, params: list[torch.Tensor]) -> bool:
     """Whether the parameters, every floating-point tensor of the optimizer state and every lr are finite.
 
-    One fused pass (max-abs per tensor, then one reduction): +inf/-inf and NaN all surface in the maxima.
+    One fused pass (max-abs per tensor, then one reduction): +inf/-inf and NaN all surface in the maxima. Sharded
+    (FSDP) tensors are checked shard by shard, and the ranks agree (one collective).
     """
     tensors = [p.detach() for p in params]
+    sharded = any(is_sharded(t) for t in tensors)
     for state in optimizer.state.values():
         tensors += [v for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
     lrs = [float(group["lr"]) for group in optimizer.param_groups if "lr" in group]
@@ -76,8 +79,11 @@ def state_is_finite(optimizer: Optimizer, params: list[torch.Tensor]) -> bool:
     if not tensors:
         return True
     device = tensors[0].device
-    maxima = torch._foreach_norm(tensors, math.inf)
-    return bool(torch.stack([m.to(device, torch.float32) for m in maxima]).isfinite().all())
+    maxima = torch._foreach_norm(local(tensors), math.inf)
+    finite = torch.stack([m.to(device, torch.float32) for m in maxima]).isfinite().all().to(torch.int32)
+    if sharded:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    return bool(finite.item())
 
 
 def optimizer_step(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[torch.Tensor],

@@ -27,7 +27,7 @@ from research_optim.errors import UserError
 
 # Top-level keys and dotted paths that do not affect what is computed.
 NOT_IN_IDENTITY = ("cluster", "logger", "run", "train.progress", "train.threads", "train.micro_batch_size",
-                   "train.peak_tflops", "hydra", "workload")
+                   "train.parallel", "train.peak_tflops", "hydra", "workload")
 
 
 def _drop(d: dict[str, Any], dotted: str) -> None:

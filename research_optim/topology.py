@@ -42,7 +42,7 @@ def planned_micro_batches(train: DictConfig, world_size: int) -> int:
 def planned_topology(cfg: DictConfig) -> dict[str, Any]:
     """The topology this launch will have (``train.device`` already resolved)."""
     world = planned_world_size(cfg.cluster)
-    return topology(world, cfg.train.device, planned_micro_batches(cfg.train, world))
+    return topology(world, cfg.train.device, planned_micro_batches(cfg.train, world), cfg.train.parallel)
 
 
 def planned_device(cfg: DictConfig) -> str:
@@ -67,14 +67,17 @@ def with_resolved_device(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def topology(world_size: int, device: str, micro_batches: int = 1) -> dict[str, Any]:
-    return {"world_size": int(world_size), "device": str(device), "micro_batches": int(micro_batches)}
+def topology(world_size: int, device: str, micro_batches: int = 1, parallel: str = "ddp") -> dict[str, Any]:
+    """``parallel`` (``train.parallel``) is how the processes share the model: ``ddp`` replicas or ``fsdp`` shards
+    (one process: ``ddp``, there is nothing to share)."""
+    return {"world_size": int(world_size), "device": str(device), "micro_batches": int(micro_batches),
+            "parallel": str(parallel) if world_size > 1 else "ddp"}
 
 
 def describe(t: dict[str, Any]) -> str:
-    n, k = t.get("world_size", "?"), t.get("micro_batches", 1)
+    n, k, parallel = t.get("world_size", "?"), t.get("micro_batches", 1), t.get("parallel", "ddp")
     return (f"{n} process{'es' if n != 1 else ''}{f' × {k} micro-batches' if k != 1 else ''} "
-            f"on {t.get('device', '?')}")
+            f"on {t.get('device', '?')}{' with FSDP' if parallel == 'fsdp' else ''}")
 
 
 class TopologyMismatch(UserError):
@@ -83,10 +86,11 @@ class TopologyMismatch(UserError):
 
 def check_resumable(saved: dict[str, Any] | None, current: dict[str, Any], checkpoint: str) -> None:
     """Refuse to resume ``checkpoint`` (written by ``saved``) on a different number of processes, micro-batches
-    or device. (Checkpoints written before micro-batches existed were written with one.)"""
-    if saved is not None and {"micro_batches": 1, **saved} == current:
+    or device, or under another ``train.parallel``. (Checkpoints written before micro-batches and ``parallel``
+    existed were written with one micro-batch and DDP.)"""
+    if saved is not None and {"micro_batches": 1, "parallel": "ddp", **saved} == current:
         return
     raise TopologyMismatch(
         f"checkpoint {checkpoint} was written by {describe(saved or {})}; this launch has {describe(current)}. "
         "A run resumes bit for bit only on the topology that wrote it: relaunch with the same number of processes, "
-        "train.micro_batch_size and device, or start a new run (another run.group, or run.resume=false to start this one over).")
+        "train.micro_batch_size, device and train.parallel, or start a new run (another run.group, or run.resume=false to start this one over).")

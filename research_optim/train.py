@@ -18,6 +18,7 @@ import socket
 import time
 import warnings
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from research_optim import checkpoint, distributed, lifecycle, protocols, rng, throughput
+from research_optim import checkpoint, distributed, fsdp, lifecycle, protocols, rng, sharded_checkpoint, throughput
 from research_optim.batch_loss import BatchLoss, loss_and_correct
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
 from research_optim.data.base import DataSpec
@@ -34,6 +35,7 @@ from research_optim.environment import run_environment
 from research_optim.errors import UserError
 from research_optim.lifecycle import Diverged
 from research_optim.optim.implementation import IMPLEMENTATIONS, resolve
+from research_optim.optim.sharded import is_sharded
 from research_optim.preemption import Preempted, StopFlag
 from research_optim.run_dir import run_dir, run_id
 from research_optim.threads import choose_threads
@@ -126,6 +128,9 @@ class Trainer:
         self.dataset = build_data(cfg.data)
         self.spec: DataSpec = self.dataset.spec
         self.model = build_model(cfg.model, self.dataset).to(env.device)
+        self.sharded = env.distributed and t.parallel == "fsdp"  # FSDP2; else DDP when distributed
+        if self.sharded:
+            fsdp.shard(self.model, env.device, env.world_size)  # before the optimizer: its state is sharded too
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.micro_batches = planned_micro_batches(t, env.world_size)
         self.threads, self.threads_reason = choose_threads(t.threads, self.work_per_step())
@@ -138,7 +143,7 @@ class Trainer:
         if protocols.has_modes(self.optimizer):
             self.optimizer.train()  # Schedule-Free optimizers start in eval mode, as in the package
         net = torch.compile(self.model) if t.compile_model else self.model  # shares the model's parameters
-        self.net: nn.Module = DistributedDataParallel(net) if env.distributed else net
+        self.net: nn.Module = DistributedDataParallel(net) if env.distributed and not self.sharded else net
         if (env.distributed or self.micro_batches > 1) and env.is_main and protocols.has_batch_norm(self.model):
             log.warning("BatchNorm normalises over each micro-batch's %d examples, not the global batch of %d: with "
                         "BatchNorm the result depends on the number of processes and micro-batches",
@@ -149,7 +154,7 @@ class Trainer:
                          else nullcontext())
         self.id, self.dir = run_id(cfg), run_dir(cfg)
         self.ckpt_dir = self.dir / "checkpoints"
-        self.topology = topology(env.world_size, env.device.type, self.micro_batches)
+        self.topology = topology(env.world_size, env.device.type, self.micro_batches, t.parallel)
         self.flops_per_example = throughput.train_flops_per_example(self.model)
         self.peak_tflops = throughput.peak_tflops(env.device, t.precision, t.peak_tflops)
         self.state = TrainState()
@@ -198,18 +203,21 @@ class Trainer:
                 torch.distributed.all_gather_object(rngs, generators)
                 torch.distributed.all_gather_object(windows, self.state.window)
             path = self.ckpt_dir / checkpoint.LAST
-            if self.env.is_main:
-                path = checkpoint.save({
-                    "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "schedule": self.schedule.state_dict(), "state": dataclasses.asdict(self.state),
-                    "rng": rngs, "run_id": self.id, "windows": windows, "topology": self.topology,
-                }, self.ckpt_dir)
+            meta = {"schedule": self.schedule.state_dict(), "state": dataclasses.asdict(self.state), "rng": rngs,
+                    "run_id": self.id, "windows": windows, "topology": self.topology}
+            if self.sharded:
+                path = sharded_checkpoint.save(self.ckpt_dir, self.model, self.optimizer, meta)
+            elif self.env.is_main:
+                path = checkpoint.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                        **meta}, self.ckpt_dir)
         distributed.barrier()
         self.saved = (self.state.step, path)
 
     def restore(self) -> int:
         """Resume from the newest readable checkpoint (``run.resume``), or start over; returns the step to go on from."""
-        found = lifecycle.checkpoint_to_resume(self.ckpt_dir, self.cfg.run.resume, self.topology, self.env.is_main)
+        found = lifecycle.checkpoint_to_resume(
+            self.ckpt_dir, self.cfg.run.resume, self.topology, self.env.is_main,
+            *((sharded_checkpoint.NAMES, sharded_checkpoint.reader(self.model)) if self.sharded else ()))
         if found is not None:
             self.load_checkpoint(found.checkpoint)
             self.saved = (self.state.step, found.path)
@@ -376,7 +384,9 @@ class Trainer:
         # (sum of losses, number of losses) since the last log line; restored from a checkpoint taken mid-window.
         window = LossWindow(*s.window, device=env.device)
         since = (s.examples, s.train_time)  # the throughput window starts here (a resume included)
-        no_sync = self.net.no_sync if env.distributed else None  # DDP: all-reduce with the last micro-batch only
+        # all-reduce (DDP) or reduce-scatter (FSDP) the gradient with the last micro-batch only
+        no_sync = (partial(fsdp.no_gradient_sync, self.model) if self.sharded else
+                   self.net.no_sync if env.distributed else None)
         skip, primed = t.nonfinite == "skip", False
         last_train_loss, last_eval = math.nan, {}
         bar = _progress(t.steps, s.step, enabled=t.progress and env.is_main)
@@ -384,7 +394,7 @@ class Trainer:
         while s.step < t.steps:
             x, y = distributed.to_device(next(batches), env.device)
             batch_loss = BatchLoss(self.compute_loss, x, y, t.micro_batch_size, no_sync)
-            if env.distributed and not primed:
+            if env.distributed and not self.sharded and not primed:
                 self.prime_gradient_buckets(batch_loss)
                 primed = True
             try:
@@ -443,7 +453,7 @@ class Trainer:
                  "steps_per_s": s.step / s.train_time if s.train_time > 0 else math.nan,
                  **self.measurements(s.examples, s.train_time, per_rank=True),
                  "train_time": s.train_time, "eval_time": s.eval_time, "skipped_steps": s.skipped}
-        if env.distributed:
+        if env.distributed and not self.sharded:  # FSDP has shards, not replicas
             final["replicas_identical"] = self.replicas_identical()
         if "gap_to_optimum" in last_eval:
             final["val_gap_to_optimum"] = last_eval["gap_to_optimum"]
@@ -465,7 +475,8 @@ def compiles_step(optimizer: torch.optim.Optimizer) -> bool:
     implementation, paths = getattr(optimizer, "implementation", None), getattr(optimizer, "paths", ())
     if implementation not in IMPLEMENTATIONS:
         return False
-    return any(resolve(implementation, paths, sum(p.numel() for p in group["params"])) == "compiled"
+    return any(resolve(implementation, paths, sum(p.numel() for p in group["params"]),
+                       sharded=any(is_sharded(p) for p in group["params"])) == "compiled"
                for group in optimizer.param_groups)
 
 

@@ -39,6 +39,7 @@ def test_the_number_of_processes_stays_out_of_the_id_and_the_device_is_in():
     assert resolved_id("cluster=slurm", "cluster.partition=p") == cpu
     assert resolved_id("train.threads=3") == alone and resolved_id("train.progress=false") == alone
     assert resolved_id("train.micro_batch_size=8") == alone and resolved_id("train.peak_tflops=100") == alone
+    assert resolved_id("train.parallel=fsdp") == alone  # shards or replicas: the same problem (in the topology)
     assert resolved_id("train.batch_size=32") != alone and resolved_id("train.precision=bf16") != alone
     assert resolved_id("train.compile_model=true") != alone  # compiled kernels round differently
 

@@ -12,7 +12,8 @@ and a step size relative to the parameter's scale, per tensor at step t::
 
 Bit for bit ``torch.optim.Adafactor`` (tested; ``eps=(None, 1e-3)``: ε1 is the parameter dtype's machine epsilon).
 Like torch's, every step reads ‖p‖ and ‖U‖ on the host (two syncs per tensor), so there is no multi-tensor twin:
-a sync-free one would not match torch's arithmetic — ``implementation`` is ``"reference"`` only.
+a sync-free one would not match torch's arithmetic — ``implementation`` is ``"reference"`` only. Sharded (FSDP):
+the row and column statistics R, C are kept whole on every rank (rows + cols numbers), from the gathered g.
 
 **Cautious Adafactor.** Û has the sign of g, so a cautious mask over torch's rule would only drop coordinates where
 g = 0. With ``beta1`` set, a first moment m ← lerp(m, Û, 1 − β1) of the clipped update becomes the direction, as in
@@ -32,6 +33,7 @@ from research_optim.optim import checks
 from research_optim.optim.direction import DirectionOptimizer
 from research_optim.optim.moments import ema_
 from research_optim.optim.rule import Rule
+from research_optim.optim.sharded import shard_like, whole
 
 __all__ = ["AdafactorRule", "ADAFACTOR", "Adafactor", "CautiousAdafactor"]
 
@@ -58,8 +60,9 @@ class AdafactorRule(Rule):
 
     def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         if p.dim() > 1:
-            state["row_var"] = p.new_zeros((*p.shape[:-1], 1))   # row factor: reduced over the last dimension
-            state["col_var"] = p.new_zeros((*p.shape[:-2], 1, p.shape[-1]))  # column factor: over the one before
+            # whole (not sharded) even for a sharded p: rows + cols numbers, the same on every rank
+            state["row_var"] = torch.zeros((*p.shape[:-1], 1), dtype=p.dtype, device=p.device)  # over the last dim
+            state["col_var"] = torch.zeros((*p.shape[:-2], 1, p.shape[-1]), dtype=p.dtype, device=p.device)  # before
         else:
             state["variance"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         if group["beta1"] is not None:
@@ -72,13 +75,14 @@ class AdafactorRule(Rule):
     def direction(self, p: Tensor, g: Tensor, state: dict[str, Any], s: dict[str, Any]) -> Tensor:
         eps1 = torch.finfo(p.dtype).eps if s["eps1"] is None else s["eps1"]
         if g.dim() > 1:
-            row_var, col_var = state["row_var"], state["col_var"]
+            row_var, col_var, full = state["row_var"], state["col_var"], whole(g)  # a sharded g is gathered
             # (g·g).mean over a dimension, without materialising g²
-            row_var.lerp_(torch.linalg.vector_norm(g, dim=-1, keepdim=True).square_().div_(g.size(-1)),
+            row_var.lerp_(torch.linalg.vector_norm(full, dim=-1, keepdim=True).square_().div_(g.size(-1)),
                           s["one_minus_beta2_t"])
-            col_var.lerp_(torch.linalg.vector_norm(g, dim=-2, keepdim=True).square_().div_(g.size(-2)),
+            col_var.lerp_(torch.linalg.vector_norm(full, dim=-2, keepdim=True).square_().div_(g.size(-2)),
                           s["one_minus_beta2_t"])
-            var_estimate = (row_var @ col_var).div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+            var_estimate = shard_like((row_var @ col_var).div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)),
+                                      g)
         else:
             state["variance"].lerp_(g * g, s["one_minus_beta2_t"])
             var_estimate = state["variance"].clone()
@@ -90,13 +94,13 @@ class AdafactorRule(Rule):
     def step_size(self, p: Tensor, u: Tensor, state: dict[str, Any], group: dict[str, Any]) -> float:
         """α / max(1, RMS(U)/d) (α alone with a first moment, whose input is already clipped)."""
         lr, t = group["lr"], state["step"]
-        alpha = max(group["eps"][1], p.norm(2).item() / (p.numel() ** 0.5)) * min(lr, 1 / (float(t) ** 0.5))
+        alpha = max(group["eps"][1], whole(p.norm(2)).item() / (p.numel() ** 0.5)) * min(lr, 1 / (float(t) ** 0.5))
         return alpha if group["beta1"] is not None else alpha / _clip(u, group["d"])
 
 
 def _clip(update: Tensor, d: float) -> float:
     """max(1, RMS(U) / d): the update is scaled down to RMS d at most."""
-    return max(1.0, update.norm(2).item() / ((update.numel() ** 0.5) * d))
+    return max(1.0, whole(update.norm(2)).item() / ((update.numel() ** 0.5) * d))
 
 
 ADAFACTOR = AdafactorRule()

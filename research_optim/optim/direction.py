@@ -25,6 +25,7 @@ from research_optim.optim.implementation import (
     COMPILE_FAILED, add_, bucket_indices, call_compiled, check_implementation, graph_inputs, resolve, scalar,
 )
 from research_optim.optim.rule import Rule
+from research_optim.optim.sharded import is_sharded
 
 __all__ = ["DirectionOptimizer", "decoupled_step_"]
 
@@ -111,7 +112,8 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
                     if rule.counts_steps:
                         self.state[p]["step"] = 0  # a Python int: bias corrections need no device read
                     rule.init_state(p, self.state[p], group)
-            path = resolve(self.implementation, available, sum(p.numel() for p in params))
+            path = resolve(self.implementation, available, sum(p.numel() for p in params),
+                           sharded=any(is_sharded(p) for p in params))
             if path == "compiled":
                 params = self._compiled_group_step(group, rule, params)  # what is left if the compiler failed
                 path = "foreach" if "foreach" in rule.paths else "reference"

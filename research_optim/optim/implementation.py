@@ -64,12 +64,15 @@ def eager_path(available: Sequence[str]) -> str:
     return "foreach" if "foreach" in available else "reference"
 
 
-def resolve(implementation: str, available: Sequence[str], numel: int) -> str:
-    """The path a group of ``numel`` elements takes: ``"reference"``, ``"foreach"`` or ``"compiled"``."""
+def resolve(implementation: str, available: Sequence[str], numel: int, sharded: bool = False) -> str:
+    """The path a group of ``numel`` elements takes: ``"reference"``, ``"foreach"`` or ``"compiled"``.
+
+    ``sharded`` (FSDP ``DTensor`` parameters): the eager path — DTensor runs each op on the shards and makes its
+    reductions whole-tensor ones (``optim.sharded``); the compiled steps are written for plain tensors."""
     eager = eager_path(available)
     if implementation == "reference":
         return "reference"
-    compiled_ok = "compiled" in available and compile_enabled()
+    compiled_ok = "compiled" in available and compile_enabled() and not sharded
     if implementation == "compiled":
         return "compiled" if compiled_ok else eager
     if implementation == "auto" and compiled_ok and numel >= COMPILE_MIN_NUMEL:

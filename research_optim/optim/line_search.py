@@ -30,6 +30,7 @@ from torch.optim import Optimizer
 from research_optim import rng
 from research_optim.optim import checks
 from research_optim.optim.implementation import per_bucket
+from research_optim.optim.sharded import local, whole
 
 __all__ = [
     "LossEvaluator", "ParameterRay", "ArmijoResult", "backtracking_armijo", "mean_over_ranks",
@@ -145,6 +146,7 @@ def mean_over_ranks(values: Sequence[Tensor | float], device: torch.device) -> l
     identical parameters and step sizes. Upstream had no synchronisation: each rank compared its own batch's
     losses, accepted a different η, and the replicas drifted apart — deliberately not reproduced.
     """
+    values = [whole(v) if isinstance(v, Tensor) else v for v in values]  # a slope over sharded parameters, whole
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return [float(v) for v in values]  # one process: each value as is (float32 → float64 is exact)
     stacked = torch.stack([torch.as_tensor(v, device=device).detach().reshape(()).to(torch.float64)
@@ -178,7 +180,7 @@ class ParameterRay:
         if [(b.shape, b.dtype, b.device) for b in self._origin] != [(p.shape, p.dtype, p.device) for p in params]:
             self._origin = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
         if params:
-            torch._foreach_copy_(self._origin, params)  # multi-tensor: one call, not one per tensor
+            torch._foreach_copy_(local(self._origin), local(params))  # multi-tensor: one call, not one per tensor
         self._params, self._directions, self._at_origin = params, directions, True
 
     @torch.no_grad()
@@ -187,9 +189,10 @@ class ParameterRay:
 
         Multi-tensor ops: the same arithmetic per tensor as ``p.copy_(p0); p.add_(d, alpha=-step_size)``."""
         if self._params:
+            params = local(self._params)  # elementwise: each rank moves its shards (DTensor has no foreach copy)
             if not self._at_origin:
-                torch._foreach_copy_(self._params, self._origin)
-            torch._foreach_add_(self._params, directions or self._directions, alpha=-step_size)
+                torch._foreach_copy_(params, local(self._origin))
+            torch._foreach_add_(params, local(directions or self._directions), alpha=-step_size)
             self._at_origin = False
 
     def release(self) -> None:

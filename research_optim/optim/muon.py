@@ -21,8 +21,8 @@ runs the iteration in float32 (an option beside torch's arithmetic, not its defa
 Composition, through the shared layer: the orthogonalised O is a direction like any other — ``cautious=<φ>``
 masks it (and the AdamW group's direction) with φ(O∘g); the Schedule-Free wrapper takes a Muon as its base
 (config ``sf_muon``); SaLSA searches along it (``direction="muon"``, config ``salsa_muon``). Sharding (FSDP): the
-iteration needs whole matrices — gather them first; a sharded (``DTensor``) matrix is refused (:func:`refuse_sharded`,
-also by SaLSA's Muon directions).
+iteration needs whole matrices, so :func:`orthogonalize` gathers a sharded (``DTensor``) matrix, iterates on the
+whole of it (every rank the same) and keeps this rank's shard of O.
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ from research_optim.optim.adamw import ADAM
 from research_optim.optim.direction import DirectionOptimizer
 from research_optim.optim.moments import ema_, ema_many_
 from research_optim.optim.rule import Rule
+from research_optim.optim.sharded import is_sharded, shard_like, whole
 
-__all__ = ["NS_COEFFICIENTS", "ADJUST_LR", "NS_DTYPES", "orthogonalize", "refuse_sharded", "MuonRule", "MUON", "Muon",
+__all__ = ["NS_COEFFICIENTS", "ADJUST_LR", "NS_DTYPES", "orthogonalize", "MuonRule", "MUON", "Muon",
            "CautiousMuon", "hidden_matrices"]
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # (a, b, c) of Keller Jordan's quintic iteration, as torch's
@@ -52,23 +53,15 @@ ADJUST_LR = {
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def refuse_sharded(owner: str, p: Tensor) -> None:
-    """Newton–Schulz needs whole matrices: a sharded matrix (a ``DTensor``, e.g. under FSDP) is refused."""
-    if not torch.distributed.is_available():
-        return
-    from torch.distributed.tensor import DTensor
-    if isinstance(p, DTensor):
-        raise ValueError(f"{owner}: a Muon matrix of shape {tuple(p.shape)} is sharded (a DTensor, e.g. under FSDP); "
-                         "Newton–Schulz needs whole matrices — gather them, or give sharded parameters "
-                         "use_muon=False (the AdamW group)")
-
-
 def orthogonalize(u: Tensor, ns_coefficients: Sequence[float] = NS_COEFFICIENTS, ns_steps: int = 5,
                   eps: float = 1e-7, ns_dtype: torch.dtype = torch.bfloat16) -> Tensor:
     """NS_k(U) ≈ the orthogonal factor of U (singular values driven to ~[0.7, 1.2]), a new tensor in ``ns_dtype``.
 
     On Uᵀ when rows > cols, after X = U / max(‖U‖_F, eps); then k times: A = X·Xᵀ, B = b·A + c·A·A, X = a·X + B·X.
+    A sharded U is gathered, and O comes back sharded as U.
     """
+    if is_sharded(u):
+        return shard_like(orthogonalize(whole(u), ns_coefficients, ns_steps, eps, ns_dtype), u)
     a, b, c = ns_coefficients
     x = u.to(ns_dtype, copy=True)
     tall = u.size(0) > u.size(1)
@@ -102,7 +95,6 @@ class MuonRule(Rule):
             if p.ndim != 2:
                 raise ValueError(f"{owner}: a use_muon=True group holds a parameter of shape {tuple(p.shape)}; Muon "
                                  "orthogonalises 2-D matrices only — give it use_muon=False (the AdamW group)")
-            refuse_sharded(owner, p)
 
     def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)

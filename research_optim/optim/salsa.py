@@ -71,6 +71,7 @@ from research_optim.optim.line_search import (
     refuse_grad_scaler,
 )
 from research_optim.optim.search_directions import DIRECTIONS, search_each
+from research_optim.optim.sharded import inner
 
 __all__ = ["SaLSA", "COMPAT"]
 
@@ -276,7 +277,7 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
             directions, slopes = search(states, grads, k)
             directions = cautious_directions(directions, grads, self.cautious, self.cautious_factor, self._masked)
         if self.use_mv or self.cautious is not None:  # ⟨g, d⟩ as upstream's use_mv computes it
-            slopes = [torch.inner(g.flatten(), d.flatten()) for g, d in zip(grads, directions)]
+            slopes = [inner(g, d) for g, d in zip(grads, directions)]
         return directions, slopes
 
     @staticmethod

@@ -61,6 +61,7 @@ from research_optim.optim.schedule_free_core import (
     y_to_x_,
     z_based_x_minus_y,
 )
+from research_optim.optim.sharded import is_sharded
 
 __all__ = ["AdamWScheduleFree", "AdamWScheduleFreePaper", "SGDScheduleFree", "ScheduleFreeAdamRule",
            "SCHEDULE_FREE_ADAM", "AdamWArguments", "SGDArguments"]
@@ -242,7 +243,8 @@ class _FastScheduleFree(RuleScheduleFree):
                 if "z" not in state:  # first step: x = y = z = p
                     state["z"] = p.detach().clone(memory_format=torch.preserve_format)
                     self.rule.init_state(p, state, group)
-            path = resolve(self.implementation, self.paths, sum(p.numel() for p in ys))
+            path = resolve(self.implementation, self.paths, sum(p.numel() for p in ys),
+                           sharded=any(is_sharded(p) for p in ys))
             if path == "compiled":
                 ys = self._compiled_group_step(group, ys, avg.t, avg.lr, avg.c)  # left if the compiler failed
                 path = "foreach"

@@ -19,7 +19,7 @@ from research_optim.optim.implementation import per_bucket
 from research_optim.optim.moments import (
     bias_correction, ema_, ema_many_, ema_square_, ema_square_many_, inverse_rms, inverse_rms_many,
 )
-from research_optim.optim.muon import ADJUST_LR, orthogonalize, refuse_sharded
+from research_optim.optim.muon import ADJUST_LR, orthogonalize
 
 __all__ = ["Directions", "search_each", "AdamDirections", "SgdDirections", "SignDirections", "MuonDirections",
            "DIRECTIONS"]
@@ -169,11 +169,6 @@ class MuonDirections(Directions):
     def __init__(self, betas: Sequence[float], eps: float) -> None:
         self.momentum = betas[0]
         self.adam = AdamDirections(betas, eps)
-
-    def check(self, owner: str, group: dict[str, Any]) -> None:
-        for p in group["params"]:
-            if group.get("use_muon", p.ndim == 2):
-                refuse_sharded(owner, p)
 
     def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         if group.get("use_muon", p.ndim == 2):

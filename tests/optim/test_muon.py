@@ -3,12 +3,10 @@ the shared layer: cautious masking, the Schedule-Free wrapper and SaLSA's line s
 hidden-matrix picker the configs use, checks (checkpoints and pickling: test_direction_contract.py)."""
 from __future__ import annotations
 
-import socket
 
 import pytest
 import schedulefree
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.optim._muon import _zeropower_via_newtonschulz
 
@@ -203,27 +201,6 @@ def test_use_muon_group_refuses_non_matrices():
         Muon([{"params": [nn.Parameter(torch.zeros(3))], "use_muon": True}])
     with pytest.raises(ValueError, match="use_muon"):
         Muon([{"params": [nn.Parameter(torch.zeros(3, 3))], "use_muon": "yes"}])
-
-
-def test_sharded_matrices_are_refused(tmp_path):
-    """Newton–Schulz needs whole matrices: a DTensor (FSDP's sharded parameter) is refused at construction, by Muon
-    and by SaLSA searching along Muon directions (not by the Adam directions, which work per coordinate)."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.tensor import Shard, distribute_tensor
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    try:
-        sharded = nn.Parameter(distribute_tensor(torch.zeros(4, 4), init_device_mesh("cpu", (1,)), [Shard(0)]))
-        with pytest.raises(ValueError, match="Muon: a Muon matrix of shape \\(4, 4\\) is sharded"):
-            Muon([sharded])
-        with pytest.raises(ValueError, match="SaLSA: a Muon matrix of shape \\(4, 4\\) is sharded"):
-            SaLSA([sharded], direction="muon")
-        SaLSA([sharded], direction="adam")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_every_hyperparameter_is_checked_even_without_a_matrix():

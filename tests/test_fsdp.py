@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from conftest import TINY, compose_config, free_port, read_metrics, without_measurements
+from tests.conftest import TINY, compose_config, free_port, read_metrics, without_measurements
 
 STEPS = 50
 

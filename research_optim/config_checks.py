@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from research_optim.errors import UserError
+from research_optim.reuse import POLICIES
 from research_optim.schedules import SCHEDULES
 from research_optim.topology import planned_world_size
 
@@ -187,6 +188,9 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"schedule.final_lr_ratio={cfg.schedule.final_lr_ratio}: must be in [0, 1]")
     if _num(cfg.schedule.warmup_steps) and cfg.schedule.warmup_steps < 0:
         problems.append(f"schedule.warmup_steps={cfg.schedule.warmup_steps}: must be >= 0")
+    if cfg.run.reuse not in POLICIES:
+        problems.append(f"run.reuse={cfg.run.reuse!r}: choose one of {', '.join(POLICIES)} (which completed runs may "
+                        "be reused: research_optim/reuse.py)")
     _check_model_data(cfg, problems)
     known = len(problems)
     _check_cluster(cfg.cluster, problems)

@@ -387,9 +387,11 @@ def provenance_block(study: Study) -> Section:
     fixed = provenance.common_config(every)
     varying = provenance.varying_config(every)
     seeds = sorted({r.seed for r in every if r.seed is not None})
+    commit = environment.git_commit()
     section = Section("Provenance", [Text(
         f"Report built {dt.datetime.now().isoformat(timespec='seconds')} from `{options.source}` with code at commit "
-        f"`{environment.git_commit()}`, on {environment.host_description()}. Seeds: {seeds}.")])
+        f"`{commit}`, on {environment.host_description()}. Seeds: {seeds}. "
+        + provenance.code_versions(every, commit))])
     if varying:
         section.blocks.append(Text("Varied across runs: " + "; ".join(
             f"`{k}` ∈ {{{', '.join(v)}}}" for k, v in varying.items()) + "."))

@@ -322,7 +322,9 @@ def sensitivity(study: Study) -> Section | None:
         if not task_runs:
             continue
         metric = study.metrics[task]
-        frame = analysis.sensitivity(task_runs, "lr", metric, options.split, options.last_k)
+        frame = analysis.sensitivity(task_runs, "lr", metric, options.split, options.last_k).dropna(subset=["mean"])
+        if frame.empty:  # no value on this split (a task without a test split)
+            continue
         section.blocks.append(Figure(f"lr_{_slug(task)}", plots.sensitivity(frame, "lr", task, study.title(task))))
         pick = frame.groupby("optimizer")["mean"].idxmax() if analysis.higher_is_better(metric) else \
             frame.groupby("optimizer")["mean"].idxmin()

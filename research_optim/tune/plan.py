@@ -34,7 +34,8 @@ from research_optim.tune.space import SearchSpace, describe
 from research_optim.tune.study import Study
 
 METRICS = {"loss": "minimize", "accuracy": "maximize"}
-TUNE_KEYS = {"budget", "sampler", "sampler_seed", "seeds", "confirm_seeds", "metric", "edge", "workers", "method_keys"}
+TUNE_KEYS = {"budget", "sampler", "sampler_seed", "seeds", "confirm_seeds", "metric", "edge", "workers", "method_keys",
+             "dry_run"}
 
 
 class TuneError(UserError, ValueError):
@@ -54,6 +55,7 @@ class Plan:
     edge: float
     workers: int
     method_keys: list[str]      # config keys that, with the optimizer's name, make a method (one selection each)
+    dry_run: bool               # check and describe the study; run and submit nothing
     tune_config: DictConfig     # the composed config (tune and search_space included), for SLURM workers
 
     @classmethod
@@ -69,9 +71,10 @@ class Plan:
             raise TuneError("cannot tune:\n  - " + "\n  - ".join(problems))
         plan = cls(absolute_root(with_resolved_device(base)), space, node.budget, node.sampler, node.sampler_seed,
                    list(node.seeds), list(node.confirm_seeds), node.metric, node.edge, node.workers,
-                   list(node.method_keys), cfg)
+                   list(node.method_keys), node.dry_run, cfg)
         plan.check_corners()
-        preflight(plan.config(space.corners()[0], plan.seeds[0]))  # the partition exists, run.root can be written
+        if not plan.dry_run:  # a dry run checks the config alone: not this machine's partitions and files
+            preflight(plan.config(space.corners()[0], plan.seeds[0]))  # the partition exists, run.root is writable
         plan.check_widening()
         plan.check_reuse()
         return plan
@@ -88,6 +91,18 @@ class Plan:
         cfg = self.tune_config.copy()
         cfg.train.device, cfg.run.root = self.base.train.device, self.base.run.root
         return cfg
+
+    def describe(self) -> str:
+        """What the study would run: its trials and runs, the space, where."""
+        runs = self.budget * len(self.seeds) + len(self.confirm_seeds)
+        cluster = self.base.cluster
+        where = (f"SLURM partition {cluster.partition}, {self.workers} worker jobs"
+                 if cluster.launcher == "slurm" else f"cluster={cluster.name}")
+        return (f"dry run  study {self.study.name}: {self.budget} trials x {len(self.seeds)} tuning seed(s) + "
+                f"{len(self.confirm_seeds)} confirmation seeds = {runs} runs of {self.base.train.steps} steps "
+                f"(batch {self.base.train.batch_size}, {self.base.model.name} on {self.base.data.name}, "
+                f"{self.base.train.device}) on {where}\n         search space: "
+                f"{'; '.join(f'{d.name} {d.describe()}' for d in self.space.dimensions)}\n         nothing run or submitted")
 
     @property
     def direction(self) -> str:
@@ -188,6 +203,8 @@ def _tune_problems(node: DictConfig) -> list[str]:
     keys = node.get("method_keys")
     if not (OmegaConf.is_list(keys) and all(isinstance(k, str) for k in keys)):
         problems.append(f"tune.method_keys={keys}: must be a list of config keys (e.g. [optimizer.base, optimizer.phi])")
+    if not isinstance(node.get("dry_run"), bool):
+        problems.append(f"tune.dry_run={node.get('dry_run')}: must be true or false")
     if not _is_int(node.get("sampler_seed")):
         problems.append(f"tune.sampler_seed={node.get('sampler_seed')}: must be an integer")
     if node.get("sampler") not in SAMPLERS:

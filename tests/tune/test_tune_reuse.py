@@ -1,5 +1,5 @@
 """The tuning protocol and code versions: a study's trials count only if their runs ran the current code (or reuse
-is chosen explicitly); and method keys that keep one selection per value (a φ ablation)."""
+is chosen explicitly); method keys that keep one selection per value (a φ ablation); a dry run."""
 from __future__ import annotations
 
 import pytest
@@ -33,3 +33,15 @@ def test_method_keys_keep_one_selection_per_value(tmp_path):
     entries = selection(tmp_path / "tune")["selected"]
     assert sorted(e["config"]["optimizer.phi"] for e in entries) == ["indicator_mean", "soft"]
     assert all(e["config"]["optimizer.base"] == "lib_adamw" for e in entries)
+
+
+def test_a_dry_run_checks_the_config_and_describes_the_study_without_running(tmp_path, capsys):
+    """A partition this cluster lacks is the paper cluster's business (not checked); a bad space is still refused."""
+    slurm = ["cluster=slurm", "cluster.partition=gpu", "tune.dry_run=true", "tune.budget=8"]
+    assert tune(tune_config(tmp_path, *slurm)) == 0
+    out = capsys.readouterr().out
+    assert "dry run  study adamw-mlp_teacher_student-" in out and "8 trials x 1 tuning seed(s) + 2 confirmation seeds = " \
+        "10 runs of 30 steps" in out and "on SLURM partition gpu, 4 worker jobs" in out
+    assert "lr [0.0001, 0.01] log" in out and not (tmp_path / "tune").exists(), "nothing written"
+    with pytest.raises(TuneError, match="search_space.lr"):
+        tune(tune_config(tmp_path, *slurm, "search_space.lr.low=-1"))

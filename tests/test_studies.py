@@ -22,6 +22,7 @@ def script(path: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 30-40 tiny runs and a few reports: a minute or two on 2 idle cores, far more under load
 @pytest.mark.parametrize("study", STUDIES)
 def test_run_sh_tiny_mode_runs_the_whole_protocol(study, tmp_path):
     out = script(f"experiments/{study}/run.sh", tmp_path, STUDY_TINY="1").stdout
@@ -35,6 +36,7 @@ def test_run_sh_tiny_mode_runs_the_whole_protocol(study, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.slurm
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("study", STUDIES)
 def test_paper_scale_dry_run_checks_every_study_and_submits_a_tiny_one(study, partitions, tmp_path):
     out = script(f"experiments/{study}/paper_scale.sh", tmp_path, PAPER_DRY="1").stdout

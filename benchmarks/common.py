@@ -93,7 +93,7 @@ def copy_bandwidth(device: torch.device, numel: int = 1 << 25, repeats: int = 20
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """A GitHub-markdown table (pasted as is into the README)."""
+    """A GitHub-markdown table (pasted as is into benchmarks/README.md)."""
     print("| " + " | ".join(headers) + " |")
     print("|" + "|".join("---" for _ in headers) + "|", flush=True)
     for row in rows:

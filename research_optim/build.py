@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 from research_optim.data.base import Dataset
 from research_optim.errors import UserError
 from research_optim.optim import muon
+from research_optim.optim.implementation import eager_path
 from research_optim.schedules import build_schedule
 
 META_KEYS = ("name", "accepts", "kind", "hidden_matrices")
@@ -80,8 +81,12 @@ def param_groups(model: nn.Module, decay_norm_and_bias: bool, hidden_matrices: b
 
 
 def build_optimizer(node: DictConfig, model: nn.Module, decay_norm_and_bias: bool,
-                    steps_per_epoch: int | None = None) -> Optimizer:
-    """``n_batches_per_epoch: null`` (classic SLS's step-size reset) is filled in from the data."""
+                    steps_per_epoch: int | None = None, compile: bool = True) -> Optimizer:
+    """``n_batches_per_epoch: null`` (classic SLS's step-size reset) is filled in from the data.
+
+    ``compile=False`` (``train.compile_optimizer=false``) gives an optimizer with compiled steps (``implementation``
+    auto or compiled) its eager path instead — this optimizer only, nothing process-wide; ``compile=True`` leaves the
+    choice to ``implementation`` (and ``RESEARCH_OPTIM_COMPILE=0`` switches compilation off for the process)."""
     args = constructor_args(node)
     if "n_batches_per_epoch" in args and args["n_batches_per_epoch"] is None:
         if steps_per_epoch is None:
@@ -89,7 +94,15 @@ def build_optimizer(node: DictConfig, model: nn.Module, decay_norm_and_bias: boo
         else:
             args["n_batches_per_epoch"] = steps_per_epoch
     factory = instantiate(args)
-    return factory(param_groups(model, decay_norm_and_bias, bool(node.get("hidden_matrices", False))))
+
+    def build(**kwargs: Any) -> Optimizer:
+        return factory(param_groups(model, decay_norm_and_bias, bool(node.get("hidden_matrices", False))), **kwargs)
+
+    optimizer = build()
+    paths = getattr(optimizer, "paths", ())
+    if not compile and "compiled" in paths and getattr(optimizer, "implementation", None) in ("auto", "compiled"):
+        optimizer = build(implementation=eager_path(paths))  # its paths are known once it holds its groups
+    return optimizer
 
 
 def build_lr_schedule(node: DictConfig, optimizer: Optimizer, total_steps: int):

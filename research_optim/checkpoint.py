@@ -4,18 +4,16 @@
 ``.last.pt.tmp.<host>.<pid>``, fsyncs it, then renames ``last.pt`` to ``prev.pt`` and the temp file to ``last.pt``,
 so a crash at any instant leaves a complete checkpoint behind: ``last.pt``, or ``prev.pt`` when the crash falls
 between the two renames or ``last.pt`` was damaged later. Temp files of dead writers are removed on the next start.
-The RNG state of every rank travels in the checkpoint, for bit-exact resume.
+The RNG state of every rank travels in the checkpoint (``rng.snapshot``), for bit-exact resume.
 """
 from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
-import numpy as np
 import torch
 
 from research_optim.errors import UserError
@@ -29,21 +27,6 @@ TEMP_PREFIX = f".{LAST}.tmp."
 
 class CorruptCheckpoint(UserError):
     pass
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _fsync_directory(directory: Path) -> None:

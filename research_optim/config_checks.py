@@ -1,19 +1,19 @@
 """Errors at the door: check the composed config before any process starts, data loads or file is written.
 
-Each problem names the key, the value and what is allowed; all problems are reported together. An optimizer node
-is checked by building it on a dummy parameter — its constructor's own checks are the source of truth — plus the
-few values the constructors accept but no run can use (torch's optimizers take lr=0, lr=inf and momentum ≥ 1).
+Each problem is one line naming the key, the value and what to do; all problems are reported together. The
+framework's own nodes (``train``, ``run``, ``schedule``, ``cluster``) are checked against their dataclasses
+(``config_schema``), then the relations between keys. An optimizer node is checked by building it on a dummy model,
+as the run will: its constructor's own checks are the source of truth, and the key it refuses is found by trying
+the node without each key in turn (the constructor's default instead).
 """
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from research_optim import config_schema
 from research_optim.errors import UserError
-from research_optim.reuse import POLICIES
-from research_optim.schedules import SCHEDULES
 from research_optim.topology import planned_world_size
 
 
@@ -21,35 +21,82 @@ class ConfigError(UserError, ValueError):
     """The composed config cannot run. The message lists every problem found."""
 
 
-def _num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _torch_refusal(optimizer: Any) -> None:
+    """torch's own optimizers (built directly, or as a wrapper's ``base``) take lr=0, lr=inf and momentum=1, which
+    no run can use: refused by the library's rules for every param group they hold."""
+    from research_optim.optim import checks
+
+    for torch_optimizer in (optimizer, getattr(optimizer, "base", None)):
+        if type(torch_optimizer).__module__.startswith("torch.optim"):
+            owner = type(torch_optimizer).__name__
+            for group in torch_optimizer.param_groups:
+                checks.positive(owner, "lr", group["lr"])
+                if "momentum" in group:
+                    checks.unit_interval(owner, "momentum", group["momentum"])
 
 
-def _unusable_values(node: DictConfig, prefix: str, problems: list[str]) -> None:
-    for key, value in node.items():
-        path = f"{prefix}.{key}"
-        if isinstance(value, DictConfig):
-            _unusable_values(value, path, problems)
-        elif key in ("lr", "init_step_size") and _num(value) and not 0 < value < math.inf:
-            problems.append(f"{path}={value}: must be > 0 and finite")
-        elif key == "momentum" and _num(value) and value >= 1:
-            problems.append(f"{path}={value}: must be < 1")
-
-
-def _check_optimizer(cfg: DictConfig, problems: list[str]) -> None:
-    """Build the optimizer on a dummy model (a matrix and a bias: both param groups), as the run will."""
+def _refusal(cfg: DictConfig) -> Callable[[DictConfig], str | None]:
+    """``refusal(node)``: why the optimizer of ``node`` cannot be built on a dummy model (a matrix and a bias: both
+    param groups), in the constructor's own words, or None when it can."""
     import torch
+    from hydra.errors import InstantiationException
 
     from research_optim.build import build_optimizer
 
-    node = cfg.optimizer
-    try:
-        build_optimizer(node, torch.nn.Linear(2, 2), cfg.train.weight_decay_norm_and_bias, steps_per_epoch=1)
-    except Exception as err:  # noqa: BLE001 — whatever the constructor refuses, reported as a config problem
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        problems.append(f"optimizer={node.get('name')} refuses its arguments: {reason}")
+    model = torch.nn.Linear(2, 2)
+
+    def refusal(node: DictConfig) -> str | None:
+        try:
+            _torch_refusal(build_optimizer(node, model, cfg.train.weight_decay_norm_and_bias, steps_per_epoch=1))
+        except (ValueError, TypeError, InstantiationException) as err:
+            return (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return None
+
+    return refusal
+
+
+def _argument_paths(node: dict[str, Any], prefix: str = "") -> list[str]:
+    """The constructor arguments of an optimizer node, nested ones (a wrapper's ``base``) as ``base.lr``."""
+    from research_optim.build import META_KEYS
+
+    paths = []
+    for name, value in node.items():
+        if name.startswith("_") or name in META_KEYS:
+            continue
+        paths.append(prefix + name)
+        if isinstance(value, dict):
+            paths += _argument_paths(value, f"{prefix}{name}.")
+    return paths
+
+
+def _without(node: dict[str, Any], path: str) -> DictConfig:
+    trial = OmegaConf.create(node)
+    *parents, last = path.split(".")
+    parent = trial
+    for name in parents:
+        parent = parent[name]
+    del parent[last]
+    return trial
+
+
+def _check_optimizer(cfg: DictConfig, problems: list[str]) -> None:
+    """Build the optimizer; when its constructor refuses, name the key: the first whose removal (its default
+    instead) lets it build, else the first whose removal changes the refusal (a value that only fails with another,
+    as SGD's momentum=1 with nesterov=true)."""
+    refusal = _refusal(cfg)
+    reason = refusal(cfg.optimizer)
+    if reason is None:
         return
-    _unusable_values(node, "optimizer", problems)
+    node = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    without = {path: refusal(_without(node, path)) for path in _argument_paths(node)}
+    blamed = [path for path, other in without.items() if other is None] or [
+        path for path, other in without.items() if other != reason]
+    if blamed:
+        value = config_schema.shown(OmegaConf.select(OmegaConf.create(node), blamed[0]))
+        problems.append(f"optimizer.{blamed[0]}={value}: {reason} (optimizer={node.get('name')} refuses it: choose "
+                        "another value)")
+    else:
+        problems.append(f"optimizer={node.get('name')} cannot be built: {reason}")
 
 
 def _check_model_data(cfg: DictConfig, problems: list[str]) -> None:
@@ -59,41 +106,16 @@ def _check_model_data(cfg: DictConfig, problems: list[str]) -> None:
                         f"{kind} data: choose a model for {kind} data or another data set")
 
 
-CLUSTER_KEYS = {
-    "local": {"name", "launcher"},
-    "torchrun": {"name", "launcher", "nproc_per_node"},
-    "slurm": {"name", "launcher", "rank_launcher", "partition", "nodes", "tasks_per_node", "nproc_per_node",
-              "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "signal_delay_s", "account", "qos",
-              "constraint", "setup", "additional_parameters", "wait"},
-}
-
-
-def _positive_int(node: DictConfig, key: str, prefix: str, problems: list[str], minimum: int = 1) -> None:
-    value = node.get(key)
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
-        problems.append(f"{prefix}.{key}={value}: must be an integer >= {minimum}")
-
-
 def _check_cluster(c: DictConfig, problems: list[str]) -> None:
     launcher = c.get("launcher")
-    if launcher not in CLUSTER_KEYS:
-        problems.append(f"cluster.launcher={launcher!r}: choose one of {', '.join(CLUSTER_KEYS)}")
+    if launcher not in config_schema.CLUSTERS:
+        problems.append(f"cluster.launcher={launcher!r}: choose one of {', '.join(config_schema.CLUSTERS)}")
         return
-    unknown = sorted(set(c.keys()) - CLUSTER_KEYS[launcher])
-    if unknown:
-        problems.append(f"cluster={c.name} has unknown keys {unknown}; allowed: {sorted(CLUSTER_KEYS[launcher])}")
-    if launcher == "torchrun":
-        _positive_int(c, "nproc_per_node", "cluster", problems)
+    config_schema.check(c, config_schema.CLUSTERS[launcher], "cluster", problems)
     if launcher == "slurm":
-        if not c.partition:
+        if not c.get("partition"):
             problems.append(f"cluster.partition is not set: cluster={c.name} needs one (`sinfo -s` lists them), "
                             "e.g. cluster.partition=gpu")
-        for key in ("nodes", "tasks_per_node", "cpus_per_task", "timeout_min"):
-            _positive_int(c, key, "cluster", problems)
-        _positive_int(c, "gpus_per_node", "cluster", problems, minimum=0)
-        _positive_int(c, "signal_delay_s", "cluster", problems, minimum=0)
-        if not (_num(c.mem_gb) and c.mem_gb > 0):
-            problems.append(f"cluster.mem_gb={c.mem_gb}: must be > 0")
         _check_slurm_ranks(c, problems)
 
 
@@ -129,32 +151,6 @@ def _check_slurm_ranks(c: DictConfig, problems: list[str]) -> None:
                         f"starts one rank per GPU, so set cluster.nproc_per_node={gpus} (or null)")
 
 
-def _check_train(cfg: DictConfig, problems: list[str]) -> None:
-    t = cfg.train
-    for key in ("steps", "batch_size", "eval_batch_size", "log_every", "max_consecutive_skips"):
-        if not (isinstance(t[key], int) and t[key] > 0):
-            problems.append(f"train.{key}={t[key]}: must be a positive integer")
-    for key in ("eval_every", "checkpoint_every", "bn_recalibration_batches"):
-        if not (isinstance(t[key], int) and t[key] >= 0):
-            problems.append(f"train.{key}={t[key]}: must be an integer >= 0 (0 = only at the end)")
-    if t.threads is not None and not (isinstance(t.threads, int) and t.threads > 0):
-        problems.append(f"train.threads={t.threads}: must be a positive integer, or null to choose automatically")
-    if t.micro_batch_size is not None and not (isinstance(t.micro_batch_size, int) and t.micro_batch_size > 0):
-        problems.append(f"train.micro_batch_size={t.micro_batch_size}: must be a positive integer, or null for one "
-                        "micro-batch (the whole per-process batch)")
-    if t.peak_tflops is not None and not (_num(t.peak_tflops) and t.peak_tflops > 0):
-        problems.append(f"train.peak_tflops={t.peak_tflops}: must be > 0, or null to look the device up")
-    for key in ("compile_optimizer", "compile_model"):
-        if not isinstance(t[key], bool):
-            problems.append(f"train.{key}={t[key]!r}: must be true or false")
-    if t.grad_clip is not None and not (_num(t.grad_clip) and t.grad_clip > 0):
-        problems.append(f"train.grad_clip={t.grad_clip}: must be > 0, or null to disable clipping")
-    allowed = {"precision": ("fp32", "bf16"), "nonfinite": ("stop", "skip"), "device": ("auto", "cpu", "cuda")}
-    for key, choices in allowed.items():
-        if t[key] not in choices:
-            problems.append(f"train.{key}={t[key]!r}: choose one of {', '.join(choices)}")
-
-
 def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
     """The global batch must split evenly over the processes, and each process's part over its micro-batches (and
     into the pairs of data.mix); a CUDA run on SLURM must ask for GPUs."""
@@ -181,16 +177,9 @@ def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every problem in ``cfg``."""
     problems: list[str] = [f"{key} is not set (???): pass {key}=..." for key in sorted(OmegaConf.missing_keys(cfg))]
-    _check_train(cfg, problems)
-    if cfg.schedule.name not in SCHEDULES:
-        problems.append(f"schedule.name={cfg.schedule.name!r}: choose one of {', '.join(SCHEDULES)}")
-    if not 0 <= cfg.schedule.final_lr_ratio <= 1:
-        problems.append(f"schedule.final_lr_ratio={cfg.schedule.final_lr_ratio}: must be in [0, 1]")
-    if _num(cfg.schedule.warmup_steps) and cfg.schedule.warmup_steps < 0:
-        problems.append(f"schedule.warmup_steps={cfg.schedule.warmup_steps}: must be >= 0")
-    if cfg.run.reuse not in POLICIES:
-        problems.append(f"run.reuse={cfg.run.reuse!r}: choose one of {', '.join(POLICIES)} (which completed runs may "
-                        "be reused: research_optim/reuse.py)")
+    for group, schema in (("train", config_schema.Train), ("run", config_schema.Run),
+                          ("schedule", config_schema.Schedule)):
+        config_schema.check(cfg[group], schema, group, problems)
     _check_model_data(cfg, problems)
     known = len(problems)
     _check_cluster(cfg.cluster, problems)

@@ -26,7 +26,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from research_optim.lifecycle import outcome, recorded_outcome
 from research_optim.run_dir import run_dir
+from research_optim.tracking import SUMMARY_FILE
 
 
 def absolute_root(cfg: DictConfig) -> DictConfig:
@@ -37,13 +39,11 @@ def absolute_root(cfg: DictConfig) -> DictConfig:
 
 
 def _summary_from_dir(directory: Path, written_since_ns: int = 0) -> dict[str, Any]:
-    """The run's summary.json as a summary dict; "failed" when none was written (since ``written_since_ns``)."""
-    path = directory / "summary.json"
-    if not path.exists() or path.stat().st_mtime_ns < written_since_ns:
-        return {"status": "failed", "error": "the run stopped before writing its summary (see the output above)",
-                "run_dir": str(directory)}
-    summary = json.loads(path.read_text())
-    return {"status": summary["status"], "error": summary.get("error"), **summary["final"], "run_dir": str(directory)}
+    """The outcome the run's summary.json records; "failed" when none was written (since ``written_since_ns``)."""
+    path = directory / SUMMARY_FILE
+    if path.exists() and path.stat().st_mtime_ns >= written_since_ns:
+        return recorded_outcome(directory)
+    return outcome(directory, "failed", {}, "the run stopped before writing its summary (see the output above)")
 
 
 def torchrun_command(config_path: Path, nproc_per_node: int, rendezvous: list[str]) -> list[str]:

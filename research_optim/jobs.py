@@ -47,7 +47,7 @@ def sacct_states(job_ids: list[str]) -> dict[str, str]:
 
 def run_progress(run_dir: Path) -> tuple[str, str]:
     """(the run's own status from summary.json — "interrupted" for a dead "running" one —, "step/steps")."""
-    summary = read_summary(run_dir / "summary.json")
+    summary = read_summary(run_dir)
     status = summary["status"] if summary else "not started"
     if status == "running" and RunLock(run_dir).holder() is None:
         status = "interrupted"  # killed without a word (kill -9, node failure): its lock is stale

@@ -127,7 +127,7 @@ def check_run_directory(cfg: DictConfig, directory: Path) -> None:
         raise PreflightError(f"run directory {directory} already has SLURM job {', '.join(queued)} queued or "
                              f"running for this config; wait for it (python -m research_optim.jobs "
                              f"{directory.parent}) or scancel it first")
-    summary = read_summary(directory / "summary.json")
+    summary = read_summary(directory)
     if summary and summary.get("status") == "completed" and cfg.run.resume:
         problem = reuse_problem(directory, summary, cfg.run.reuse, git_commit())
         if problem:

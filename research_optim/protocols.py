@@ -2,7 +2,7 @@
 
 * plain: ``step()`` after ``loss.backward()`` — every torch optimizer;
 * closure: ``requires_closure = True`` — ``step(closure)`` evaluates the loss itself, several times per step
-  (line search). The closure is the seed's ``closure(backwards: bool = True)``: every call sees the SAME batch —
+  (line search). The closure is SaLSA upstream's ``closure(backwards: bool = True)``: every call sees the SAME batch —
   the rank's whole batch, all its micro-batches — and the SAME random state (dropout), restored from a snapshot
   taken before the first call. The loop computes the first (backward) evaluation before ``step`` and the closure
   hands it over, so a non-finite loss or gradient can skip the step before the optimizer touches anything;
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
+
+from research_optim import rng
 
 BatchLossFn = Callable[[bool], torch.Tensor]  # backward → the batch's detached mean loss (+ its gradient): BatchLoss
 
@@ -43,16 +45,6 @@ def _clip(params: list[torch.Tensor], max_norm: float | None, need_norm: bool = 
     if need_norm:
         return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     return None
-
-
-def _rng_snapshot() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-
-
-def _rng_restore(snapshot: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
-    torch.set_rng_state(snapshot[0])
-    if snapshot[1] is not None:
-        torch.cuda.set_rng_state_all(snapshot[1])
 
 
 class NonFiniteUpdate(RuntimeError):
@@ -101,7 +93,7 @@ def optimizer_step(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[t
     in it changes. A step that was taken and still left non-finite parameters or state (an overflowing update)
     raises :class:`NonFiniteUpdate`; the caller stops the run, which is never checkpointed in that state.
     """
-    closure_rng = _rng_snapshot() if requires_closure(optimizer) else None
+    closure_rng = rng.snapshot() if requires_closure(optimizer) else None
     optimizer.zero_grad(set_to_none=True)
     loss = batch_loss(True)
     grad_norm = _clip(params, grad_clip, need_norm=skip_nonfinite)
@@ -119,8 +111,8 @@ def optimizer_step(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[t
 
 
 def _closure(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[torch.Tensor], grad_clip: float | None,
-             rng: tuple[torch.Tensor, list[torch.Tensor] | None], first: torch.Tensor) -> Callable[..., torch.Tensor]:
-    """The seed's ``closure(backwards=True)``: every evaluation sees the batch and random state of the first one.
+             generators: dict[str, Any], first: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """SaLSA upstream's ``closure(backwards=True)``: every evaluation sees the batch and random state of the first one.
 
     The first backward evaluation was already done by the caller (loss ``first``, gradients in place, generators
     where that forward left them); the closure hands it over once, then evaluates anew.
@@ -130,7 +122,7 @@ def _closure(optimizer: Optimizer, batch_loss: BatchLossFn, params: list[torch.T
     def closure(backwards: bool = True) -> torch.Tensor:
         if backwards and pending:
             return pending.pop()
-        _rng_restore(rng)
+        rng.restore(generators)
         if not backwards:
             return batch_loss(False)
         optimizer.zero_grad(set_to_none=True)

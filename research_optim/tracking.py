@@ -16,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+SUMMARY_FILE = "summary.json"
+
 
 class MetricsFile:
     """Append-only JSON lines. On (re)start, lines past the restored step are dropped: they will be redone."""
@@ -59,8 +61,19 @@ def write_summary(path: Path, status: str, final: dict[str, Any], error: str | N
     os.replace(tmp, path)
 
 
-def read_summary(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The one reader of a run directory's summary.json (:func:`write_summary`): None when the run has none yet;
+    ``ValueError`` naming the file when it is not a JSON object."""
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return summary
 
 
 def _wandb_mode(requested: str) -> str:
@@ -142,7 +155,7 @@ class Tracker:
     def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path, is_main: bool) -> None:
         self.cfg, self.run_id, self.run_dir, self.is_main = cfg, run_id, run_dir, is_main
         self.metrics = MetricsFile(run_dir / "metrics.jsonl")
-        self.summary_path = run_dir / "summary.json"
+        self.summary_path = run_dir / SUMMARY_FILE
         self.wandb: WandbRun | None = None
         self.environment: dict[str, Any] = {}
         self.segments: list[dict[str, Any]] = []

@@ -1,9 +1,11 @@
 """The training loop, top to bottom: build, resume, train with periodic logs/evals/checkpoints, summarise.
 
-The loop syncs with the host only at logging, evaluation and checkpoint steps, and at every step with
-``train.nonfinite=skip`` (which checks each step); line searches (SaLSA, SLS) also sync inside ``step`` on their
-search steps. Everything a rank writes goes through rank 0 (``Tracker``, checkpoints). Optimizer protocols (plain /
-closure / train-eval modes) live in ``protocols``; a step's batch is a ``BatchLoss`` over the rank's micro-batches;
+The loop itself syncs with the host at logging, evaluation and checkpoint steps, and at every step with
+``train.nonfinite=skip`` (which checks each step). Some optimizers sync inside ``step``: the line searches (SaLSA
+on its search steps, SLS and Adam-SLS on every step) and Adafactor (two norms per tensor, as torch's). Everything a
+rank writes goes through rank 0 (``Tracker``, checkpoints); the run's life on disk — completed already, the lock,
+the checkpoint to resume from, the status it ends with — is ``lifecycle``. Optimizer protocols (plain / closure /
+train-eval modes) live in ``protocols``; a step's batch is a ``BatchLoss`` over the rank's micro-batches;
 throughput and memory measurements in ``throughput``.
 """
 from __future__ import annotations
@@ -12,7 +14,6 @@ import dataclasses
 import datetime as dt
 import logging
 import math
-import signal
 import socket
 import time
 import warnings
@@ -25,24 +26,21 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from research_optim import checkpoint, distributed, protocols, throughput
+from research_optim import checkpoint, distributed, lifecycle, protocols, rng, throughput
 from research_optim.batch_loss import BatchLoss, loss_and_correct
 from research_optim.build import build_data, build_lr_schedule, build_model, build_optimizer
 from research_optim.data.base import DataSpec
 from research_optim.environment import run_environment
 from research_optim.errors import UserError
-from research_optim.optim.implementation import IMPLEMENTATIONS, resolve, set_compile_enabled
-from research_optim.preemption import Preempted, StopFlag, requeue_slurm_job
-from research_optim.run_dir import RunLock, run_dir, run_id
+from research_optim.lifecycle import Diverged
+from research_optim.optim.implementation import IMPLEMENTATIONS, resolve
+from research_optim.preemption import Preempted, StopFlag
+from research_optim.run_dir import run_dir, run_id
 from research_optim.threads import choose_threads
-from research_optim.topology import check_resumable, planned_micro_batches, topology, with_resolved_device
-from research_optim.tracking import Tracker, read_summary
+from research_optim.topology import planned_micro_batches, topology, with_resolved_device
+from research_optim.tracking import Tracker
 
 log = logging.getLogger("research_optim")
-
-
-class Diverged(RuntimeError):
-    """The run cannot go on: a non-finite loss, too many skipped steps, or non-finite parameters/state."""
 
 
 @dataclasses.dataclass
@@ -76,7 +74,7 @@ class LossWindow:
         return self.total.item(), self.count
 
     def mean_over_ranks(self) -> float:
-        """Mean loss over the window's steps on every rank (the loop's one regular host sync); then empty it."""
+        """Mean loss over the window's steps on every rank (a host sync, at log steps); then empty it."""
         both = torch.stack([self.total, self.total.new_tensor(float(self.count))])
         total, count = distributed.all_reduce_sum(both).tolist()
         self.total.zero_()
@@ -134,8 +132,8 @@ class Trainer:
         torch.set_num_threads(self.threads)
         train_size = len(self.dataset.train) if hasattr(self.dataset.train, "__len__") else None  # streams: None
         steps_per_epoch = max(1, train_size // t.batch_size) if train_size else None
-        set_compile_enabled(None if t.compile_optimizer else False)  # true: allowed (RESEARCH_OPTIM_COMPILE=0 wins)
-        self.optimizer = build_optimizer(cfg.optimizer, self.model, t.weight_decay_norm_and_bias, steps_per_epoch)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model, t.weight_decay_norm_and_bias, steps_per_epoch,
+                                         compile=t.compile_optimizer)  # true: allowed (RESEARCH_OPTIM_COMPILE=0 wins)
         self.schedule = build_lr_schedule(cfg.schedule, self.optimizer, t.steps)
         if protocols.has_modes(self.optimizer):
             self.optimizer.train()  # Schedule-Free optimizers start in eval mode, as in the package
@@ -193,11 +191,11 @@ class Trainer:
                 raise Diverged(f"the parameters or optimizer state are non-finite at step {self.state.step}, so "
                                f"they are not checkpointed. {self.stop_advice()}")
             self.state.window = window.state()  # local to each rank; a preemption may land mid-window
-            rng = checkpoint.rng_state()
-            rngs, windows = [rng], [self.state.window]
+            generators = rng.snapshot(host=True)
+            rngs, windows = [generators], [self.state.window]
             if self.env.distributed:
                 rngs, windows = [None] * self.env.world_size, [None] * self.env.world_size
-                torch.distributed.all_gather_object(rngs, rng)
+                torch.distributed.all_gather_object(rngs, generators)
                 torch.distributed.all_gather_object(windows, self.state.window)
             path = self.ckpt_dir / checkpoint.LAST
             if self.env.is_main:
@@ -210,29 +208,11 @@ class Trainer:
         self.saved = (self.state.step, path)
 
     def restore(self) -> int:
-        """Resume from the newest readable checkpoint (``run.resume``), or start over; returns the step to go on from.
-
-        A damaged ``last.pt`` falls back to ``prev.pt`` with a warning; no readable checkpoint at all, or one
-        written on another topology, refuses with what to do. Starting over deletes the previous checkpoints.
-        """
-        env = self.env
-        if env.is_main:
-            checkpoint.remove_stale_temp_files(self.ckpt_dir)
-        if not self.cfg.run.resume:
-            if env.is_main and (deleted := checkpoint.discard(self.ckpt_dir)):
-                log.warning("run.resume=false: starting over, deleted %s", ", ".join(p.name for p in deleted))
-            return 0
-        found = checkpoint.newest_readable(self.ckpt_dir)
-        distributed.barrier()  # every rank has read it before rank 0 moves a damaged last.pt aside
-        if found is None:
-            return 0
-        check_resumable(found.checkpoint.get("topology"), self.topology, str(found.path))
-        if found.passed_over and env.is_main:
-            aside = checkpoint.set_damaged_aside(self.ckpt_dir)
-            log.warning("%s; resuming from the previous checkpoint %s%s", found.passed_over, found.path,
-                        f" (the damaged file is kept as {aside}; delete it when done)" if aside else "")
-        self.load_checkpoint(found.checkpoint)
-        self.saved = (self.state.step, found.path)
+        """Resume from the newest readable checkpoint (``run.resume``), or start over; returns the step to go on from."""
+        found = lifecycle.checkpoint_to_resume(self.ckpt_dir, self.cfg.run.resume, self.topology, self.env.is_main)
+        if found is not None:
+            self.load_checkpoint(found.checkpoint)
+            self.saved = (self.state.step, found.path)
         return self.state.step
 
     def load_checkpoint(self, ckpt: dict[str, Any]) -> None:
@@ -244,7 +224,7 @@ class Trainer:
             self.optimizer.train()
         self.schedule.load_state_dict(ckpt["schedule"])
         self.state = TrainState(**ckpt["state"])
-        checkpoint.set_rng_state(ckpt["rng"][self.env.rank])
+        rng.restore(ckpt["rng"][self.env.rank])
         self.state.window = tuple(ckpt["windows"][self.env.rank])
 
     def start_segment(self, commit: str) -> None:
@@ -268,13 +248,13 @@ class Trainer:
         run's step. So every process starts with one forward/backward of its first batch whose gradients, buffers
         (BatchNorm statistics) and random state are then put back as they were.
         """
-        rng, buffers = checkpoint.rng_state(), [b.detach().clone() for b in self.model.buffers()]
+        generators, buffers = rng.snapshot(host=True), [b.detach().clone() for b in self.model.buffers()]
         batch_loss(True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
             for buffer, saved in zip(self.model.buffers(), buffers):
                 buffer.copy_(saved)
-        checkpoint.set_rng_state(rng)
+        rng.restore(generators)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -308,15 +288,12 @@ class Trainer:
         return result
 
     def replicas_identical(self) -> bool:
-        """Whether every rank holds bit-identical parameters (elementwise max == min across ranks)."""
-        flat = torch.cat([p.detach().reshape(-1).double() for p in self.params])
-        high, low = flat.clone(), flat.clone()
-        torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
-        torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
-        same = bool(torch.equal(high, low))
-        if not same:
-            log.warning("DDP replicas differ: max |Δ| = %.3g", (high - low).abs().max().item())
-        return same
+        """Whether every rank holds bit-identical parameters (compared by checksum: ``distributed.differing_replicas``)."""
+        differing = distributed.differing_replicas([(name, p) for name, p in self.model.named_parameters()
+                                                    if p.requires_grad])
+        if differing:
+            log.warning("DDP replicas differ in %d parameter tensors: %s", len(differing), ", ".join(differing[:5]))
+        return not differing
 
     # ------------------------------------------------------------------ logging
     def record(self, split: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -359,50 +336,38 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict[str, Any]:
+        """The run's life (``lifecycle``): completed already, or lock → resume → train → summary.json."""
         cfg, env = self.cfg, self.env
-        done = _completed_summary(self.dir) if cfg.run.resume else None
+        done = lifecycle.already_completed(self.dir) if cfg.run.resume else None
         if done is not None:
             if env.is_main:
                 print(f"run {self.id} already completed: {self.dir}")
-            return {"status": "completed", **done, "run_dir": str(self.dir)}
-        lock = RunLock(self.dir)
+            return done
+        with lifecycle.locked(self.dir, env.is_main):
+            setup_logging(self.dir, env.is_main)
+            tracker = Tracker(cfg, self.id, self.dir, env.is_main)
+            return lifecycle.run_to_end(lambda: self.start_and_train(tracker), tracker, self.dir, self.progress,
+                                        env.is_main)
+
+    def progress(self) -> dict[str, int]:
+        """How far the run got: the summary of a run that did not complete."""
+        return {"step": self.state.step, "skipped_steps": self.state.skipped}
+
+    def start_and_train(self, tracker: Tracker) -> dict[str, Any]:
+        """Resume (or start), record the segment and the resolved config, train; returns the final numbers."""
+        cfg, env = self.cfg, self.env
+        resumed_from = self.restore()
+        environment = run_environment(str(env.device), env.world_size, self.threads, self.threads_reason)
+        self.start_segment(environment["commit"])
         if env.is_main:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            lock.acquire()
-        distributed.barrier()
-        setup_logging(self.dir, env.is_main)
-        tracker = Tracker(cfg, self.id, self.dir, env.is_main)
-        try:
-            resumed_from = self.restore()
-            environment = run_environment(str(env.device), env.world_size, self.threads, self.threads_reason)
-            self.start_segment(environment["commit"])
-            if env.is_main:
-                resolved = OmegaConf.to_container(cfg, resolve=True)
-                resolved["run"]["id"] = self.id  # the identity, for reports and W&B
-                (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-            tracker.start(resumed_from, environment, self.state.segments)
-            log.info("run %s → %s%s", self.id, self.dir, f" (resumed at step {resumed_from})" if resumed_from else "")
-            self.announce_compile()
-            with StopFlag() as stop:
-                final = self._loop(tracker, stop)
-        except Diverged as err:
-            log.error("%s", err)
-            tracker.finish("diverged", {"step": self.state.step, "skipped_steps": self.state.skipped}, str(err))
-            return {"status": "diverged", "error": str(err), "run_dir": str(self.dir)}
-        except Preempted as err:
-            log.warning("%s", err)
-            tracker.finish("preempted", {"step": self.state.step}, str(err))
-            requeued = env.is_main and err.signum == signal.SIGUSR2 and requeue_slurm_job()
-            return {"status": "preempted", "error": str(err), "run_dir": str(self.dir), "requeued": requeued,
-                    "step": self.state.step}
-        except BaseException as err:
-            reason = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
-            tracker.finish("failed", {"step": self.state.step}, reason)
-            raise
-        finally:
-            lock.release()
-        tracker.finish("completed", final)
-        return {"status": "completed", **final, "run_dir": str(self.dir)}
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            resolved["run"]["id"] = self.id  # the identity, for reports and W&B
+            (self.dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        tracker.start(resumed_from, environment, self.state.segments)
+        log.info("run %s → %s%s", self.id, self.dir, f" (resumed at step {resumed_from})" if resumed_from else "")
+        self.announce_compile()
+        with StopFlag() as stop:
+            return self._loop(tracker, stop)
 
     def _loop(self, tracker: Tracker, stop: StopFlag) -> dict[str, Any]:
         cfg, env, t, s = self.cfg, self.env, self.cfg.train, self.state
@@ -502,11 +467,6 @@ def compiles_step(optimizer: torch.optim.Optimizer) -> bool:
         return False
     return any(resolve(implementation, paths, sum(p.numel() for p in group["params"])) == "compiled"
                for group in optimizer.param_groups)
-
-
-def _completed_summary(directory: Path) -> dict[str, Any] | None:
-    summary = read_summary(directory / "summary.json")
-    return summary["final"] if summary and summary.get("status") == "completed" else None
 
 
 class _NoBar:

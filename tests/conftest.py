@@ -1,4 +1,9 @@
-"""Shared fixtures: compose the real Hydra config tree and run it in-process on tiny settings."""
+"""Shared fixtures: compose the real Hydra config tree and run it in-process on tiny settings.
+
+Two tiers: ``python -m pytest`` runs everything (CI); ``python -m pytest -m "not slow"`` leaves out the tests marked
+``slow`` — subprocesses, torchrun, the SLURM cluster, compilation, whole grids, and every test that trains a run
+(marked here).
+"""
 from __future__ import annotations
 
 import json
@@ -63,6 +68,14 @@ def without_measurements(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in MEASURED_KEYS} for r in records]
 
 
+def pytest_collection_modifyitems(items):
+    """A test that trains a run (through ``tiny_run`` or ``tiny_trainer``) is end-to-end: it belongs to the full
+    suite, not to the fast tier (``pytest -m "not slow"``)."""
+    for item in items:
+        if {"tiny_run", "tiny_trainer"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def tiny_run(tmp_path):
     """``tiny_run(*overrides)`` composes the real config with tiny settings under tmp_path and trains it."""
@@ -96,7 +109,7 @@ def tiny_trainer(tmp_path):
 def toy_optimizer(cls: str) -> list[str]:
     """Overrides that replace the optimizer by one of tests/toy_optimizers.py."""
     return ["optimizer=sgd", "~optimizer.momentum", "~optimizer.nesterov", "~optimizer.weight_decay",
-            f"optimizer._target_=toy_optimizers.{cls}", f"optimizer.name=toy_{cls.lower()}", "optimizer.lr=0.05"]
+            f"optimizer._target_=tests.toy_optimizers.{cls}", f"optimizer.name=toy_{cls.lower()}", "optimizer.lr=0.05"]
 
 
 # ----------------------------------------------------------------------------- the local SLURM cluster

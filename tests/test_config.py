@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from tests.conftest import compose_config
 from research_optim.app import CONFIG_DIR
 from research_optim.build import constructor_args
 from research_optim.config_checks import ConfigError, validate
@@ -31,6 +31,7 @@ def test_every_optimizer_composes_and_validates(optimizer):
     validate(cfg)
 
 
+@pytest.mark.slow  # composes every pair
 @pytest.mark.parametrize("model", choices("model"))
 def test_every_model_composes_with_every_data(model):
     """Model and data choices do not interact with the optimizer's (which only picks a schedule)."""
@@ -46,12 +47,14 @@ def test_every_model_composes_with_every_data(model):
                 validate(cfg)
 
 
+@pytest.mark.slow  # composes every file of every group
 def test_group_files_name_themselves():
     for group in ("optimizer", "model", "data", "schedule", "cluster", "logger"):
         for choice in choices(group):
             assert compose_config([f"{group}={choice}"])[group].name == choice, f"conf/{group}/{choice}.yaml"
 
 
+@pytest.mark.slow  # composes every model and data
 def test_models_and_data_declare_kinds():
     for model in choices("model"):
         accepts = compose_config([f"model={model}"]).model.accepts
@@ -65,8 +68,26 @@ def test_constructor_args_drop_labels():
     assert "name" not in args and args["_target_"] == "torch.optim.AdamW"
 
 
+@pytest.mark.slow  # composes every optimizer
 def test_schedule_free_and_line_search_configs_choose_constant_schedule():
     for optimizer in choices("optimizer"):
         if optimizer.startswith(("sf_", "salsa", "sls", "adam_sls")):
             assert compose_config([f"optimizer={optimizer}"]).schedule.name == "constant", optimizer
     assert compose_config(["optimizer=adamw"]).schedule.name == "cosine"
+
+
+def test_the_schemas_hold_the_values_of_conf():
+    """config_schema's dataclasses and conf/ give the same defaults, so a reader of either finds the truth."""
+    from dataclasses import asdict
+
+    from research_optim import config_schema
+
+    cfg = compose_config()
+    assert OmegaConf.to_container(cfg.train) == asdict(config_schema.Train())
+    assert OmegaConf.to_container(cfg.schedule) == asdict(config_schema.Schedule())
+    run = OmegaConf.to_container(cfg.run)
+    assert run.pop("root") == "${oc.env:RESEARCH_OPTIM_RUNS,runs}"
+    assert run == {k: v for k, v in asdict(config_schema.Run()).items() if k != "root"}
+    for name in ("local", "torchrun", "slurm"):
+        cluster = compose_config([f"cluster={name}"]).cluster
+        assert OmegaConf.to_container(cluster) == asdict(config_schema.CLUSTERS[cluster.launcher]()), name

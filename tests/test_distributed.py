@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics, without_measurements
+from tests.conftest import read_metrics, without_measurements
 from research_optim import protocols
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 TINY = ["train.steps=40", "train.eval_every=20", "train.log_every=10", "train.checkpoint_every=20",
         "train.progress=false", "model.dropout=0"]
@@ -121,3 +122,52 @@ def test_torchrun_compiled_lion_keeps_replicas_identical(tmp_path):
     assert final["replicas_identical"] is True
     train = [r for r in metrics_of(tmp_path) if r["split"] == "train"]
     assert train[-1]["loss"] < train[0]["loss"]
+
+
+def _replica_worker(rank: int, world: int, port: int, results: dict) -> None:
+    """Each rank holds the same tensors, then rank 1 changes one of them in a way a sum of values could miss."""
+    import torch
+    import torch.distributed as dist
+
+    from research_optim.distributed import differing_replicas
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        base = {"w": torch.randn(300, 200), "b": torch.randn(200), "h": torch.randn(64).bfloat16()}
+        found = {"none": differing_replicas(list(base.items()))}
+        for case in ("one ulp", "swap", "signed zero"):
+            tensors = {name: t.clone() for name, t in base.items()}
+            w, b, h = tensors["w"], tensors["b"], tensors["h"]
+            if case == "signed zero":
+                h[5] = 0.0 if rank == 0 else -0.0
+            elif rank == 1 and case == "one ulp":
+                w[7, 3] = torch.nextafter(w[7, 3], torch.tensor(math.inf))
+            elif rank == 1:
+                b[0], b[1] = b[1].clone(), b[0].clone()
+            found[case] = differing_replicas(list(tensors.items()))
+        results[rank] = found
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_replica_check_finds_a_tensor_that_differs_by_one_bit():
+    import torch.multiprocessing as mp
+
+    from tests.conftest import free_port
+
+    results = mp.Manager().dict()
+    mp.spawn(_replica_worker, args=(2, free_port(), results), nprocs=2, join=True)
+    expected = {"none": [], "one ulp": ["w"], "swap": ["b"], "signed zero": ["h"]}
+    assert results[0] == results[1] == expected
+
+
+def test_bit_checksums_do_not_depend_on_the_chunk_size():
+    import torch
+
+    from research_optim.distributed import bit_checksums
+
+    tensors = [torch.randn(1001, dtype=torch.float64), torch.randn(33).half(), torch.zeros(0)]
+    assert torch.equal(bit_checksums(tensors, chunk=7), bit_checksums(tensors))

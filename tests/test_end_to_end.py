@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 
-from conftest import read_metrics
+from tests.conftest import read_metrics
 
 FEW = ["train.steps=4", "train.batch_size=8", "train.eval_every=2", "train.log_every=2", "train.checkpoint_every=4",
        "train.eval_batch_size=64"]
@@ -77,7 +77,7 @@ def test_text_corpus_from_local_jsonl(tiny_run, tmp_path, streaming):
 
 
 def test_missing_local_dataset_path_is_refused_before_anything_is_written(tmp_path):
-    from conftest import compose_config
+    from tests.conftest import compose_config
     from research_optim.app import run
 
     cfg = compose_config([f"run.root={tmp_path / 'runs'}", "data=cifar10", f"data.path={tmp_path / 'nowhere'}"])

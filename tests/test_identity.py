@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import research_optim
-from conftest import TINY, compose_config, read_metrics
+from tests.conftest import TINY, compose_config, read_metrics
 from research_optim import distributed
 from research_optim.errors import UserError
 from research_optim.run_dir import run_id

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from conftest import free_port, read_metrics, without_measurements
+from tests.conftest import free_port, read_metrics, without_measurements
 from research_optim.batch_loss import BatchLoss
 from research_optim.data.base import micro_slices
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import read_metrics
+from tests.conftest import read_metrics
 from research_optim import checkpoint, protocols
 from research_optim.batch_loss import BatchLoss
 from research_optim.optim import SaLSA

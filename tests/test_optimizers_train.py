@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import read_metrics
-from test_config import choices
+from tests.conftest import read_metrics
+from tests.test_config import choices
 
 # bfloat16 GEMMs are ~10x slower than float32 on a CPU: Muon's compositions run Newton–Schulz in float32 here (the
 # muon and salsa_muon configs keep torch's bfloat16)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import toy_optimizer
+from tests.conftest import toy_optimizer
 from research_optim import checkpoint, protocols
 
 
@@ -63,7 +63,7 @@ def test_recompute_batch_norm_gives_exact_statistics():
 
 @pytest.mark.parametrize("phase", ["eval", "train"])
 def test_mode_sgd_refuses_step_in_eval(phase):
-    from toy_optimizers import ModeSGD
+    from tests.toy_optimizers import ModeSGD
 
     opt = ModeSGD([nn.Parameter(torch.zeros(2))])
     opt.eval()
@@ -72,7 +72,7 @@ def test_mode_sgd_refuses_step_in_eval(phase):
 
 
 def test_a_compiled_optimizer_step_is_announced_before_the_first_step(tmp_path, monkeypatch, capfd):
-    from conftest import TINY, compose_config
+    from tests.conftest import TINY, compose_config
     from research_optim import distributed
     from research_optim.train import Trainer, compiles_step
 
@@ -85,3 +85,21 @@ def test_a_compiled_optimizer_step_is_announced_before_the_first_step(tmp_path, 
     for quiet in (["train.compile_optimizer=false"], ["optimizer.implementation=auto"]):  # off; too small to pay
         assert not compiles_step(Trainer(compose_config([*lion, *quiet]), distributed.setup("cpu")).optimizer)
     assert not compiles_step(Trainer(compose_config([*TINY, "optimizer=salsa"]), distributed.setup("cpu")).optimizer)
+
+
+def test_two_trainers_in_one_process_keep_their_own_compile_choice(tmp_path, monkeypatch):
+    """train.compile_optimizer is this run's choice, made when its optimizer is built: a second Trainer does not
+    change the first one's (nor the process-wide switch); RESEARCH_OPTIM_COMPILE=0 still turns compilation off."""
+    from tests.conftest import TINY, compose_config
+    from research_optim import distributed
+    from research_optim.optim.implementation import compile_enabled
+    from research_optim.train import Trainer, compiles_step
+
+    monkeypatch.setenv("RESEARCH_OPTIM_COMPILE", "1")
+    lion = [*TINY, f"run.root={tmp_path}", "optimizer=lion", "optimizer.implementation=compiled"]
+    eager = Trainer(compose_config([*lion, "train.compile_optimizer=false"]), distributed.setup("cpu"))
+    compiled = Trainer(compose_config(lion), distributed.setup("cpu"))
+    assert not compiles_step(eager.optimizer) and eager.optimizer.implementation == "foreach"
+    assert compiles_step(compiled.optimizer) and compile_enabled()
+    monkeypatch.setenv("RESEARCH_OPTIM_COMPILE", "0")
+    assert not compiles_step(compiled.optimizer)

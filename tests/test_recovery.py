@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics, without_measurements
+from tests.conftest import read_metrics, without_measurements
 from research_optim import checkpoint
 from research_optim.jobs import run_progress
 from research_optim.run_dir import RunLock
@@ -30,7 +30,7 @@ LONG = ["train.steps=1500", "train.batch_size=16", "train.checkpoint_every=250",
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> list[dict]:
     """The metrics of the LONG run, uninterrupted."""
-    from conftest import compose_config
+    from tests.conftest import compose_config
     from research_optim.app import run
 
     summary = run(compose_config([*LONG, f"run.root={tmp_path_factory.mktemp('uninterrupted')}"]))

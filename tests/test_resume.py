@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import read_metrics, toy_optimizer, without_measurements
+from tests.conftest import read_metrics, toy_optimizer, without_measurements
 from research_optim.train import Trainer
 
 class Interrupted(Exception):
@@ -65,3 +65,14 @@ def test_different_configs_get_different_directories(tiny_run, tmp_path):
     b = tiny_run("seed=2", root=tmp_path)
     c = tiny_run("seed=1", "optimizer.lr=0.002", root=tmp_path)
     assert len({a["run_dir"], b["run_dir"], c["run_dir"]}) == 3
+
+
+def test_a_completed_run_launched_again_returns_its_recorded_outcome_without_training(tiny_run, tmp_path):
+    first = tiny_run()
+    run_dir = tmp_path / "runs" / "default"
+    metrics = [p.read_text() for p in run_dir.glob("*/metrics.jsonl")]
+    again = tiny_run()
+    assert again == first and again["status"] == "completed"
+    assert [p.read_text() for p in run_dir.glob("*/metrics.jsonl")] == metrics  # nothing trained or logged again
+    fresh = tiny_run("run.resume=false")
+    assert fresh["status"] == "completed" and fresh["train_time"] != first["train_time"]  # run.resume=false trains

@@ -16,7 +16,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from tests.conftest import compose_config
 from research_optim.app import CONFIG_DIR
 from research_optim.build import build_optimizer
 from research_optim.config_checks import validate
@@ -39,6 +39,7 @@ def test_every_sweep_is_listed():
             "optimizer_bench"} <= set(SWEEPS)
 
 
+@pytest.mark.slow  # composes hundreds of points
 @pytest.mark.parametrize("name", SWEEPS)
 def test_every_point_composes_validates_and_builds(name):
     points = sweep_points(name)
@@ -76,6 +77,7 @@ def test_command_line_replaces_an_axis_as_in_hydra():
     assert sorted((c.model.name, c.data.name) for c in bench) == [("gpt", "synthetic_lm"), ("mlp", "digits")]
 
 
+@pytest.mark.slow  # composes every point of the grid
 def test_beta_grid_reaches_every_optimizer():
     cfgs = [compose_config(p) for p in sweep_points("beta_ablation", ["seed=0"])]
     by_opt: dict[str, set] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_metrics, without_measurements
+from tests.conftest import read_metrics, without_measurements
 from research_optim import throughput
 from research_optim.data.base import DataSpec
 from research_optim.models.gpt import GPT

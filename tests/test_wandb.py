@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics
+from tests.conftest import read_metrics
 
 
 def test_wandb_offline_writes_a_run(tiny_run, monkeypatch):
@@ -90,7 +90,7 @@ def test_wandb_organisation_group_job_type_tags_axes(tiny_run, monkeypatch):
 
 
 def test_wandb_tags_name_phi_for_presets():
-    from conftest import compose_config
+    from tests.conftest import compose_config
     from research_optim.tracking import wandb_tags
 
     assert "phi:indicator_mean" in wandb_tags(compose_config(["logger=wandb", "optimizer=c_lion"]))

@@ -8,9 +8,11 @@ which an optimizer opts into by what it defines (see ``research_optim.protocols`
 * ``train()`` / ``eval()`` methods — the loop switches modes around evaluation and checkpointing (Schedule-Free).
 
 An optimizer may also define ``diagnostics() -> dict[str, float]``; the loop calls it only when it logs, so that
-reading counters costs no sync per step. (Line searches must sync inside ``step``: they read the loss on search
-steps.) How the library is built (rules, transforms)
-and how to add an optimizer: docs/adding_an_optimizer.md.
+reading its counters (kept on the device) costs no host sync on the other steps. Some steps sync by their nature:
+the line searches read the loss inside ``step`` (SaLSA on its search steps only, SLS and Adam-SLS on every step),
+and Adafactor reads each tensor's RMS on every step (as torch's does). The loop's ``train.nonfinite=skip`` mode
+adds one sync per step of its own. How the library is built (rules, transforms) and how to add an optimizer:
+docs/adding_an_optimizer.md.
 """
 
 from research_optim.optim.adafactor import Adafactor, CautiousAdafactor

@@ -20,7 +20,8 @@ of a *different algorithm* — the Schedule-Free Reference classes with explicit
 an ``implementation``.
 
 Process-wide switch: :func:`set_compile_enabled` or ``RESEARCH_OPTIM_COMPILE=0`` (a test conftest, a machine without
-a C++ compiler). Compiled functions take hyperparameters as 0-dim float64 tensors (:func:`scalar`), never Python
+a C++ compiler); one optimizer's choice is its ``implementation`` (the training loop's ``train.compile_optimizer=false``
+builds it with :func:`eager_path`). Compiled functions take hyperparameters as 0-dim float64 tensors (:func:`scalar`), never Python
 floats: dynamo would specialise on a float and recompile whenever a schedule changes lr. So that one per-tensor
 function serves both the eager paths (Python numbers) and the compiled ones (0-dim tensors), :func:`add`,
 :func:`add_` and :func:`addcmul_` take either. Compiled artefacts are cached across processes by inductor's FX graph
@@ -36,7 +37,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "IMPLEMENTATIONS", "COMPILE_MIN_NUMEL", "check_implementation", "resolve", "compile_enabled",
+    "IMPLEMENTATIONS", "COMPILE_MIN_NUMEL", "check_implementation", "eager_path", "resolve", "compile_enabled",
     "set_compile_enabled", "call_compiled", "COMPILE_FAILED", "scalar", "graph_inputs", "add", "add_", "addcmul_",
     "bucket_indices", "per_bucket",
 ]
@@ -58,9 +59,14 @@ def check_implementation(owner: str, implementation: Any, available: Sequence[st
         raise ValueError(f"{owner}: implementation must be one of {list(allowed)}, got {implementation!r}{why}")
 
 
+def eager_path(available: Sequence[str]) -> str:
+    """The path taken without compilation: foreach where the optimizer has it, else the reference."""
+    return "foreach" if "foreach" in available else "reference"
+
+
 def resolve(implementation: str, available: Sequence[str], numel: int) -> str:
     """The path a group of ``numel`` elements takes: ``"reference"``, ``"foreach"`` or ``"compiled"``."""
-    eager = "foreach" if "foreach" in available else "reference"
+    eager = eager_path(available)
     if implementation == "reference":
         return "reference"
     compiled_ok = "compiled" in available and compile_enabled()

@@ -9,7 +9,7 @@ SaLSA (Kenneweg et al. 2024, arXiv 2407.20650) smooths both sides with an EMA (r
 
     D̄ ← β3·D̄ + (1−β3)·(f(p0) − f(p0 − η·d))      Ḡ ← β3·Ḡ + (1−β3)·⟨g, d⟩       test  D̄ ≥ c·η·Ḡ
 
-This module holds, once: the closure protocol (:class:`LossEvaluator` — the seed's ``closure(backwards)`` form
+This module holds, once: the closure protocol (:class:`LossEvaluator` — upstream's ``closure(backwards)`` form
 and the plain no-argument form, with the RNG state replayed for every evaluation of a step), the ray of trial
 points (:class:`ParameterRay`), the backtracking loop (:func:`backtracking_armijo`), the cross-rank mean of the
 scalars the test compares (:func:`mean_over_ranks`) and the first phase of every step, decay and statistics
@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
+from research_optim import rng
 from research_optim.optim import checks
 from research_optim.optim.implementation import per_bucket
 
@@ -53,25 +54,12 @@ def refuse_grad_scaler(grad_scaler: Any, owner: str) -> None:
 
 
 def takes_backwards_flag(closure: Callable[..., Any]) -> bool:
-    """True for the seed's ``closure(backwards: bool)`` form, False for a plain no-argument closure."""
+    """True for upstream's ``closure(backwards: bool)`` form, False for a plain no-argument closure."""
     try:
         parameters = inspect.signature(closure).parameters
     except (TypeError, ValueError):
         return False
     return "backwards" in parameters
-
-
-class _RngState:
-    """The CPU and (initialised) CUDA generator states, to replay one step's randomness (dropout)."""
-
-    def __init__(self) -> None:
-        self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(self.cuda)
 
 
 def _check_loss(loss: Any, owner: str) -> Tensor:
@@ -90,30 +78,30 @@ class LossEvaluator:
 
     Two closure forms are accepted:
 
-    * the seed's ``closure(backwards: bool)``: ``backwards=True`` zero-grads, computes the loss, calls backward
+    * upstream's ``closure(backwards: bool)``: ``backwards=True`` zero-grads, computes the loss, calls backward
       and returns it; ``backwards=False`` only computes the loss;
     * a plain ``closure()`` that only computes the loss (the ``sls`` package convention): the evaluator zero-grads
       and calls ``backward()`` itself on the first evaluation and runs trials under ``torch.no_grad()``.
 
     With ``replay_rng`` every evaluation starts from the RNG state seen by the first one, so dropout draws the same
     masks at every trial point; afterwards :meth:`finish` leaves the generators where one plain forward/backward
-    would have left them (trials consume no randomness). The seed instead reseeded from the wall clock — not
+    would have left them (trials consume no randomness). Upstream instead reseeded from the wall clock — not
     reproducible, and it clobbered the global RNG stream; deliberately not reproduced.
     """
 
     def __init__(self, closure: Callable[..., Any], zero_grad: Callable[[], None], owner: str,
                  replay_rng: bool = True) -> None:
         self._closure = closure
-        self._seed_form = takes_backwards_flag(closure)
+        self._backwards_form = takes_backwards_flag(closure)
         self._zero_grad = zero_grad
         self._owner = owner
-        self._start = _RngState() if replay_rng else None
-        self._after_first: _RngState | None = None
+        self._start = rng.snapshot() if replay_rng else None
+        self._after_first: dict[str, Any] | None = None
         self.forwards = 0
 
     def with_backward(self) -> Tensor:
         with torch.enable_grad():
-            if self._seed_form:
+            if self._backwards_form:
                 loss = self._closure(backwards=True)
             else:
                 self._zero_grad()
@@ -121,21 +109,21 @@ class LossEvaluator:
                 _check_loss(loss, self._owner).backward()
         self.forwards += 1
         if self._start is not None:
-            self._after_first = _RngState()
+            self._after_first = rng.snapshot()
         return _check_loss(loss, self._owner).detach()
 
     @torch.no_grad()
     def forward_only(self) -> Tensor:
         if self._start is None:
             raise RuntimeError(f"{self._owner}: internal error — trial evaluations need replay_rng=True")
-        self._start.restore()
-        loss = self._closure(backwards=False) if self._seed_form else self._closure()
+        rng.restore(self._start)
+        loss = self._closure(backwards=False) if self._backwards_form else self._closure()
         self.forwards += 1
         return _check_loss(loss, self._owner).detach()
 
     def finish(self) -> None:
         if self._after_first is not None:
-            self._after_first.restore()
+            rng.restore(self._after_first)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -146,7 +134,7 @@ def mean_over_ranks(values: Sequence[Tensor | float], device: torch.device) -> l
     """Average scalars over the data-parallel ranks (one collective) and bring them to the host (one sync).
 
     Every rank then holds the same numbers and takes the same accept/backtrack decision, so the replicas keep
-    identical parameters and step sizes. The seed had no synchronisation: each rank compared its own batch's
+    identical parameters and step sizes. Upstream had no synchronisation: each rank compared its own batch's
     losses, accepted a different η, and the replicas drifted apart — deliberately not reproduced.
     """
     stacked = torch.stack([torch.as_tensor(v, device=device).detach().reshape(()).to(torch.float64)
@@ -164,7 +152,7 @@ def mean_over_ranks(values: Sequence[Tensor | float], device: torch.device) -> l
 class ParameterRay:
     """Trial points ``p = p0 − η·d`` for a list of parameters.
 
-    ``p0`` lives in buffers allocated on the first search and reused afterwards (the seed deep-copied every
+    ``p0`` lives in buffers allocated on the first search and reused afterwards (upstream deep-copied every
     parameter, autograd metadata included, on every line-search step — deliberately not reproduced). Each trial
     writes ``p0`` then adds ``−η·d``, so a trial point does not depend on the trials before it.
     """

@@ -21,7 +21,7 @@ name (its docstring recommends it). Variants search along other directions (``di
 ``"sign"``: sign(g) / sign(m); ``"muon"``: orthogonalised g / Nesterov momentum for the matrices, Adam for the rest;
 ``search_directions``) and may mask the direction with a cautious φ (``research_optim.optim.cautious``).
 
-Two upstream versions exist: ``salsa-optimizer`` 0.1.0 on PyPI (the seed) and the repository's newer ``SaLSA.py``
+Two upstream versions exist: ``salsa-optimizer`` 0.1.0 on PyPI and the repository's newer ``SaLSA.py``
 (TheMody/No-learning-rates-needed-Introducing-SALSA-Stable-Armijo-Line-Search-Adaptation at 717b41c, the file last
 changed in e00c048), which adds decoupled weight decay — applied to every parameter, also one without a gradient —
 and searches only while ``loss ≥ 1e-8`` (0.1.0: ``loss ≠ 0``). ``compat`` reproduces either bit for bit
@@ -32,20 +32,20 @@ parameters with a gradient, as torch's optimizers.
 Deliberate differences from both upstream versions:
 
 * no deep copy of all parameters per line-search step: ``p0`` lives in buffers allocated once (:class:`ParameterRay`);
-* no host sync on speed-up steps: the search decision depends only on host counters, and the seed's per-step NaN
+* no host sync on speed-up steps: the search decision depends only on host counters, and upstream's per-step NaN
   check (``torch.isnan(params[0][0])``) and ``loss.item()`` are gone; syncs happen only on line-search steps;
-* bias correction uses the textbook exponent t; the seed divides by 1 − β^(t+1) (its step counter is already
+* bias correction uses the textbook exponent t; upstream divides by 1 − β^(t+1) (its step counter is already
   incremented when it adds one) — ``compat`` restores it;
 * DDP: the loss values and the slope are averaged over ranks (:func:`mean_over_ranks`), so every rank takes the
-  same decision; the seed compared per-rank losses and the replicas drifted apart;
+  same decision; upstream compared per-rank losses and the replicas drifted apart;
 * param groups (per-group ``weight_decay``; η is global); upstream has a single group (and 0.1.0 no decay);
 * the dropout randomness is replayed from a saved RNG state instead of reseeding from the wall clock;
 * GradScaler is refused (``grad_scaler=`` raises; a non-float32/64 loss raises);
 * when the loss guard or Ḡ < 1e-8 skips the search, upstream steps along the momentum direction and then evaluates
   the loss once more, unused — that forward is skipped here (the parameters are the same);
 * when all ``max_tries`` trials fail, the parameters are at the last trial point and η is that trial's step size
-  (the seed keeps the parameters there but records η one more backtrack smaller — ``compat`` restores it);
-* the Armijo test runs in float64 host arithmetic; the seed keeps D̄ and Ḡ as default-dtype tensors.
+  (upstream keeps the parameters there but records η one more backtrack smaller — ``compat`` restores it);
+* the Armijo test runs in float64 host arithmetic; upstream keeps D̄ and Ḡ as default-dtype tensors.
 """
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ __all__ = ["SaLSA", "COMPAT"]
 # path: its per-step cost is Python overhead and trial forwards, not memory traffic.
 PATHS = ("reference", "foreach")
 
-_SLOPE_FLOOR = 1e-8       # below this smoothed slope the seed does not search (the test would be meaningless)
-_STEP_SIZE_EMA_INIT = 1e-8  # the seed's starting value of both step-size EMAs (ratio 1 → cadence at its cap)
+_SLOPE_FLOOR = 1e-8       # below this smoothed slope upstream does not search (the test would be meaningless)
+_STEP_SIZE_EMA_INIT = 1e-8  # upstream's starting value of both step-size EMAs (ratio 1 → cadence at its cap)
 _LOSS_FLOOR = 1e-8        # below this loss the upstream repository (and the default) does not search
 
 # compat value → what it reproduces. Both: bias-correction exponent t+1, η one backtrack below an exhausted search.
@@ -100,7 +100,7 @@ class _SearchState:
     avg_slope: float = 0.0         # Ḡ
     step_size_fast: float = _STEP_SIZE_EMA_INIT
     step_size_slow: float = _STEP_SIZE_EMA_INIT
-    since_search: int = 100        # the seed's starting value: the first step past the warmup searches
+    since_search: int = 100        # upstream's starting value: the first step past the warmup searches
 
 
 class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
@@ -108,8 +108,8 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
 
     Args:
         params: parameters or param groups (a group may set its own ``weight_decay``).
-        init_step_size: initial η (the seed's 1.0; it grows by ``growth`` per step, so "a bit high" is fine).
-        c: Armijo constant in (0, 1) (the paper used 0.3; the seed defaults to 0.5; 0.7 was needed for Mamba).
+        init_step_size: initial η (upstream's 1.0; it grows by ``growth`` per step, so "a bit high" is fine).
+        c: Armijo constant in (0, 1) (the paper used 0.3; upstream defaults to 0.5; 0.7 was needed for Mamba).
         betas: (β1, β2) of the Adam statistics.
         weight_decay: decoupled decay p ← p − wd·η·p, applied with the previous η before the step.
         beta3: EMA rate of the smoothed decrease D̄ and slope Ḡ.
@@ -132,7 +132,7 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
             tensor at a time (the readable reference). Same arithmetic op for op (bit-identical on CPU), same state.
         grad_scaler: must be None — AMP GradScaler is refused (see :func:`refuse_grad_scaler`).
 
-    ``step(closure)`` requires a closure: the seed's ``closure(backwards: bool)`` or a plain ``closure()`` that
+    ``step(closure)`` requires a closure: upstream's ``closure(backwards: bool)`` or a plain ``closure()`` that
     returns the loss (see :class:`~research_optim.optim.line_search.LossEvaluator`). Each group's ``lr`` is a
     read-only mirror of η for loggers; LR schedules do not apply (use the constant schedule).
     """
@@ -201,7 +201,7 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
 
     # -- the step ---------------------------------------------------------------------------------------------
     def cadence(self) -> float:
-        """L = min(cadence_cap, 1/(|η_fast/η_slow − 1| + 1e-8)), with |·| as the seed's max(r, 1/r)."""
+        """L = min(cadence_cap, 1/(|η_fast/η_slow − 1| + 1e-8)), with |·| as upstream's max(r, 1/r)."""
         ratio = self._search.step_size_fast / self._search.step_size_slow
         if ratio < 1.0:
             ratio = 1.0 / ratio
@@ -210,20 +210,20 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
     def step(self, closure: Callable[..., Tensor] | None = None) -> Tensor:  # type: ignore[override]
         if closure is None:
             raise RuntimeError(
-                f"{type(self).__name__}.step() needs a closure: pass closure(backwards: bool) -> loss (the seed's "
+                f"{type(self).__name__}.step() needs a closure: pass closure(backwards: bool) -> loss (upstream's "
                 "form) or closure() -> loss; the line search evaluates the loss at trial points itself."
             )
         s = self._search
         cadence = self.cadence()
         s.since_search += 1
         t = s.step + 1
-        # Host-side decision only: speed-up steps never wait for the device (the seed synced on every step).
+        # Host-side decision only: speed-up steps never wait for the device (upstream synced on every step).
         search = not self.speed_up or t < self.search_warmup or s.since_search >= cadence
         evaluator = LossEvaluator(closure, lambda: self.zero_grad(set_to_none=True), type(self).__name__,
                                   replay_rng=search)
         loss = evaluator.with_backward()
         s.step = t
-        # The seed's bias-correction exponent is t+1 (it adds one to an already incremented counter).
+        # Upstream's bias-correction exponent is t+1 (it adds one to an already incremented counter).
         k = t if self.compat is None else t + 1
         self._masked.reset()
         with torch.no_grad():
@@ -277,7 +277,7 @@ class SaLSA(GlobalSearchState, MaskedFractionMixin, Optimizer):
     def _line_search(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]], k: int,
                      loss: Tensor, evaluator: LossEvaluator) -> tuple[int, int]:
         s = self._search
-        directions, slope = [], 0  # summed tensor by tensor, in parameter order (the seed's summation order)
+        directions, slope = [], 0  # summed tensor by tensor, in parameter order (upstream's summation order)
         for g, state in zip(grads, states):
             if self.use_mv:
                 d = self.directions.step(state, g, k)

@@ -7,17 +7,17 @@ Both search every step, with the plain (unsmoothed) Armijo test and a step size 
 
 * :class:`SLS`: d = g, so the test is f(p − η·g) ≤ f(p) − c·η·‖g‖²; c 0.1, β_b 0.9; the step is the accepted
   trial point p − η·g.
-* :class:`AdamSLS` (the seed's ``salsa/adam_sls.py`` baseline, one group, ``smooth=False``, ``speed_up=False``):
+* :class:`AdamSLS` (upstream's ``salsa/adam_sls.py`` baseline, one group, ``smooth=False``, ``speed_up=False``):
   the test is along the preconditioned gradient d = P·g with P = 1/(√v̂ + eps); the step then moves from p along the
   momentum direction P·m̂ with the accepted η.
 
 The Armijo loop, trial points, closure protocol and directions are shared with SaLSA
-(``line_search``, ``search_directions``). Deliberate differences from the seed's ``adam_sls.py``: its guard (skip the
+(``line_search``, ``search_directions``). Deliberate differences from upstream's ``adam_sls.py``: its guard (skip the
 search when the loss is 0 or the slope < 1e-8) looks at an EMA of the slope (β 0.999) even with ``smooth=False``;
 here it looks at this step's slope. Its per-group cycling and 6-step joint warm-up are not reproduced (one global
 η). As in SaLSA: no parameter deep copy, the RNG is replayed rather than reseeded from the clock, losses and slope
 are averaged over DDP ranks, and GradScaler is refused. When all ``max_tries`` trials fail, η is backtracked once
-more and the step is taken with it (the seed's Adam-SLS does the same; the ``sls`` package steps by 1e-6).
+more and the step is taken with it (upstream's Adam-SLS does the same; the ``sls`` package steps by 1e-6).
 """
 from __future__ import annotations
 
@@ -152,8 +152,8 @@ class SLS(_ResettingArmijo):
 class AdamSLS(_ResettingArmijo):
     """Adam-SLS: the Armijo test along P·g (slope Σ g²·P), then the step p − η·P·m̂; no smoothing.
 
-    Defaults are the seed's ``adam_sls.py``: init_step_size 0.1, c 0.2, backtrack 0.9, γ 2, 500 batches per epoch,
-    betas (0.9, 0.999), eps 1e-8, max_tries 200. Bias correction uses the textbook exponent t, as the seed does here.
+    Defaults are upstream's ``adam_sls.py``: init_step_size 0.1, c 0.2, backtrack 0.9, γ 2, 500 batches per epoch,
+    betas (0.9, 0.999), eps 1e-8, max_tries 200. Bias correction uses the textbook exponent t, as upstream does here.
     """
 
     _step_along_momentum = True

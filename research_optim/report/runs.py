@@ -31,10 +31,10 @@ import pandas as pd
 
 from research_optim.report import ReportError
 from research_optim.run_dir import NOT_IN_IDENTITY
+from research_optim.tracking import read_summary
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 
 COMPLETED = "completed"
 # Statuses this module assigns itself (the training loop writes completed/failed/running/diverged).
@@ -216,7 +216,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     path = Path(path)
     config = _read_config(path / CONFIG_FILE)
     metrics = read_metrics(path / METRICS_FILE)
-    summary = _read_summary(path / SUMMARY_FILE)
+    summary = read_summary(path)
     status, error = _status(summary, metrics, has_metrics_file=(path / METRICS_FILE).exists())
     optimizer_node = config.get("optimizer") or {}
     return Run(
@@ -318,18 +318,6 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     return config
-
-
-def _read_summary(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from exc
-    if not isinstance(summary, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return summary
 
 
 def _status(summary: dict[str, Any] | None, metrics: pd.DataFrame, has_metrics_file: bool) -> tuple[str, str | None]:

@@ -182,7 +182,7 @@ class Plan:
         current, problems = git_commit(), []
         for trial in self.study.trials():
             for directory in trial.user_attrs.get("runs", []):
-                summary = read_summary(Path(directory) / "summary.json")
+                summary = read_summary(Path(directory))
                 if (summary and summary.get("status") in ("completed", "diverged")
                         and reuse_problem(Path(directory), summary, self.base.run.reuse, current)):
                     problems.append(f"trial {trial.number}: {directory} ran {', '.join(run_versions(summary))}")

@@ -158,7 +158,7 @@ def _confirmation(plan: Plan, params: dict[str, Any]) -> tuple[list[str], bool]:
             problems |= status in ("diverged", "failed", "interrupted")
             lines.append(f"         seed {seed}: {status} at step {progress} ({directory})")
             continue
-        finals.append(read_summary(directory / "summary.json")["final"])
+        finals.append(read_summary(directory)["final"])
         if target is not None:
             reached.append(_step_reaching(directory, target))
     head = f"confirm  seeds {_seeds(plan.confirm_seeds)}: {len(finals)} completed"

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from conftest import read_metrics
+from tests.conftest import read_metrics
 from research_optim.data.synthetic_lm_stream import load_synthetic_lm_stream
 from research_optim.data.teacher_student import load_teacher_student
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config
+from tests.conftest import compose_config
 from research_optim.build import build_data
 from research_optim.data.base import rank_slice
 from research_optim.data.images import BatchMix, load_hf_images, load_image_folder
 from research_optim.errors import InputError
-from tiny_files import image_folder
+from tests.tiny_files import image_folder
 
 CLASSES = {"ant": 6, "bee": 5, "cat": 5}
 STRONG = {"scale": [0.5, 1.0], "hflip": 0.5, "auto_augment": "rand-m9-mstd0.5-inc1", "re_prob": 0.25,

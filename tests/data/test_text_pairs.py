@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config
+from tests.conftest import compose_config
 from research_optim.data.base import PAD_ID
 from research_optim.data.text_pairs import encode_example, fit_lengths, load_text_pairs
 from research_optim.data.tokenizers import ByteTokenizer
 from research_optim.errors import InputError
-from tiny_files import hf_tokenizer_file, sentences, write_jsonl
+from tests.tiny_files import hf_tokenizer_file, sentences, write_jsonl
 
 BYTES = ByteTokenizer()
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose_config
+from tests.conftest import compose_config
 from research_optim.data.base import rank_slice
 from research_optim.data.hf_text import is_held_out
 from research_optim.data.token_shards import token_dtype, write_shards
 from research_optim.data.tokenizers import ByteTokenizer, TiktokenTokenizer
 from research_optim.errors import InputError, UserError
 from research_optim.prepare import prepare
-from tiny_files import sentences, tiktoken_bpe_file, write_jsonl
+from tests.tiny_files import sentences, tiktoken_bpe_file, write_jsonl
 
 
 def shard_config(tmp_path, *overrides: str, with_val: bool = True, tokenizer: str = "gpt2"):

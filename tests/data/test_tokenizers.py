@@ -7,7 +7,7 @@ import pytest
 from research_optim.data.tokenizers import (ByteTokenizer, HFTokenizer, TiktokenTokenizer, describe,
                                             same_tokenizer)
 from research_optim.errors import InputError
-from tiny_files import hf_tokenizer_file, sentences, tiktoken_bpe_file
+from tests.tiny_files import hf_tokenizer_file, sentences, tiktoken_bpe_file
 
 
 def test_tiktoken_local_file_uses_gpt2_rules_and_merges(tmp_path):
@@ -60,6 +60,7 @@ def test_bad_tokenizer_files_are_one_clear_error(tmp_path):
         TiktokenTokenizer("gpt-7")
 
 
+@pytest.mark.slow  # about 25 s inside the tokenizer libraries before they give up
 def test_named_encodings_offline_and_uncached_say_what_to_do(tmp_path, monkeypatch):
     """Mocks nothing: with an empty cache and the hubs unreachable, loading by name fails with the way out."""
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken_cache"))
@@ -73,7 +74,7 @@ def test_named_encodings_offline_and_uncached_say_what_to_do(tmp_path, monkeypat
 
 
 def test_every_tokenizer_choice_composes_and_a_local_file_must_be_named():
-    from conftest import compose_config
+    from tests.conftest import compose_config
     from research_optim.config_checks import ConfigError, validate
 
     for choice in ("bytes", "gpt2", "t5", "hf_file"):

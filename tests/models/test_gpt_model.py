@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lm_checks import assert_causal, assert_learns_a_sequence
+from tests.models.lm_checks import assert_causal, assert_learns_a_sequence
 from research_optim.data.base import DataSpec
 from research_optim.models.gpt import GPT
 

@@ -7,8 +7,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from conftest import compose_config
-from lm_checks import assert_causal, assert_learns_a_sequence
+from tests.conftest import compose_config
+from tests.models.lm_checks import assert_causal, assert_learns_a_sequence
 from research_optim.build import constructor_args, instantiate
 from research_optim.data.base import PAD_ID, DataSpec
 from research_optim.models.gpt import GPT
@@ -31,6 +31,7 @@ def hf_config(**extra):
                                     rope_theta=10000.0, tie_word_embeddings=False, **extra)
 
 
+@pytest.mark.slow  # a long reference comparison
 def test_equals_hugging_face_llama_for_causal_lm_loaded_from_its_folder(tmp_path):
     """The reference: transformers' LlamaForCausalLM, saved as a Hugging Face folder, loaded by model.pretrained."""
     from research_optim.models.pretrained import load_pretrained

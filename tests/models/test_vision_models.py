@@ -43,6 +43,7 @@ def test_vit_tiny_on_cifar_shape_with_explicit_patch():
     _forward_backward(model, CIFAR, batch=2)
 
 
+@pytest.mark.slow  # 86M parameters
 def test_vit_base_builds_on_digits():
     model = vit(DIGITS, arch="vit_b")
     assert model.embed_dim == 768 and len(model.blocks) == 12

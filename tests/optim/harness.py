@@ -7,10 +7,17 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import pytest
 import torch
 from torch.optim import Optimizer
 
 SHAPES: tuple[tuple[int, ...], ...] = ((7,), (5, 3), (4, 3, 2, 2), (1,), (16, 8))
+
+F32 = dict(dtype=torch.float32, rtol=1e-6, atol=1e-7)  # compiled vs reference: rounding only
+EXACT = dict(dtype=torch.float32, rtol=0.0, atol=0.0)  # foreach vs reference: the same ops, bit for bit
+# (implementation, tolerance) of the fast paths against the reference. Compiling costs seconds per case, so the
+# compiled cases belong to the full suite only (`slow`); the fast tier keeps the bit-exact foreach ones.
+FAST_PATHS = [pytest.param("compiled", F32, marks=pytest.mark.slow), ("foreach", EXACT)]
 
 MakeOptimizer = Callable[[list[torch.nn.Parameter]], Optimizer]
 
@@ -59,3 +66,13 @@ def run_side_by_side(
         if between_steps is not None:
             between_steps(t, ours, ref)
     return ours_p, ref_p
+
+
+def masked_fraction_log():
+    """(log, hook): a ``between_steps`` hook recording our optimizer's masked fraction after every step."""
+    log: list[float] = []
+
+    def hook(t, ours, ref):
+        log.append(ours.diagnostics()["masked_fraction"])
+
+    return log, hook

@@ -20,7 +20,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, marks=pytest.mark.slow), torch.float64])  # fast tier: one
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_matches_torch_adafactor_bit_for_bit(dtype, case):
     # SHAPES: vectors (a full second moment), a matrix and a 4-D tensor (factored over the last two dimensions)

@@ -11,18 +11,9 @@ from timm.optim.sgdw import SGDW
 from research_optim.optim.adamw import AdamW, CautiousAdamW
 from research_optim.optim.sgd import SGD
 
-from tests.optim.harness import run_side_by_side
+from tests.optim.harness import masked_fraction_log, run_side_by_side
 
 STEPS = 120
-
-
-def _masked_fraction_log():
-    log: list[float] = []
-
-    def hook(t, ours, ref):
-        log.append(ours.diagnostics()["masked_fraction"])
-
-    return log, hook
 
 
 # ------------------------------------------------------------------------------------------------------ AdamW
@@ -46,7 +37,7 @@ def test_adamw_defaults_are_torch_defaults():
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("foreach", [False, True])
 def test_cadamw_matches_timm_cadamw(weight_decay, foreach):
-    log, hook = _masked_fraction_log()
+    log, hook = masked_fraction_log()
     run_side_by_side(
         lambda p: CautiousAdamW(p, lr=1e-2, weight_decay=weight_decay),
         lambda p: timm_optim.create_optimizer_v2(p, "cadamw", lr=1e-2, weight_decay=weight_decay, foreach=foreach,
@@ -59,7 +50,7 @@ def test_cadamw_matches_timm_cadamw(weight_decay, foreach):
 @pytest.mark.parametrize("implementation", ["reference", "foreach"])
 def test_cadamw_masks_from_m_like_timm_when_m_g_underflows(implementation):
     """float32 gradients of ~1e-23: m·g underflows to 0 while u·g would not. Every path masks from m, as timm does."""
-    log, hook = _masked_fraction_log()
+    log, hook = masked_fraction_log()
     run_side_by_side(
         lambda p: CautiousAdamW(p, lr=1e-2, weight_decay=0.1, implementation=implementation),
         lambda p: timm_optim.create_optimizer_v2(p, "cadamw", lr=1e-2, weight_decay=0.1, foreach=False,
@@ -129,7 +120,7 @@ def test_sgd_decoupled_weight_decay_matches_timm_sgdw(nesterov, weight_decay):
 
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_cautious_sgd_matches_timm_sgdw_caution(nesterov):
-    log, hook = _masked_fraction_log()
+    log, hook = masked_fraction_log()
     run_side_by_side(
         lambda p: SGD(p, lr=1e-2, momentum=0.9, nesterov=nesterov, weight_decay=0.1, cautious="indicator_mean"),
         lambda p: SGDW(p, lr=1e-2, momentum=0.9, nesterov=nesterov, weight_decay=0.1, caution=True, foreach=False),

@@ -17,17 +17,10 @@ from research_optim.optim.cautious import PHI_FUNCTIONS
 from research_optim.optim.implementation import COMPILE_MIN_NUMEL, compile_enabled, resolve, set_compile_enabled
 from research_optim.optim.lion import Lion
 from research_optim.optim.sgd import SGD
-from tests.optim.harness import make_params, run_side_by_side
+from tests.optim.harness import FAST_PATHS, make_params, run_side_by_side
 
-pytestmark = pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unavailable")
-
-
-@pytest.fixture(autouse=True)
-def compilation_on():
-    """These tests exercise the compiled path even where the process-wide switch is off (e.g. a test conftest)."""
-    set_compile_enabled(True)
-    yield
-    set_compile_enabled(None)
+pytestmark = [pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unavailable"),
+              pytest.mark.usefixtures("compilation_on")]
 
 PHIS = [None, *sorted(PHI_FUNCTIONS)]
 RULES = {
@@ -35,11 +28,9 @@ RULES = {
     "adamw": lambda ps, **kw: AdamW(ps, lr=1e-2, **kw),
     "sgd": lambda ps, **kw: SGD(ps, lr=1e-2, momentum=0.9, nesterov=True, **kw),
 }
-F32 = dict(dtype=torch.float32, rtol=1e-6, atol=1e-7)
-EXACT = dict(dtype=torch.float32, rtol=0.0, atol=0.0)
 
 
-@pytest.mark.parametrize("implementation,tolerance", [("compiled", F32), ("foreach", EXACT)])
+@pytest.mark.parametrize("implementation,tolerance", FAST_PATHS)
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("phi", PHIS)
 @pytest.mark.parametrize("rule", sorted(RULES))
@@ -50,14 +41,14 @@ def test_fast_path_equals_reference(rule, phi, weight_decay, implementation, tol
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False)])
-@pytest.mark.parametrize("implementation,tolerance", [("compiled", F32), ("foreach", EXACT)])
+@pytest.mark.parametrize("implementation,tolerance", FAST_PATHS)
 def test_sgd_variants(momentum, nesterov, implementation, tolerance):
     make = lambda impl: lambda ps: SGD(ps, lr=1e-2, momentum=momentum, nesterov=nesterov, weight_decay=0.1,
                                        cautious="indicator_mean", implementation=impl)
     run_side_by_side(make(implementation), make("reference"), steps=10, **tolerance)
 
 
-@pytest.mark.parametrize("implementation,tolerance", [("compiled", F32), ("foreach", EXACT)])
+@pytest.mark.parametrize("implementation,tolerance", FAST_PATHS)
 def test_param_groups_and_lr_changes(implementation, tolerance):
     """Two groups with their own lr, decay and φ; lr changes every step (a schedule) without diverging."""
     def make(impl):
@@ -74,6 +65,7 @@ def test_param_groups_and_lr_changes(implementation, tolerance):
     run_side_by_side(make(implementation), make("reference"), steps=10, between_steps=schedule, **tolerance)
 
 
+@pytest.mark.slow  # compiles
 def test_bfloat16_params_follow_the_float32_trajectory():
     """bf16 parameters: both implementations stay within bf16 rounding of each other."""
     ps_fast = [torch.nn.Parameter(t.to(torch.bfloat16)) for t in make_params(dtype=torch.float32)]
@@ -100,6 +92,7 @@ def _train(opt, params, steps, seed):
         opt.step()
 
 
+@pytest.mark.slow  # compiles
 @pytest.mark.parametrize("first,second", [("compiled", "reference"), ("reference", "compiled")])
 def test_state_dict_round_trip_between_implementations(first, second):
     init = make_params(dtype=torch.float32)
@@ -119,6 +112,7 @@ def test_state_dict_round_trip_between_implementations(first, second):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow  # compiles
 def test_masked_fraction_matches_reference():
     fractions = {}
     for impl in ("compiled", "reference"):

@@ -9,19 +9,11 @@ import pytest
 import torch
 
 from research_optim.optim.cautious import PHI_FUNCTIONS
-from research_optim.optim.implementation import set_compile_enabled
 from research_optim.optim.schedule_free import AdamWScheduleFree, AdamWScheduleFreePaper, SGDScheduleFree
-from tests.optim.harness import make_params, run_side_by_side
+from tests.optim.harness import FAST_PATHS, make_params, run_side_by_side
 
-pytestmark = pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unavailable")
-
-
-@pytest.fixture(autouse=True)
-def compilation_on():
-    """These tests exercise the compiled path even where the process-wide switch is off (e.g. a test conftest)."""
-    set_compile_enabled(True)
-    yield
-    set_compile_enabled(None)
+pytestmark = [pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unavailable"),
+              pytest.mark.usefixtures("compilation_on")]
 
 RULES = {
     "adamw": lambda ps, **kw: AdamWScheduleFree(ps, lr=1e-2, warmup_steps=3, **kw),
@@ -32,8 +24,6 @@ RULES = {
 # a cautious mask only where it means something: over the inner momentum (else refused, test_schedule_free)
 RULE_PHIS = [(rule, phi) for rule in sorted(RULES)
              for phi in ([None, *sorted(PHI_FUNCTIONS)] if rule == "adamw-inner-momentum" else [None])]
-F32 = dict(dtype=torch.float32, rtol=1e-6, atol=1e-7)
-EXACT = dict(dtype=torch.float32, rtol=0.0, atol=0.0)
 
 
 def _train_mode(ps_optimizer):
@@ -49,7 +39,7 @@ def _switch_modes(t, ours, ref):
             opt.train()
 
 
-@pytest.mark.parametrize("implementation,tolerance", [("compiled", F32), ("foreach", EXACT)])
+@pytest.mark.parametrize("implementation,tolerance", FAST_PATHS)
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 @pytest.mark.parametrize("rule, phi", RULE_PHIS)
 def test_fast_path_equals_reference(rule, phi, weight_decay, implementation, tolerance):
@@ -59,7 +49,7 @@ def test_fast_path_equals_reference(rule, phi, weight_decay, implementation, tol
                      between_steps=_switch_modes, **tolerance)
 
 
-@pytest.mark.parametrize("implementation,tolerance", [("compiled", F32), ("foreach", EXACT)])
+@pytest.mark.parametrize("implementation,tolerance", FAST_PATHS)
 def test_param_groups(implementation, tolerance):
     def make(impl):
         return lambda ps: _train_mode(AdamWScheduleFree(
@@ -69,6 +59,7 @@ def test_param_groups(implementation, tolerance):
     run_side_by_side(make(implementation), make("reference"), steps=10, **tolerance)
 
 
+@pytest.mark.slow  # compiles
 def test_bfloat16_params():
     ps_fast = [torch.nn.Parameter(t.to(torch.bfloat16)) for t in make_params(dtype=torch.float32)]
     ps_ref = [torch.nn.Parameter(t.detach().clone()) for t in ps_fast]
@@ -86,6 +77,7 @@ def test_bfloat16_params():
         torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.slow  # compiles
 def test_state_dict_round_trip_in_eval_mode():
     init = make_params(dtype=torch.float32)
     a = [torch.nn.Parameter(t.clone()) for t in init]

@@ -11,19 +11,9 @@ from lion_pytorch.cautious_lion import Lion as LionPytorchCautious
 
 from research_optim.optim.lion import CautiousLion, Lion
 
-from tests.optim.harness import run_side_by_side
+from tests.optim.harness import masked_fraction_log, run_side_by_side
 
 STEPS = 120
-
-
-def _masked_fraction_log():
-    """between_steps hook recording our optimizer's masked fraction after every step."""
-    log: list[float] = []
-
-    def hook(t, ours, ref):
-        log.append(ours.diagnostics()["masked_fraction"])
-
-    return log, hook
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.3])
@@ -50,7 +40,7 @@ def test_lion_matches_lion_pytorch(weight_decay, betas):
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.3])
 def test_clion_matches_timm_clion(weight_decay):
-    log, hook = _masked_fraction_log()
+    log, hook = masked_fraction_log()
     run_side_by_side(
         lambda p: CautiousLion(p, lr=3e-2, weight_decay=weight_decay),
         lambda p: timm_optim.create_optimizer_v2(p, "clion", lr=3e-2, weight_decay=weight_decay, foreach=False,
@@ -62,9 +52,9 @@ def test_clion_matches_timm_clion(weight_decay):
 
 
 @pytest.mark.parametrize("cautious_factor", [0.0, 0.5])
-@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+@pytest.mark.parametrize("weight_decay", [0.0, pytest.param(0.3, marks=pytest.mark.slow)])  # a long comparison each
 def test_soft_phi_matches_lion_pytorch_cautious_factor(cautious_factor, weight_decay):
-    log, hook = _masked_fraction_log()
+    log, hook = masked_fraction_log()
     run_side_by_side(
         lambda p: Lion(p, lr=1e-2, weight_decay=weight_decay, cautious="soft", cautious_factor=cautious_factor),
         lambda p: LionPytorchCautious(p, lr=1e-2, weight_decay=weight_decay, cautious_factor=cautious_factor),

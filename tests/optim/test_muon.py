@@ -26,7 +26,7 @@ STEPS = 120
 EXACT = dict(rtol=0.0, atol=0.0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [pytest.param(torch.float32, marks=pytest.mark.slow), torch.float64])  # fast tier: one
 @pytest.mark.parametrize("kwargs", [
     dict(),
     dict(lr=0.02, nesterov=False),

@@ -1,4 +1,4 @@
-"""SaLSA: equality with the seed package (``salsa-optimizer``) in compatibility mode, and the documented fixes."""
+"""SaLSA: equality with the upstream package (``salsa-optimizer``) in compatibility mode, and the documented fixes."""
 from __future__ import annotations
 
 import copy
@@ -10,20 +10,10 @@ from torch import nn
 
 from research_optim.optim.line_search import LossEvaluator
 from research_optim.optim.salsa import SaLSA
-from tests.fixtures.make_salsa_upstream import seed_closure
+from tests.fixtures.make_salsa_upstream import upstream_closure
 from research_optim.optim.sls import SLS
 
 from salsa.SaLSA import SaLSA as RefSaLSA
-
-
-@pytest.fixture
-def float64_default():
-    # The seed allocates its statistics with torch.zeros(shape): default dtype. float64 everywhere makes the
-    # comparison exact.
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def regression_problem(seed: int = 0, dropout: float = 0.0, batches: int = 8):
@@ -45,7 +35,7 @@ def params_equal(a: nn.Module, b: nn.Module) -> bool:
 
 
 @pytest.mark.parametrize("use_mv", [False, True])
-def test_compat_0_1_0_is_identical_to_the_seed_package(float64_default, use_mv):
+def test_compat_0_1_0_is_identical_to_the_upstream_package(float64_default, use_mv):
     model, batches = regression_problem()
     ref_model = copy.deepcopy(model)
     ours = SaLSA(model.parameters(), compat="0.1.0", use_mv=use_mv)
@@ -53,8 +43,8 @@ def test_compat_0_1_0_is_identical_to_the_seed_package(float64_default, use_mv):
     searched = skipped = backtracked = 0
     for t in range(150):
         x, y = batches[t % len(batches)]
-        loss = ours.step(seed_closure(model, x, y))
-        ref_loss = ref.step(seed_closure(ref_model, x, y))
+        loss = ours.step(upstream_closure(model, x, y))
+        ref_loss = ref.step(upstream_closure(ref_model, x, y))
         assert torch.equal(loss, ref_loss), t
         assert params_equal(model, ref_model), f"parameters differ after step {t + 1}"
         assert ours.step_size == ref.step_size, f"step size differs after step {t + 1}"
@@ -67,19 +57,19 @@ def test_compat_0_1_0_is_identical_to_the_seed_package(float64_default, use_mv):
     assert searched > 10 and skipped > 10 and backtracked > 0
 
 
-def test_default_mode_differs_from_the_seed(float64_default):
+def test_default_mode_differs_from_upstream(float64_default):
     model, batches = regression_problem()
     ref_model = copy.deepcopy(model)
     ours, ref = SaLSA(model.parameters()), RefSaLSA(ref_model.parameters())
     x, y = batches[0]
-    ours.step(seed_closure(model, x, y))
-    ref.step(seed_closure(ref_model, x, y))
+    ours.step(upstream_closure(model, x, y))
+    ref.step(upstream_closure(ref_model, x, y))
     assert not params_equal(model, ref_model)
 
 
 @pytest.mark.parametrize("compat", [None, "0.1.0", "717b41c"])
 def test_bias_correction_exponent(compat):
-    """First trial point of step 1: p0 − 1.1·g/(√v̂ + eps); textbook v̂ = g², the seed's v̂ = g²/(1+β2)."""
+    """First trial point of step 1: p0 − 1.1·g/(√v̂ + eps); textbook v̂ = g², upstream's v̂ = g²/(1+β2)."""
     p0 = torch.tensor([1.5, -0.5, 2.0], dtype=torch.float64)
     p = nn.Parameter(p0.clone())
     beta2 = 0.999
@@ -142,7 +132,7 @@ def test_closure_forms_give_identical_trajectories():
     for t in range(40):
         x, y = batches[t % len(batches)]
         rng = torch.get_rng_state()
-        loss_a = opt_a.step(seed_closure(model_a, x, y))
+        loss_a = opt_a.step(upstream_closure(model_a, x, y))
         torch.set_rng_state(rng)
         loss_b = opt_b.step(plain_closure(model_b, x, y))
         assert torch.equal(loss_a, loss_b)
@@ -301,7 +291,7 @@ def test_step_without_closure_and_bad_losses_raise():
 @pytest.mark.parametrize("compat", [None, "0.1.0", "717b41c"])
 def test_exhausted_search_stays_at_the_last_trial(compat):
     """Every trial fails (any move costs +100): the parameters stay at the last trial point; η is that trial's
-    step size (the seed records one more backtrack)."""
+    step size (upstream records one more backtrack)."""
     p0 = torch.tensor([1.0, -2.0], dtype=torch.float64)
     p = nn.Parameter(p0.clone())
     opt = SaLSA([p], direction="sgd", max_tries=3, compat=compat)

@@ -7,7 +7,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from conftest import free_port
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow  # two processes
 
 STEPS = 25
 

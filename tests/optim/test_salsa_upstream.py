@@ -15,12 +15,7 @@ from tests.fixtures.make_salsa_upstream import COMMIT, FIXTURE, PROBLEMS, STEPS,
 GOLDEN = torch.load(FIXTURE)  # tensors only (weights_only)
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def ours(name: str, **kwargs) -> dict:

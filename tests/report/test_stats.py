@@ -38,6 +38,7 @@ def test_t_interval_covers_the_true_difference_95_percent_of_the_time(n):
     assert coverage(t_interval, n, simulations=4000, seed=n) == pytest.approx(0.95, abs=0.015)
 
 
+@pytest.mark.slow  # thousands of simulated bootstraps
 def test_bootstrap_interval_covers_with_many_seeds_and_undercovers_with_few():
     def boot(values):
         return bootstrap_interval(values, resamples=1000)

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import read_metrics, without_measurements
+from tests.conftest import read_metrics, without_measurements
 from research_optim.jobs import job_table
 
 TINY = ["train.steps=40", "train.batch_size=16", "train.eval_every=20", "train.log_every=10",

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from research_optim.jobs import job_table
-from slurm_jobs import TINY, cli, metrics, wait_for_jobs, warn_once_training
+from tests.slurm.slurm_jobs import TINY, cli, metrics, wait_for_jobs, warn_once_training
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def test_single_node_job_waits_and_prints_summary(partitions, tmp_path):

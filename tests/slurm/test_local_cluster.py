@@ -18,7 +18,7 @@ import cloudpickle
 import pytest
 import submitit
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(90)]
 
 # The job process imports nothing from the tests directory (it is not on its sys.path), so the submitted
 # functions below travel by value rather than as a reference to this module.

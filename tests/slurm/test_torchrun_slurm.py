@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from research_optim.jobs import job_table
-from slurm_jobs import TINY, cli, metrics, wait_for_jobs, warn_once_training
+from tests.slurm.slurm_jobs import TINY, cli, metrics, wait_for_jobs, warn_once_training
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -8,17 +8,18 @@ import optuna
 import pytest
 from scipy.stats import qmc
 
-from conftest import compose_config
+from tests.conftest import compose_config
 from research_optim.app import CONFIG_DIR
 from research_optim.tune.app import tune
 from research_optim.tune.plan import Plan, TuneError
 from research_optim.tune.sampler import SobolSampler
 from research_optim.tune.space import Dimension
-from tuning import tune_command, tune_config
+from tests.tune.tuning import tune_command, tune_config
 
 OPTIMIZERS = sorted(p.stem for p in Path(CONFIG_DIR, "optimizer").glob("*.yaml"))
 
 
+@pytest.mark.slow  # composes every corner of every optimizer's space
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_has_a_search_space_valid_at_every_corner(tmp_path, optimizer):
     """Each conf/search_space file names real keys of its optimizer, and the optimizer accepts every bound."""
@@ -91,6 +92,7 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, overrides, message)
     assert not any(tmp_path.iterdir()), "nothing may be written"
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_command_lists_every_problem_and_exits_2(tmp_path):
     out = subprocess.run(tune_command(tmp_path, "tune.budget=0", "search_space.lr.key=optimizer.lrr"),
                          capture_output=True, text=True, timeout=120)

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from research_optim.report.__main__ import main as report_main
 from research_optim.tune.app import tune
 from research_optim.tracking import MetricsFile
-from tuning import run_tune, selection, study, summary, tune_command, tune_config
+from tests.tune.tuning import run_tune, selection, study, summary, tune_command, tune_config
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import pytest
 
 from research_optim.tune.app import tune
 from research_optim.tune.plan import TuneError
-from test_reuse import OLD, as_if_run_by
-from tuning import selection, study, tune_config
+from tests.test_reuse import OLD, as_if_run_by
+from tests.tune.tuning import selection, study, tune_config
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from research_optim.jobs import sacct_states
-from tuning import run_tune, selection, study, summary
+from tests.tune.tuning import run_tune, selection, study, summary
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(420)]
 

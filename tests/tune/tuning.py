@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 
-from conftest import compose_config
+from tests.conftest import compose_config
 
 # ~1 s trials: a small MLP, a few steps, small fixed splits and a cheap Bayes-loss estimate.
 TINY_TUNE = ["data=teacher_student", "data.optimum_samples=4096", "data.num_val=256", "data.num_test=256",

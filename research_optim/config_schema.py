@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from research_optim.reuse import POLICIES
 from research_optim.schedules import SCHEDULES
 
 
@@ -59,6 +60,7 @@ class Run:
     root: str = "runs"  # conf/: ${oc.env:RESEARCH_OPTIM_RUNS,runs}
     group: str = "default"
     resume: bool = True
+    reuse: Literal[POLICIES] = "same_code"  # type: ignore[valid-type]  # research_optim/reuse.py
     tags: list = key([])
 
 

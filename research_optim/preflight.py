@@ -4,7 +4,8 @@ Checked on the submitting host after the config checks, before anything is writt
 partition exists and its nodes have the GPUs asked for (when ``sinfo`` is there to ask), a torchrun launch here
 has a GPU per rank, ``run.root`` can be written, the files the run reads are there (``model.pretrained``, the
 tokenizer, token shards made with that tokenizer from ``data.source``), the same config is not already running or
-queued, and a checkpoint to resume from can be read and was written on the topology this launch has.
+queued, a completed run to reuse ran the current code (``run.reuse``), and a checkpoint to resume from can be read
+and was written on the topology this launch has.
 The executing side repeats the run-directory checks (the state may change in between) with the same functions.
 """
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from research_optim import checkpoint, sharded_checkpoint
+from research_optim.environment import git_commit
 from research_optim.errors import UserError
 from research_optim.jobs import read_job_records
+from research_optim.reuse import reuse_problem
 from research_optim.run_dir import RunLock, in_use_message, run_dir, slurm_job_active
 from research_optim.topology import planned_topology
 from research_optim.tracking import read_summary
@@ -125,6 +128,10 @@ def check_run_directory(cfg: DictConfig, directory: Path) -> None:
                              f"running for this config; wait for it (python -m research_optim.jobs "
                              f"{directory.parent}) or scancel it first")
     summary = read_summary(directory)
+    if summary and summary.get("status") == "completed" and cfg.run.resume:
+        problem = reuse_problem(directory, summary, cfg.run.reuse, git_commit())
+        if problem:
+            raise PreflightError(problem)
     if not cfg.run.resume or (summary and summary.get("status") == "completed"):
         return
     sharded_checkpoint.check_every_kind(directory / "checkpoints", planned_topology(cfg))

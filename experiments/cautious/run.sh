@@ -1,49 +1,35 @@
 #!/usr/bin/env bash
-# Cautious study: C-AdamW vs AdamW and C-Lion vs Lion, lr tuned per optimizer, then 3 seeds at the tuned lr; φ ablation.
-# Run from the repository root: bash experiments/cautious/run.sh
-# Runs already completed are not trained again (run directories are keyed by the config hash), so the script
-# can be re-run after an interruption. On a GPU cluster: add cluster=slurm cluster.partition=... and change
-# model=/data= (or experiment=) in DIGITS / LM; nothing else changes.
-set -euo pipefail
-export OMP_NUM_THREADS=1   # tiny models on 2 shared cores: one thread per process avoids oversubscription
-RO="python -m research_optim -m"
-PICK="python experiments/tools.py best"
-OUT=experiments/cautious
+# Cautious study v2 (PLAN.md): C-AdamW vs AdamW and C-Lion vs Lion, each tuned by the protocol (16 Sobol trials,
+# confirmed on 5 fresh seeds), on two optimisation workloads; the φ ablation with lr tuned per φ.
+#   bash experiments/cautious/run.sh                  # the study (~1 h on 2 cores; PLAN.md#budget)
+#   STUDY_TINY=1 RESEARCH_OPTIM_RUNS=/tmp/r bash experiments/cautious/run.sh   # smoke test, under a minute
+source "$(dirname "$0")/../study.sh" cautious
+G=$GROUP/main
 
-# --- Task 1: MLP on 8×8 handwritten digits (image), 1000 steps, batch 64, cosine schedule ---
-DIGITS="train.steps=1000 train.eval_every=250 train.log_every=10 train.checkpoint_every=0 train.progress=false"
-# stage 1: lr sweep, seed 0 (half-decade grid; one point added past the edge where the optimum sat on it)
-$RO optimizer=adamw,c_adamw optimizer.lr=3e-4,1e-3,3e-3,1e-2,3e-2 seed=0 $DIGITS run.group=cautious/digits_lr
-$RO optimizer=lion,c_lion optimizer.lr=3e-5,1e-4,3e-4,1e-3,3e-3 seed=0 $DIGITS run.group=cautious/digits_lr
-# stage 2: each optimizer at its own best lr (lowest final train loss in stage 1), seeds 0,1,2
-for opt in adamw c_adamw lion c_lion; do
-  lr=$($PICK runs/cautious/digits_lr $opt)
-  $RO optimizer=$opt optimizer.lr=$lr seed=0,1,2 $DIGITS run.group=cautious/digits_tuned
+# 1. C-AdamW / AdamW and C-Lion / Lion: 4 optimizers x 2 workloads, one study each; each cautious variant searches
+# its base's space (conf/search_space/c_adamw.yaml = adamw.yaml, c_lion.yaml = lion.yaml)
+B=$(budget 16)
+studies=()
+for W in "$LM" "$TS"; do
+  for opt in adamw c_adamw lion c_lion; do
+    studies+=("$TUNE $W optimizer=$opt tune.budget=$B run.group=$G")
+  done
 done
+pool "${studies[@]}"
 
-# --- φ ablation: every φ over the AdamW and Lion bases at the base's tuned lr, 500 steps, seeds 0,1,2 ---
-PHI="train.steps=500 train.eval_every=250 train.log_every=10 train.checkpoint_every=0 train.progress=false"
-for opt in adamw lion; do
-  lr=$($PICK runs/cautious/digits_lr $opt)
-  base=${opt/adamw/lib_adamw}   # make_cautious's base: the library's AdamW (torch's takes no mask)
-  $RO sweep=phi_ablation optimizer.base=$base optimizer.lr=$lr seed=0,1,2 $PHI run.group=cautious/phi
-  $RO optimizer=$opt optimizer.lr=$lr seed=0,1,2 $PHI run.group=cautious/phi     # the uncautious reference
+# 2. the φ ablation on the teacher-student task: every mask over the library's AdamW, lr tuned per φ (8 trials of
+# lr alone; weight decay and betas at the base's defaults), and the uncautious base tuned the same way
+B=$(budget 8)
+PHI="$TS ~search_space.weight_decay run.group=$GROUP/phi tune.budget=$B"
+phis=("$TUNE $PHI optimizer=lib_adamw ~search_space.one_minus_beta1")
+for phi in indicator_mean indicator_ratio indicator soft signxor; do
+  phis+=("$TUNE $PHI optimizer=cautious optimizer.phi=$phi ~search_space.phi 'tune.method_keys=[optimizer.base,optimizer.phi]'")
 done
+pool "${phis[@]}"
 
-python experiments/tools.py sweep runs/cautious/digits_lr --param lr --out $OUT/lr_sweep_digits
-python experiments/tools.py speedup runs/cautious/digits_tuned --pairs c_adamw:adamw c_lion:lion --out $OUT/speedup_digits
-python experiments/tools.py speedup runs/cautious/digits_tuned --split val --last-k 1 --pairs c_adamw:adamw c_lion:lion --out $OUT/speedup_digits_val
-python experiments/tools.py settings runs/cautious/phi --out $OUT/phi_ablation
-python -m research_optim.report runs/cautious/digits_tuned --out $OUT/report --last-k 5 --quiet
-
-# --- Task 2: tiny GPT on the synthetic Markov language, order 1 (bigram; 32 tokens), 300 steps, batch 16 ---
-LM="experiment=lm_synthetic data.order=1 model.n_layer=1 model.n_embd=32 train.batch_size=16 train.steps=300 train.eval_every=100 train.log_every=10 train.checkpoint_every=0 train.progress=false"
-$RO optimizer=adamw,c_adamw optimizer.lr=3e-3,1e-2,3e-2 seed=0 $LM run.group=cautious/lm_lr
-$RO optimizer=lion,c_lion optimizer.lr=3e-4,1e-3,3e-3 seed=0 $LM run.group=cautious/lm_lr
-for opt in adamw c_adamw lion c_lion; do
-  lr=$($PICK runs/cautious/lm_lr $opt)
-  $RO optimizer=$opt optimizer.lr=$lr seed=0,1,2 $LM run.group=cautious/lm_tuned
-done
-python experiments/tools.py sweep runs/cautious/lm_lr --param lr --out $OUT/lr_sweep_lm
-python experiments/tools.py speedup runs/cautious/lm_tuned --pairs c_adamw:adamw c_lion:lion --out $OUT/speedup_lm
-python -m research_optim.report runs/cautious/lm_tuned --out $OUT/report_lm --last-k 5 --quiet
+# reports: validation (the compared metric: steps to the tuned baseline's final validation loss, excess over the
+# optimum), C-AdamW against AdamW and C-Lion against Lion; the held-out test split; the φ ablation
+$REPORT "$ROOT/$G" --split val --baseline adamw --out "$OUT/report_adamw"
+$REPORT "$ROOT/$G" --split val --baseline lion --out "$OUT/report_lion"
+$REPORT "$ROOT/$G" --split test --out "$OUT/report_test"
+$REPORT "$ROOT/$GROUP/phi" --split val --baseline lib_adamw --method-keys optimizer.base optimizer.phi --out "$OUT/report_phi"

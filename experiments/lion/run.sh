@@ -1,38 +1,43 @@
 #!/usr/bin/env bash
-# Lion study: optimizer-state memory, step time, the "lr 3-10× smaller, wd 3-10× larger than AdamW" rule
-# (lr × wd grid), and the small-batch caveat. Run from the repository root: bash experiments/lion/run.sh
-# Completed runs are reused. On a GPU cluster add cluster=slurm ... and change model=/data=.
-set -euo pipefail
-export OMP_NUM_THREADS=1
-RO="python -m research_optim -m"
-OUT=experiments/lion
-COMMON="train.steps=500 train.eval_every=250 train.log_every=10 train.checkpoint_every=0 train.progress=false"
+# Lion study v2 (PLAN in README.md): Lion against AdamW with both tuned by the protocol over the same (matched) space
+# — 32 Sobol trials over lr, 1 − β1 and weight decay, confirmed on 5 fresh seeds — on two optimisation workloads and
+# one generalisation workload; where each optimum lies (the lr/wd rule); the batch-size study at equal examples seen;
+# state memory and step time as implementation facts.
+#   bash experiments/lion/run.sh                      # the study (~1 h on 2 cores; README.md#budget)
+#   STUDY_TINY=1 RESEARCH_OPTIM_RUNS=/tmp/r bash experiments/lion/run.sh   # smoke test
+source "$(dirname "$0")/../study.sh" lion
+# one space for both: the union of AdamW's and Lion's own spaces (conf/search_space/adamw.yaml, lion.yaml)
+MATCHED="search_space.lr.low=1e-5 search_space.lr.high=1e-2 search_space.weight_decay.low=5e-3 search_space.weight_decay.high=10"
 
-# memory and step time (no training)
-python experiments/state_memory.py --optimizers adamw lion c_adamw c_lion --out $OUT/state_memory
-python experiments/lion/step_time.py --out $OUT/step_time
-
-# lr × wd grid on the digits MLP (batch 64), seeds 0,1,2; the same wd grid for both, lr grids one decade apart
-$RO optimizer=adamw optimizer.lr=1e-3,3e-3,1e-2 optimizer.weight_decay=0.03,0.3,3.0 seed=0,1,2 $COMMON run.group=lion/lr_wd
-$RO optimizer=lion optimizer.lr=1e-4,3e-4,1e-3 optimizer.weight_decay=0.03,0.3,3.0 seed=0,1,2 $COMMON run.group=lion/lr_wd
-
-# batch size: at batch 8 and 256 re-tune lr (seed 0, wd = each one's best at batch 64 on val loss), then 3 seeds
-for B in 8 256; do
+# 1. Lion vs AdamW on every workload
+B=$(budget 32)
+studies=()
+for W in "$TS" "$LM" "$DIGITS"; do
   for opt in adamw lion; do
-    wd=$(python experiments/tools.py best runs/lion/lr_wd $opt --param weight_decay --split val --last-k 1)
-    [ $opt = adamw ] && grid=1e-3,3e-3,1e-2 || grid=1e-4,3e-4,1e-3
-    $RO optimizer=$opt optimizer.lr=$grid optimizer.weight_decay=$wd train.batch_size=$B seed=0 $COMMON run.group=lion/batch_lr_b$B
-    lr=$(python experiments/tools.py best runs/lion/batch_lr_b$B $opt --split val --last-k 1)
-    $RO optimizer=$opt optimizer.lr=$lr optimizer.weight_decay=$wd train.batch_size=$B seed=0,1,2 $COMMON run.group=lion/batch_b$B
+    studies+=("$TUNE $W optimizer=$opt $MATCHED tune.budget=$B run.group=$GROUP/main")
   done
 done
+pool "${studies[@]}"
 
-# the grid's optima sat on its edges: one more lr (and for Lion one more wd) past them, in a separate group so
-# that the batch-size section above keeps reading the original grid
-$RO optimizer=adamw optimizer.lr=3e-2 optimizer.weight_decay=0.03,0.3,3.0 seed=0,1,2 $COMMON run.group=lion/lr_wd_edge
-$RO optimizer=lion optimizer.lr=3e-3 optimizer.weight_decay=0.3,3.0,10.0 seed=0,1,2 $COMMON run.group=lion/lr_wd_edge
-$RO optimizer=lion optimizer.lr=1e-3 optimizer.weight_decay=10.0 seed=0,1,2 $COMMON run.group=lion/lr_wd_edge
+# 2. batch size at equal examples seen (96k on the teacher-student task): steps = examples / batch, each batch size
+# tuned on its own (16 trials per optimizer), so the comparison at every batch size is between tuned optimizers
+B=$(budget 16)
+if [ "$TINY" = 1 ]; then EXAMPLES=320; BATCHES="8 32"; else EXAMPLES=96000; BATCHES="32 128 512"; fi
+studies=()
+for b in $BATCHES; do
+  steps=$(( (EXAMPLES + b / 2) / b ))
+  for opt in adamw lion; do
+    studies+=("$TUNE $TS optimizer=$opt $MATCHED train.batch_size=$b train.steps=$steps train.eval_every=$(( steps / 4 )) task=teacher_student_b$b tune.budget=$B run.group=$GROUP/batch")
+  done
+done
+pool "${studies[@]}"
 
-python experiments/lion/grid_table.py runs/lion/lr_wd runs/lion/lr_wd_edge --out $OUT/lr_wd
-python experiments/lion/batch_table.py --out $OUT/batch
-python -m research_optim.report runs/lion/lr_wd --out $OUT/report --last-k 5 --quiet
+# 3. implementation facts: optimizer state bytes (exact) and step time (ratios measured side by side, medians)
+python experiments/state_memory.py --optimizers adamw lion --out "$OUT/state_memory"
+python experiments/lion/step_time.py --repeats $([ "$TINY" = 1 ] && echo 5 || echo 200) --out "$OUT/step_time"
+
+# where the optima lie, and the reports (validation; held-out test; the batch study)
+python experiments/lion/ratios.py "$ROOT/$GROUP/main" "$ROOT/$GROUP/batch" --out "$OUT/ratios"
+$REPORT "$ROOT/$GROUP/main" --split val --out "$OUT/report_val"
+$REPORT "$ROOT/$GROUP/main" --split test --out "$OUT/report_test"
+$REPORT "$ROOT/$GROUP/batch" --split val --out "$OUT/report_batch"

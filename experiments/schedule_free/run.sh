@@ -1,35 +1,42 @@
 #!/usr/bin/env bash
-# Schedule-Free study: SF-AdamW (one run, evaluated at every horizon) vs AdamW + cosine tuned separately for each
-# horizon; β sensitivity; optimizer-state memory. Run from the repository root: bash experiments/schedule_free/run.sh
-# Completed runs are reused (config-hash directories). On a GPU cluster add cluster=slurm ... and change model=/data=.
-set -euo pipefail
-export OMP_NUM_THREADS=1
-RO="python -m research_optim -m"
-PICK="python experiments/tools.py best --split val --last-k 1"   # tuned on what is compared: val loss at the end
-OUT=experiments/schedule_free
-BASE="train.eval_every=250 train.log_every=10 train.checkpoint_every=0 train.progress=false"
+# Schedule-Free study v2 (PLAN in README.md): one SF-AdamW run per seed against the envelope of AdamW + cosine runs
+# tuned separately for each horizon, on two optimisation workloads and one generalisation workload. Every study has
+# the same budget (16 Sobol trials) over a space of the same shape — weight decay searched on both sides — and is
+# confirmed on 5 fresh seeds; SF's own warmup is searched (0 to 20% of the longest horizon).
+#   bash experiments/schedule_free/run.sh             # the study (~1 h on 2 cores; README.md#budget)
+#   STUDY_TINY=1 RESEARCH_OPTIM_RUNS=/tmp/r bash experiments/schedule_free/run.sh   # smoke test
+source "$(dirname "$0")/../study.sh" schedule_free
+G=$GROUP/main
+B=$(budget 16)
 
-# AdamW + cosine (5% warmup, decay to 0 at the horizon), lr tuned per horizon with seed 0, then seeds 0,1,2
-for H in 250 500 1000; do
-  $RO optimizer=adamw optimizer.lr=1e-3,3e-3,1e-2 seed=0 train.steps=$H $BASE run.group=schedule_free/cosine_lr_h$H
-  lr=$($PICK runs/schedule_free/cosine_lr_h$H adamw)
-  $RO optimizer=adamw optimizer.lr=$lr seed=0,1,2 train.steps=$H $BASE run.group=schedule_free/cosine_h$H
+# per workload: name, its overrides, the horizons (each divides by eval_every, so SF is evaluated at every one)
+if [ "$TINY" = 1 ]; then
+  declare -A HORIZONS=([teacher_student]="10 20" [lm_stream]="10 20" [digits]="10 20")
+else
+  declare -A HORIZONS=([teacher_student]="750 1500 3000" [lm_stream]="250 500 1000" [digits]="250 500 1000")
+fi
+declare -A WORKLOAD=([teacher_student]="$TS" [lm_stream]="$LM train.eval_every=50" [digits]="$DIGITS train.eval_every=50")
+[ "$TINY" = 1 ] && WORKLOAD[lm_stream]="$LM" && WORKLOAD[digits]="$DIGITS"
+
+studies=()
+for w in teacher_student lm_stream digits; do
+  hs=(${HORIZONS[$w]})
+  hmax=${hs[-1]}
+  # AdamW + cosine (5% warmup, decay to 0 at H): one study per horizon, AlgoPerf's AdamW space
+  for h in "${hs[@]}"; do
+    studies+=("$TUNE ${WORKLOAD[$w]} optimizer=adamw train.steps=$h task=${w}_h$h tune.budget=$B run.group=$G")
+  done
+  # SF-AdamW: one study at the longest horizon, its warmup searched among 0, 2.5, 5, 10, 20% of it
+  warmups=$(python -c "print(','.join(dict.fromkeys(str(round($hmax * f)) for f in (0, 0.025, 0.05, 0.1, 0.2))))")
+  studies+=("$TUNE ${WORKLOAD[$w]} optimizer=sf_adamw train.steps=$hmax task=${w}_h$hmax tune.budget=$B run.group=$G '+search_space.warmup={key: optimizer.warmup_steps, choices: [$warmups]}'")
 done
+pool "${studies[@]}"
 
-# SF-AdamW: one 1000-step run per seed, evaluated (at x) every 250 steps; lr tuned once at the longest horizon;
-# its own warmup of 50 steps (= the cosine runs' 5% at 1000 steps), constant schedule
-SF="optimizer=sf_adamw optimizer.warmup_steps=50 train.steps=1000 $BASE"
-$RO $SF optimizer.lr=1e-3,2.5e-3,1e-2 seed=0 run.group=schedule_free/sf_lr
-lr=$($PICK runs/schedule_free/sf_lr sf_adamw)
-# seeds 0,1,2 at that lr, for β (the x–y interpolation, betas[0]) = 0.9 (the default: the runs compared with
-# cosine) and 0.95, 0.98 (sensitivity)
-$RO $SF optimizer.lr=$lr optimizer.betas.0=0.9,0.95,0.98 seed=0,1,2 run.group=schedule_free/sf_beta
-
-python $OUT/horizons.py --out $OUT/horizons
-for H in 250 500 1000; do
-  python experiments/tools.py sweep runs/schedule_free/cosine_lr_h$H --param lr --split val --last-k 1 --out $OUT/lr_grid_cosine_h$H
+# the claim: SF's single run at step H against the cosine run tuned for H, paired by seed, at every horizon
+for w in teacher_student lm_stream digits; do
+  python experiments/schedule_free/envelope.py "$ROOT/$G" --workload $w --horizons ${HORIZONS[$w]} --out "$OUT/envelope_$w"
 done
-python experiments/tools.py sweep runs/schedule_free/sf_lr --param lr --split val --last-k 1 --out $OUT/lr_grid_sf
-python experiments/tools.py sweep runs/schedule_free/sf_beta --param betas --split val --last-k 1 --out $OUT/beta
-python experiments/state_memory.py --optimizers adamw sf_adamw --out $OUT/state_memory
-python -m research_optim.report runs/schedule_free/sf_beta --out $OUT/report --last-k 5 --quiet
+python experiments/state_memory.py --optimizers adamw sf_adamw --out "$OUT/state_memory"
+# the full comparison at the longest horizons (validation; held-out test)
+$REPORT "$ROOT/$G" --split val --out "$OUT/report_val"
+$REPORT "$ROOT/$G" --split test --out "$OUT/report_test"

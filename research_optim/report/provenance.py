@@ -11,6 +11,7 @@ import pandas as pd
 
 from research_optim.report import wallclock
 from research_optim.report.runs import Run, flatten
+from research_optim.reuse import run_versions
 
 # Run-level keys that name a run rather than describe the experiment (left out of the common config).
 _PER_RUN_KEYS = ("seed", "run")
@@ -27,8 +28,8 @@ def run_dates(run: Run) -> tuple[str, str]:
 
 
 def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
-    """One row per run: label, task, seed, status, run id, device, host, threads, load average, start, end,
-    directory."""
+    """One row per run: label, task, seed, status, run id, device, code version(s), host, threads, load average,
+    start, end, directory."""
     rows = []
     for run in sorted(runs, key=lambda r: (r.task, r.label, r.seed if r.seed is not None else -1)):
         start, end = run_dates(run)
@@ -36,10 +37,27 @@ def runs_table(runs: Sequence[Run]) -> pd.DataFrame:
         rows.append(dict(
             task=run.task, run=run.label, seed=run.seed, status=run.status, id=run.run_id,
             device=environment.get("device") or _get(run.config, "train.device"),
+            code=", ".join(run_versions(run.summary)),
             host=environment.get("host", "–"), threads=environment.get("threads", "–"),
             load=wallclock.load_average(run), start=start, end=end, directory=run.path.name,
         ))
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
+def code_versions(runs: Sequence[Run], current: str) -> str:
+    """The code versions the runs ran, with how many runs ran each, and what a reader must know: runs of code
+    other than the report's, or of uncommitted changes (``+dirty``), which no commit reproduces."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        for version in run_versions(run.summary):
+            counts[version] = counts.get(version, 0) + 1
+    listed = ", ".join(f"`{version}` ({n} run{'s' if n > 1 else ''})" for version, n in sorted(counts.items()))
+    warnings = []
+    if set(counts) - {current}:
+        warnings.append(f"not all ran the report's code `{current}`")
+    if any("+dirty" in version or version == "unknown" for version in [*counts, current]):
+        warnings.append("uncommitted or unknown code versions are not reproducible from a commit")
+    return f"Code versions of the runs: {listed or 'none'}." + (f" **Note: {'; '.join(warnings)}.**" if warnings else "")
 
 
 def common_config(runs: Sequence[Run]) -> dict[str, Any]:

@@ -322,7 +322,9 @@ def sensitivity(study: Study) -> Section | None:
         if not task_runs:
             continue
         metric = study.metrics[task]
-        frame = analysis.sensitivity(task_runs, "lr", metric, options.split, options.last_k)
+        frame = analysis.sensitivity(task_runs, "lr", metric, options.split, options.last_k).dropna(subset=["mean"])
+        if frame.empty:  # no value on this split (a task without a test split)
+            continue
         section.blocks.append(Figure(f"lr_{_slug(task)}", plots.sensitivity(frame, "lr", task, study.title(task))))
         pick = frame.groupby("optimizer")["mean"].idxmax() if analysis.higher_is_better(metric) else \
             frame.groupby("optimizer")["mean"].idxmin()
@@ -387,9 +389,11 @@ def provenance_block(study: Study) -> Section:
     fixed = provenance.common_config(every)
     varying = provenance.varying_config(every)
     seeds = sorted({r.seed for r in every if r.seed is not None})
+    commit = environment.git_commit()
     section = Section("Provenance", [Text(
         f"Report built {dt.datetime.now().isoformat(timespec='seconds')} from `{options.source}` with code at commit "
-        f"`{environment.git_commit()}`, on {environment.host_description()}. Seeds: {seeds}.")])
+        f"`{commit}`, on {environment.host_description()}. Seeds: {seeds}. "
+        + provenance.code_versions(every, commit))])
     if varying:
         section.blocks.append(Text("Varied across runs: " + "; ".join(
             f"`{k}` ∈ {{{', '.join(v)}}}" for k, v in varying.items()) + "."))

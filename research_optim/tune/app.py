@@ -62,6 +62,9 @@ def submit_workers(plan: Plan) -> int:
 
 def tune(cfg: DictConfig) -> int:
     plan = Plan.from_config(cfg)
+    if plan.dry_run:
+        print(plan.describe(), flush=True)
+        return 0
     if plan.base.cluster.launcher == "slurm":
         return submit_workers(plan)
     return work(plan)

@@ -4,7 +4,8 @@ Refused in one message listing every problem, with nothing written: a bad ``tune
 sampler, tuning and confirmation seeds that overlap), a search space that cannot be sampled (unknown key, empty,
 bad range), a task without a validation split held out from its training data, a SLURM worker of more than one
 process, a configuration a corner of the space makes invalid (each optimizer is built at every bound), and a
-changed space that leaves out earlier trials of the same study (a study's space can only widen).
+changed space that leaves out earlier trials of the same study (a study's space can only widen), and earlier
+trials whose runs ran other code than the current (unless ``run.reuse=any``).
 """
 from __future__ import annotations
 
@@ -20,17 +21,21 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from research_optim.config_checks import ConfigError, validate
 from research_optim.dispatch import absolute_root
+from research_optim.environment import git_commit
 from research_optim.errors import UserError
 from research_optim.preflight import preflight
 from research_optim.report.runs import task_name
+from research_optim.reuse import reuse_problem, run_versions
 from research_optim.run_dir import run_id
 from research_optim.topology import planned_world_size, with_resolved_device
+from research_optim.tracking import read_summary
 from research_optim.tune.sampler import SAMPLERS
 from research_optim.tune.space import SearchSpace, describe
 from research_optim.tune.study import Study
 
 METRICS = {"loss": "minimize", "accuracy": "maximize"}
-TUNE_KEYS = {"budget", "sampler", "sampler_seed", "seeds", "confirm_seeds", "metric", "edge", "workers"}
+TUNE_KEYS = {"budget", "sampler", "sampler_seed", "seeds", "confirm_seeds", "metric", "edge", "workers", "method_keys",
+             "dry_run"}
 
 
 class TuneError(UserError, ValueError):
@@ -49,6 +54,8 @@ class Plan:
     metric: str
     edge: float
     workers: int
+    method_keys: list[str]      # config keys that, with the optimizer's name, make a method (one selection each)
+    dry_run: bool               # check and describe the study; run and submit nothing
     tune_config: DictConfig     # the composed config (tune and search_space included), for SLURM workers
 
     @classmethod
@@ -63,10 +70,13 @@ class Plan:
         if problems:
             raise TuneError("cannot tune:\n  - " + "\n  - ".join(problems))
         plan = cls(absolute_root(with_resolved_device(base)), space, node.budget, node.sampler, node.sampler_seed,
-                   list(node.seeds), list(node.confirm_seeds), node.metric, node.edge, node.workers, cfg)
+                   list(node.seeds), list(node.confirm_seeds), node.metric, node.edge, node.workers,
+                   list(node.method_keys), node.dry_run, cfg)
         plan.check_corners()
-        preflight(plan.config(space.corners()[0], plan.seeds[0]))  # the partition exists, run.root can be written
+        if not plan.dry_run:  # a dry run checks the config alone: not this machine's partitions and files
+            preflight(plan.config(space.corners()[0], plan.seeds[0]))  # the partition exists, run.root is writable
         plan.check_widening()
+        plan.check_reuse()
         return plan
 
     # ------------------------------------------------------------------ what a trial is
@@ -81,6 +91,18 @@ class Plan:
         cfg = self.tune_config.copy()
         cfg.train.device, cfg.run.root = self.base.train.device, self.base.run.root
         return cfg
+
+    def describe(self) -> str:
+        """What the study would run: its trials and runs, the space, where."""
+        runs = self.budget * len(self.seeds) + len(self.confirm_seeds)
+        cluster = self.base.cluster
+        where = (f"SLURM partition {cluster.partition}, {self.workers} worker jobs"
+                 if cluster.launcher == "slurm" else f"cluster={cluster.name}")
+        return (f"dry run  study {self.study.name}: {self.budget} trials x {len(self.seeds)} tuning seed(s) + "
+                f"{len(self.confirm_seeds)} confirmation seeds = {runs} runs of {self.base.train.steps} steps "
+                f"(batch {self.base.train.batch_size}, {self.base.model.name} on {self.base.data.name}, "
+                f"{self.base.train.device}) on {where}\n         search space: "
+                f"{'; '.join(f'{d.name} {d.describe()}' for d in self.space.dimensions)}\n         nothing run or submitted")
 
     @property
     def direction(self) -> str:
@@ -154,6 +176,22 @@ class Plan:
                             + "\n  - ".join(problems))
 
 
+    def check_reuse(self) -> None:
+        """The study's finished trials count only if their runs may be reused (``run.reuse``): their values came
+        from those runs."""
+        current, problems = git_commit(), []
+        for trial in self.study.trials():
+            for directory in trial.user_attrs.get("runs", []):
+                summary = read_summary(Path(directory))
+                if (summary and summary.get("status") in ("completed", "diverged")
+                        and reuse_problem(Path(directory), summary, self.base.run.reuse, current)):
+                    problems.append(f"trial {trial.number}: {directory} ran {', '.join(run_versions(summary))}")
+        if problems:
+            raise TuneError(f"study {self.study.name} ({self.study.journal}) holds trials whose runs ran other code "
+                            f"than the current {current}:\n  - " + "\n  - ".join(problems) + "\nrun.reuse=any "
+                            "keeps them (reports list each run's code version); another run.group starts afresh")
+
+
 def _tune_problems(node: DictConfig) -> list[str]:
     problems = [f"tune.{key}: unknown key (known: {', '.join(sorted(TUNE_KEYS))})"
                 for key in sorted(set(node) - TUNE_KEYS)]
@@ -162,6 +200,11 @@ def _tune_problems(node: DictConfig) -> list[str]:
             problems.append(f"tune.{key}={node.get(key)}: must be an integer >= 1")
     if not (isinstance(node.get("edge"), (int, float)) and 0 <= node.edge < 0.5):
         problems.append(f"tune.edge={node.get('edge')}: must be a fraction in [0, 0.5)")
+    keys = node.get("method_keys")
+    if not (OmegaConf.is_list(keys) and all(isinstance(k, str) for k in keys)):
+        problems.append(f"tune.method_keys={keys}: must be a list of config keys (e.g. [optimizer.base, optimizer.phi])")
+    if not isinstance(node.get("dry_run"), bool):
+        problems.append(f"tune.dry_run={node.get('dry_run')}: must be true or false")
     if not _is_int(node.get("sampler_seed")):
         problems.append(f"tune.sampler_seed={node.get('sampler_seed')}: must be an integer")
     if node.get("sampler") not in SAMPLERS:

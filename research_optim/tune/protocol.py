@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial
 
 from research_optim.errors import UserError
@@ -107,8 +107,9 @@ def finish(plan: Plan, in_this_process: bool) -> int:
         for seed in plan.confirm_seeds:
             execute(plan.config(best.params, seed), in_this_process, wait=False)
         run_config = plan.config(best.params, plan.confirm_seeds[0])
-        keys = plan.space.settings_keys(run_config) + (["optimizer.base"] if "base" in run_config.optimizer else [])
-        write_selection(plan.sweep_dir, {
+        keys = plan.space.settings_keys(run_config) + [key for key in plan.method_keys
+                                                       if OmegaConf.select(run_config, key) is not None]
+        write_selection(plan.sweep_dir, plan.method_keys, {
             "task": plan.task, "optimizer": str(plan.base.optimizer.name),
             "config": selection_config(run_config, keys), "seeds": plan.confirm_seeds, "trials": len(trials),
             "notes": [protocol_note(plan, trials, best), *edge_notes(plan.space, best.params, plan.edge)]})

@@ -45,17 +45,18 @@ def edge_notes(space: SearchSpace, params: dict[str, Any], fraction: float) -> l
     return notes
 
 
-def method_of(entry: dict[str, Any]) -> tuple[Any, ...]:
-    """What an entry selects for: the optimizer on the task (and the cautious base, a method of its own)."""
-    return entry["task"], entry["optimizer"], entry["config"].get("optimizer.base")
+def method_of(entry: dict[str, Any], method_keys: list[str]) -> tuple[Any, ...]:
+    """What an entry selects for: the optimizer on the task, and its values of the method keys (the cautious
+    base, say: a method of its own)."""
+    return entry["task"], entry["optimizer"], *(repr(entry["config"].get(key)) for key in method_keys)
 
 
-def write_selection(sweep_dir: Path, entry: dict[str, Any]) -> Path:
+def write_selection(sweep_dir: Path, method_keys: list[str], entry: dict[str, Any]) -> Path:
     """Add ``entry`` to the sweep's selection file, replacing the entry for the same method."""
     path = sweep_dir / SELECTION_FILE
     with file_lock(sweep_dir / "studies" / "selection.lock"):
         selected = json.loads(path.read_text())["selected"] if path.exists() else []
-        selected = [e for e in selected if method_of(e) != method_of(entry)] + [entry]
+        selected = [e for e in selected if method_of(e, method_keys) != method_of(entry, method_keys)] + [entry]
         tmp = path.with_suffix(f".tmp.{os.getpid()}")
         tmp.write_text(json.dumps({"rule": RULE, "selected": selected}, indent=2) + "\n")
         os.replace(tmp, path)

@@ -237,6 +237,18 @@ def test_validation_claims_and_another_baseline(sweep, tmp_path):
     assert "## Comparison with lion" in markdown
 
 
+def test_test_split_leaves_out_a_task_without_one(tmp_path):
+    """digits has no test split: the test report compares the tasks that have one (lr sensitivity included)."""
+    _sweep(tmp_path, "run.group=g", "optimizer.lr=1e-3,1e-2")
+    _sweep(tmp_path, "run.group=g", "optimizer.lr=1e-3,1e-2", "experiment=teacher_student", "model.hidden=16",
+           "data.optimum_samples=4096", "data.num_val=256", "data.num_test=256")
+    _python("-m", "research_optim.report", str(tmp_path / "g"), "--out", str(tmp_path / "out"), "--split", "test",
+            "--quiet")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    sensitivity = markdown.split("## Learning-rate sensitivity", 1)[1].split("\n## ", 1)[0]
+    assert "teacher_student: learning rates per optimizer" in sensitivity and "mlp/digits:" not in sensitivity
+
+
 def test_command_errors_are_one_line_and_write_nothing(sweep, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"

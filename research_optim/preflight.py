@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from research_optim import checkpoint, sharded_checkpoint
+from research_optim import sharded_checkpoint
 from research_optim.environment import git_commit
 from research_optim.errors import UserError
 from research_optim.jobs import read_job_records

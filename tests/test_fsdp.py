@@ -131,7 +131,7 @@ def _wait_for(path: Path) -> None:
 def _trainer_worker(rank: int, ports: list[int], root: str) -> None:
     """Each rank: an uninterrupted run (a/); a run that dies after its checkpoint of step 30 (b/); then, with last.dcp
     damaged and a dead save's temp directory planted (rank 0), the same run again — from prev.dcp."""
-    from research_optim import checkpoint, sharded_checkpoint
+    from research_optim import sharded_checkpoint
     from research_optim.train import Trainer, train
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")

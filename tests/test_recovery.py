@@ -5,7 +5,6 @@ The killed runs are real subprocesses; the truncated checkpoints are real files 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess

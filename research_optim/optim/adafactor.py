@@ -23,7 +23,6 @@ different ε, factorisation and lr: a different optimizer; only the mask is the 
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch

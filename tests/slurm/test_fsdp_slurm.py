@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from research_optim import sharded_checkpoint
-from slurm_jobs import TINY, cli, metrics, wait_for_jobs
+from tests.slurm.slurm_jobs import TINY, cli, metrics, wait_for_jobs
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import datasets
@@ -54,6 +55,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _gloo_rank(rank: int, world: int, port: int, worker: Callable[..., Any], args: tuple, results: dict) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        results[rank] = worker(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def on_gloo_ranks(worker: Callable[..., Any], *args: Any, world: int = 2) -> dict[int, Any]:
+    """``worker(rank, *args)`` on ``world`` spawned processes joined in one gloo process group; what each returned,
+    by rank. ``worker`` is a module-level function (spawned processes import it)."""
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_gloo_rank, args=(world, free_port(), worker, args, results), nprocs=world, join=True)
+    return dict(results)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

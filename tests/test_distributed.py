@@ -124,42 +124,33 @@ def test_torchrun_compiled_lion_keeps_replicas_identical(tmp_path):
     assert train[-1]["loss"] < train[0]["loss"]
 
 
-def _replica_worker(rank: int, world: int, port: int, results: dict) -> None:
+def _replica_worker(rank: int) -> dict[str, list[str]]:
     """Each rank holds the same tensors, then rank 1 changes one of them in a way a sum of values could miss."""
     import torch
-    import torch.distributed as dist
 
     from research_optim.distributed import differing_replicas
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(0)
-        base = {"w": torch.randn(300, 200), "b": torch.randn(200), "h": torch.randn(64).bfloat16()}
-        found = {"none": differing_replicas(list(base.items()))}
-        for case in ("one ulp", "swap", "signed zero"):
-            tensors = {name: t.clone() for name, t in base.items()}
-            w, b, h = tensors["w"], tensors["b"], tensors["h"]
-            if case == "signed zero":
-                h[5] = 0.0 if rank == 0 else -0.0
-            elif rank == 1 and case == "one ulp":
-                w[7, 3] = torch.nextafter(w[7, 3], torch.tensor(math.inf))
-            elif rank == 1:
-                b[0], b[1] = b[1].clone(), b[0].clone()
-            found[case] = differing_replicas(list(tensors.items()))
-        results[rank] = found
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(0)
+    base = {"w": torch.randn(300, 200), "b": torch.randn(200), "h": torch.randn(64).bfloat16()}
+    found = {"none": differing_replicas(list(base.items()))}
+    for case in ("one ulp", "swap", "signed zero"):
+        tensors = {name: t.clone() for name, t in base.items()}
+        w, b, h = tensors["w"], tensors["b"], tensors["h"]
+        if case == "signed zero":
+            h[5] = 0.0 if rank == 0 else -0.0
+        elif rank == 1 and case == "one ulp":
+            w[7, 3] = torch.nextafter(w[7, 3], torch.tensor(math.inf))
+        elif rank == 1:
+            b[0], b[1] = b[1].clone(), b[0].clone()
+        found[case] = differing_replicas(list(tensors.items()))
+    return found
 
 
 @pytest.mark.slow
 def test_the_replica_check_finds_a_tensor_that_differs_by_one_bit():
-    import torch.multiprocessing as mp
+    from tests.conftest import on_gloo_ranks
 
-    from tests.conftest import free_port
-
-    results = mp.Manager().dict()
-    mp.spawn(_replica_worker, args=(2, free_port(), results), nprocs=2, join=True)
+    results = on_gloo_ranks(_replica_worker)
     expected = {"none": [], "one ulp": ["w"], "swap": ["b"], "signed zero": ["h"]}
     assert results[0] == results[1] == expected
 

@@ -42,7 +42,17 @@ CASES = [
     ("salsa-reference", ["optimizer=salsa", "optimizer.implementation=reference", "optimizer.cautious=indicator_mean"]),
     ("salsa_muon", ["optimizer=salsa_muon"]),
     ("sls", ["optimizer=sls"]),
+    *[(name, [f"optimizer={name}"]) for name in (  # the rest of conf/optimizer/, each at its defaults
+        "sgd", "nadamw", "lib_adamw", "muon", "sf_muon", "c_sf_adamw", "sf_adamw_paper", "sf_sgd_closure",
+        "sf_radam_closure", "sf_wrapper_reference", "salsa_sgd", "adam_sls")],
 ]
+
+
+def test_the_cases_cover_every_optimizer_config():
+    configs = {path.stem for path in (Path(__file__).parents[1] / "conf" / "optimizer").glob("*.yaml")}
+    covered = {override.split("=", 1)[1] for _, overrides in CASES for override in overrides
+               if override.startswith("optimizer=")}
+    assert configs - covered == set()
 
 
 def _model() -> nn.Module:

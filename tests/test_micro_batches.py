@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from tests.conftest import free_port, read_metrics, without_measurements
+from tests.conftest import on_gloo_ranks, read_metrics, without_measurements
 from research_optim.batch_loss import BatchLoss
 from research_optim.data.base import micro_slices
 
@@ -61,30 +59,24 @@ def test_micro_batches_give_the_loss_and_gradient_of_the_whole_batch(micro_batch
     torch.testing.assert_close(parts(backward=False), whole, **F64)  # forward only (line-search trials)
 
 
-def _ddp_worker(rank: int, world: int, port: int, results: dict) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        net = nn.parallel.DistributedDataParallel(_model())
-        all_reduces = []
+def _ddp_worker(rank: int) -> tuple[list[torch.Tensor], int]:
+    net = nn.parallel.DistributedDataParallel(_model())
+    all_reduces = []
 
-        def counting_hook(state, bucket):
-            all_reduces.append(bucket.index())
-            return allreduce_hook(state, bucket)
+    def counting_hook(state, bucket):
+        all_reduces.append(bucket.index())
+        return allreduce_hook(state, bucket)
 
-        net.register_comm_hook(None, counting_hook)
-        x, y = _data()
-        part = slice(rank * 8, (rank + 1) * 8)  # this rank's half of the global batch of 16
-        BatchLoss(_loss_of(net), x[part], y[part], micro_batch_size=2, no_sync=net.no_sync)(backward=True)
-        results[rank] = (_gradients(net.module), len(all_reduces))
-    finally:
-        dist.destroy_process_group()
+    net.register_comm_hook(None, counting_hook)
+    x, y = _data()
+    part = slice(rank * 8, (rank + 1) * 8)  # this rank's half of the global batch of 16
+    BatchLoss(_loss_of(net), x[part], y[part], micro_batch_size=2, no_sync=net.no_sync)(backward=True)
+    return _gradients(net.module), len(all_reduces)
 
 
 @pytest.mark.slow
 def test_two_ranks_of_two_micro_batches_all_reduce_once_and_match_one_process():
-    results = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, free_port(), results), nprocs=2, join=True)
+    results = on_gloo_ranks(_ddp_worker)
     model, (x, y) = _model(), _data()
     BatchLoss(_loss_of(model), x, y)(backward=True)
     for rank in (0, 1):

@@ -4,56 +4,50 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
-from tests.conftest import free_port
+from tests.conftest import on_gloo_ranks
 
 pytestmark = pytest.mark.slow  # two processes
 
 STEPS = 25
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        from research_optim.optim.salsa import SaLSA
+def _worker(rank: int) -> dict:
+    from research_optim.optim.salsa import SaLSA
 
-        torch.manual_seed(0)  # same initial model on every rank
-        model = nn.parallel.DistributedDataParallel(
-            nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1)))
-        opt = SaLSA(model.parameters())
-        gen = torch.Generator().manual_seed(100 + rank)  # different data on every rank
-        torch.manual_seed(1000 + rank)                   # and different dropout masks
-        local_losses, step_sizes = [], []
-        for _ in range(STEPS):
-            x = torch.randn(16, 4, generator=gen)
-            y = (x.sum(1, keepdim=True) * (1 + rank)).sin()
+    torch.manual_seed(0)  # same initial model on every rank
+    model = nn.parallel.DistributedDataParallel(
+        nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1)))
+    opt = SaLSA(model.parameters())
+    gen = torch.Generator().manual_seed(100 + rank)  # different data on every rank
+    torch.manual_seed(1000 + rank)                   # and different dropout masks
+    local_losses, step_sizes = [], []
+    for _ in range(STEPS):
+        x = torch.randn(16, 4, generator=gen)
+        y = (x.sum(1, keepdim=True) * (1 + rank)).sin()
 
-            def closure(backwards: bool = False, x=x, y=y) -> torch.Tensor:
-                if not backwards:
-                    with torch.no_grad():
-                        return nn.functional.mse_loss(model(x), y)
-                opt.zero_grad()
-                loss = nn.functional.mse_loss(model(x), y)
-                loss.backward()
-                return loss.detach()
+        def closure(backwards: bool = False, x=x, y=y) -> torch.Tensor:
+            if not backwards:
+                with torch.no_grad():
+                    return nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            return loss.detach()
 
-            local_losses.append(float(opt.step(closure)))
-            step_sizes.append(opt.step_size)
-        torch.save({"params": [p.detach().clone() for p in model.parameters()], "step_sizes": step_sizes,
-                    "losses": local_losses, "diagnostics": opt.diagnostics()}, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+        local_losses.append(float(opt.step(closure)))
+        step_sizes.append(opt.step_size)
+    return {"params": [p.detach().clone() for p in model.parameters()], "step_sizes": step_sizes,
+            "losses": local_losses, "diagnostics": opt.diagnostics()}
 
 
 @pytest.mark.timeout(120)
-def test_ranks_stay_identical_under_ddp(tmp_path):
+def test_ranks_stay_identical_under_ddp():
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    results = on_gloo_ranks(_worker)
+    r0, r1 = results[0], results[1]
     assert r0["losses"] != r1["losses"]  # the ranks really saw different data: without the all-reduce they'd differ
     assert r0["step_sizes"] == r1["step_sizes"]
     assert len(set(r0["step_sizes"])) > 3  # η moved (the search ran and decided something)

@@ -66,10 +66,11 @@ def requeue_slurm_job() -> bool:
               else os.environ.get("SLURM_JOB_ID"))
     if not job_id:
         return False
+    # Said before asking: SLURM may end this process as soon as the requeue is accepted, before a later line is written.
+    log.warning("requeueing SLURM job %s; it will resume from the checkpoint", job_id)
     try:
         subprocess.run(["scontrol", "requeue", job_id], check=True, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as err:
         log.error("could not requeue SLURM job %s: %s", job_id, err)
         return False
-    log.warning("requeued SLURM job %s; it will resume from the checkpoint", job_id)
     return True

@@ -93,7 +93,7 @@ def test_preempted_job_requeues_and_matches_uninterrupted(partitions, tmp_path):
     rows = wait_for_jobs(tmp_path / "b", 1, timeout=200)
     assert rows[0]["state"] == "COMPLETED", rows
     log = Path(rows[0]["stdout"]).read_text() + Path(rows[0]["stderr"]).read_text()
-    assert "requeued SLURM job" in log and "resumed at step" in log
+    assert "requeueing SLURM job" in log and "resumed at step" in log
     wait_for_jobs(tmp_path / "a", 1)
     straight_dir = next((tmp_path / "a" / "default").glob("*/metrics.jsonl")).parent
     assert metrics(run_dir) == metrics(straight_dir)

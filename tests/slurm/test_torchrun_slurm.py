@@ -53,6 +53,6 @@ def test_a_warned_torchrun_job_checkpoints_requeues_and_matches_uninterrupted(pa
     finished = wait_for_jobs(tmp_path / "preempted", 1, timeout=400)[0]
     assert finished["state"] == "COMPLETED" and finished["run_status"] == "completed", finished
     log = (run_dir / "run.log").read_text()
-    assert log.count("received SIGUSR2") == 1 and log.count("requeued SLURM job") == 1, log
+    assert log.count("received SIGUSR2") == 1 and log.count("requeueing SLURM job") == 1, log
     assert "resumed at step" in log
     assert metrics(run_dir) == metrics(run_dir_under(tmp_path / "straight"))

@@ -61,7 +61,7 @@ def test_preempted_worker_requeues_and_resumes_its_own_trial(partitions, tmp_pat
     submitit.SlurmJob(logs, job)._interrupt(timeout=True)  # SIGUSR2, as before a time limit
     assert wait_for([job]) == {job: "COMPLETED"}
     log = (logs / f"{job}_0_log.out").read_text()
-    assert "trial 0: taken over from" in log and "requeued SLURM job" in (logs / f"{job}_0_log.err").read_text()
+    assert "trial 0: taken over from" in log and "requeueing SLURM job" in (logs / f"{job}_0_log.err").read_text()
     (trial,) = study(tmp_path / "tune").trials
     assert trial.state == TrialState.COMPLETE
     segments = summary(trial.user_attrs["runs"][0])["segments"]

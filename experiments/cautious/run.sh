@@ -17,6 +17,28 @@ for W in "$LM" "$TS"; do
 done
 pool "${studies[@]}"
 
+# 1b. the protocol's edge rule, as the study ran it: on lm_stream AdamW's and C-AdamW's selected lr lay on the upper
+# edge of [1e-4, 1e-2] and Lion's weight decay on the lower edge of [0.05, 10]; each pair's space is widened the same
+# way (C-AdamW keeps AdamW's space, C-Lion Lion's) and all four lm_stream studies continue to 24 trials (the first 16
+# count), so every optimizer keeps the same budget over a space of the same shape
+B=$(budget 24)
+widened=()
+for opt in adamw c_adamw; do widened+=("$TUNE $LM optimizer=$opt tune.budget=$B search_space.lr.high=0.1 run.group=$G"); done
+for opt in lion c_lion; do widened+=("$TUNE $LM optimizer=$opt tune.budget=$B search_space.weight_decay.low=0.005 run.group=$G"); done
+pool "${widened[@]}"
+# 1c, 1d. then Lion's selected lr lay on the upper edge of [1e-5, 1e-3], and after widening it C-Lion's weight decay
+# on the lower edge of [0.005, 10]: the Lion pair widened twice more, to 32 then 40 trials (the AdamW pair, no longer
+# on an edge, stays at 24: the claims compare within a pair; Lion against AdamW is the Lion study's question)
+for widen in "32 0.005" "40 0.0005"; do
+  read -r trials wd_low <<< "$widen"
+  B=$(budget "$trials")
+  widened=()
+  for opt in lion c_lion; do
+    widened+=("$TUNE $LM optimizer=$opt tune.budget=$B search_space.weight_decay.low=$wd_low search_space.lr.high=0.01 run.group=$G")
+  done
+  pool "${widened[@]}"
+done
+
 # 2. the φ ablation on the teacher-student task: every mask over the library's AdamW, lr tuned per φ (8 trials of
 # lr alone; weight decay and betas at the base's defaults), and the uncautious base tuned the same way
 B=$(budget 8)

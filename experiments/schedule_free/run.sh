@@ -32,6 +32,25 @@ for w in teacher_student lm_stream digits; do
 done
 pool "${studies[@]}"
 
+# the protocol's edge rule, as the study ran it: four selections lay on an edge (cosine on lm_stream at H = 1000:
+# 1 − β1 on the upper edge; cosine on digits at H = 250 and 500: lr on the upper edge, weight decay on the lower; SF
+# on digits: lr on the upper edge). Every study of those two workloads continues to 24 trials (the first 16 count) over
+# its space widened the same way — lr ×10 upward, weight decay ×10 downward, 1 − β1 up to 1 (SF: 0.99, as its β1
+# must stay above 0) — so that within a workload every study keeps the same budget over a space of the same shape
+B=$(budget 24)
+WIDE="search_space.weight_decay.low=0.0005"
+studies=()
+for w in lm_stream digits; do
+  hs=(${HORIZONS[$w]})
+  hmax=${hs[-1]}
+  for h in "${hs[@]}"; do
+    studies+=("$TUNE ${WORKLOAD[$w]} optimizer=adamw train.steps=$h task=${w}_h$h tune.budget=$B run.group=$G $WIDE search_space.lr.high=0.1 search_space.one_minus_beta1.high=1")
+  done
+  warmups=$(python -c "print(','.join(dict.fromkeys(str(round($hmax * f)) for f in (0, 0.025, 0.05, 0.1, 0.2))))")
+  studies+=("$TUNE ${WORKLOAD[$w]} optimizer=sf_adamw train.steps=$hmax task=${w}_h$hmax tune.budget=$B run.group=$G '+search_space.warmup={key: optimizer.warmup_steps, choices: [$warmups]}' $WIDE search_space.lr.high=0.25 search_space.one_minus_beta1.high=0.99")
+done
+pool "${studies[@]}"
+
 # the claim: SF's single run at step H against the cosine run tuned for H, paired by seed, at every horizon
 for w in teacher_student lm_stream digits; do
   python experiments/schedule_free/envelope.py "$ROOT/$G" --workload $w --horizons ${HORIZONS[$w]} --out "$OUT/envelope_$w"

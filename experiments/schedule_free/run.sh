@@ -18,38 +18,32 @@ fi
 declare -A WORKLOAD=([teacher_student]="$TS" [lm_stream]="$LM train.eval_every=50" [digits]="$DIGITS train.eval_every=50")
 [ "$TINY" = 1 ] && WORKLOAD[lm_stream]="$LM" && WORKLOAD[digits]="$DIGITS"
 
-studies=()
-for w in teacher_student lm_stream digits; do
-  hs=(${HORIZONS[$w]})
-  hmax=${hs[-1]}
-  # AdamW + cosine (5% warmup, decay to 0 at H): one study per horizon, AlgoPerf's AdamW space
-  for h in "${hs[@]}"; do
-    studies+=("$TUNE ${WORKLOAD[$w]} optimizer=adamw train.steps=$h task=${w}_h$h tune.budget=$B run.group=$G")
+# run_studies BUDGET "WORKLOADS" "ADAMW_EXTRA" "SF_EXTRA": per workload, AdamW + cosine (5% warmup, decay to 0 at H)
+# tuned for each horizon H (AlgoPerf's AdamW space), and one SF-AdamW study at the longest horizon with its warmup
+# searched among 0, 2.5, 5, 10, 20% of it; *_EXTRA: overrides added to every study of that optimizer
+run_studies() {
+  local studies=() w h hs hmax warmups
+  for w in $2; do
+    hs=(${HORIZONS[$w]})
+    hmax=${hs[-1]}
+    for h in "${hs[@]}"; do
+      studies+=("$TUNE ${WORKLOAD[$w]} optimizer=adamw train.steps=$h task=${w}_h$h tune.budget=$1 run.group=$G $3")
+    done
+    warmups=$(python -c "print(','.join(dict.fromkeys(str(round($hmax * f)) for f in (0, 0.025, 0.05, 0.1, 0.2))))")
+    studies+=("$TUNE ${WORKLOAD[$w]} optimizer=sf_adamw train.steps=$hmax task=${w}_h$hmax tune.budget=$1 run.group=$G '+search_space.warmup={key: optimizer.warmup_steps, choices: [$warmups]}' $4")
   done
-  # SF-AdamW: one study at the longest horizon, its warmup searched among 0, 2.5, 5, 10, 20% of it
-  warmups=$(python -c "print(','.join(dict.fromkeys(str(round($hmax * f)) for f in (0, 0.025, 0.05, 0.1, 0.2))))")
-  studies+=("$TUNE ${WORKLOAD[$w]} optimizer=sf_adamw train.steps=$hmax task=${w}_h$hmax tune.budget=$B run.group=$G '+search_space.warmup={key: optimizer.warmup_steps, choices: [$warmups]}'")
-done
-pool "${studies[@]}"
+  pool "${studies[@]}"
+}
+run_studies "$B" "teacher_student lm_stream digits" "" ""
 
 # the protocol's edge rule, as the study ran it: four selections lay on an edge (cosine on lm_stream at H = 1000:
 # 1 − β1 on the upper edge; cosine on digits at H = 250 and 500: lr on the upper edge, weight decay on the lower; SF
 # on digits: lr on the upper edge). Every study of those two workloads continues to 24 trials (the first 16 count) over
 # its space widened the same way — lr ×10 upward, weight decay ×10 downward, 1 − β1 up to 1 (SF: 0.99, as its β1
 # must stay above 0) — so that within a workload every study keeps the same budget over a space of the same shape
-B=$(budget 24)
 WIDE="search_space.weight_decay.low=0.0005"
-studies=()
-for w in lm_stream digits; do
-  hs=(${HORIZONS[$w]})
-  hmax=${hs[-1]}
-  for h in "${hs[@]}"; do
-    studies+=("$TUNE ${WORKLOAD[$w]} optimizer=adamw train.steps=$h task=${w}_h$h tune.budget=$B run.group=$G $WIDE search_space.lr.high=0.1 search_space.one_minus_beta1.high=1")
-  done
-  warmups=$(python -c "print(','.join(dict.fromkeys(str(round($hmax * f)) for f in (0, 0.025, 0.05, 0.1, 0.2))))")
-  studies+=("$TUNE ${WORKLOAD[$w]} optimizer=sf_adamw train.steps=$hmax task=${w}_h$hmax tune.budget=$B run.group=$G '+search_space.warmup={key: optimizer.warmup_steps, choices: [$warmups]}' $WIDE search_space.lr.high=0.25 search_space.one_minus_beta1.high=0.99")
-done
-pool "${studies[@]}"
+run_studies "$(budget 24)" "lm_stream digits" "$WIDE search_space.lr.high=0.1 search_space.one_minus_beta1.high=1" \
+  "$WIDE search_space.lr.high=0.25 search_space.one_minus_beta1.high=0.99"
 
 # the claim: SF's single run at step H against the cosine run tuned for H, paired by seed, at every horizon
 for w in teacher_student lm_stream digits; do

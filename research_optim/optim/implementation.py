@@ -35,9 +35,12 @@ cache (``TORCHINDUCTOR_CACHE_DIR``).
 dynamic sizes (``dynamic=True``): its inputs are flat views that are detached (no ``requires_grad``, no ``_base``
 for dynamo to guard), so neither the number of tensors nor their shapes enter a guard, and a second model reuses
 the graph. Dynamo compiles again only for what changes the code: another rule, φ, flag (Nesterov, inner momentum,
-...) or dtype. Per-tensor reductions (the cautious mask's mean) reduce the one tensor a call receives, unchanged by
-flattening. Each call costs tens of microseconds of dynamo's Python on a CPU, hence the small tensors stay eager
-under ``"auto"``.
+...) or dtype — with one bounded exception on a CPU: inductor's C++ code sums float32 with a cascade helper only
+above 4,096 elements, so a variant with a reduction (a cautious mask) compiles a second graph when the first
+tensor on the other side of 4,096 elements comes: at most two graphs per variant, one under ``"auto"`` (all its
+compiled tensors are larger). Per-tensor reductions (the cautious mask's mean) reduce the one tensor a call
+receives, unchanged by flattening. Each call costs tens of microseconds of dynamo's Python on a CPU, hence the
+small tensors stay eager under ``"auto"``.
 """
 from __future__ import annotations
 
@@ -50,8 +53,8 @@ from torch import Tensor
 
 __all__ = [
     "IMPLEMENTATIONS", "COMPILE_MIN_NUMEL", "check_implementation", "eager_path", "resolve", "compile_enabled",
-    "set_compile_enabled", "scalar", "graph_inputs", "add", "add_", "addcmul_",
-    "bucket_indices", "per_bucket", "COMPILED_TENSOR_MIN_NUMEL", "compilable", "compiled_each",
+    "set_compile_enabled", "COMPILED_TENSOR_MIN_NUMEL", "compilable", "compiled_each", "scalar", "graph_inputs",
+    "add", "add_", "addcmul_", "bucket_indices", "per_bucket",
 ]
 
 IMPLEMENTATIONS = ("auto", "reference", "foreach", "compiled")

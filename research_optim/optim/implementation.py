@@ -61,7 +61,7 @@ IMPLEMENTATIONS = ("auto", "reference", "foreach", "compiled")
 COMPILE_MIN_NUMEL = 1 << 20  # ~1M elements: below this "auto" stays eager (compile cost not repaid)
 COMPILED_TENSOR_MIN_NUMEL = 1 << 16  # under "auto", smaller tensors take the eager path (a call costs more)
 
-RECOMPILE_LIMIT = 128  # one compiled step serves every rule: rules × φ × flags each compile once; dynamo's cap is 8
+RECOMPILE_LIMIT = 128  # per compiled function: rules × φ × flags × dtypes (× 2 size regimes); dynamo's cap is 8
 
 _compile_override: bool | None = None
 _compiled_cache: dict[Callable[..., Any], Callable[..., Any]] = {}

@@ -34,7 +34,7 @@ from research_optim.data.base import DataSpec
 from research_optim.environment import run_environment
 from research_optim.errors import UserError
 from research_optim.lifecycle import Diverged
-from research_optim.optim.implementation import IMPLEMENTATIONS, resolve
+from research_optim.optim.implementation import IMPLEMENTATIONS, compilable, resolve
 from research_optim.optim.sharded import is_sharded
 from research_optim.preemption import Preempted, StopFlag
 from research_optim.run_dir import run_dir, run_id
@@ -335,9 +335,9 @@ class Trainer:
 
     def announce_compile(self) -> None:
         if compiles_step(self.optimizer):
-            log.info("the optimizer step is compiled with torch.compile during the first step: about 20 s to 3 min "
-                     "on a CPU (less with a warm inductor cache, seconds on a GPU); train.compile_optimizer=false "
-                     "runs the eager step instead")
+            log.info("the optimizer step is compiled with torch.compile during the first step: about 10–20 s on a "
+                     "CPU with a cold inductor cache, 3–6 s with a warm one, whatever the model's size "
+                     "(benchmarks/README.md); train.compile_optimizer=false runs the eager step instead")
         if self.cfg.train.compile_model:
             log.info("the model is compiled with torch.compile during the first steps (and again for evaluation): "
                      "the first log line's throughput includes it")
@@ -477,6 +477,7 @@ def compiles_step(optimizer: torch.optim.Optimizer) -> bool:
         return False
     return any(resolve(implementation, paths, sum(p.numel() for p in group["params"]),
                        sharded=any(is_sharded(p) for p in group["params"])) == "compiled"
+               and any(compilable(implementation, [p]) for p in group["params"])
                for group in optimizer.param_groups)
 
 

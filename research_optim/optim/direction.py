@@ -22,7 +22,7 @@ from research_optim.optim.cautious import (
     MaskedFractionMixin, cautious_direction, cautious_directions, cautious_masked, check_phi,
 )
 from research_optim.optim.implementation import (
-    COMPILE_FAILED, add_, bucket_indices, call_compiled, check_implementation, graph_inputs, resolve, scalar,
+    add_, bucket_indices, check_implementation, compiled_each, graph_inputs, resolve, scalar,
 )
 from research_optim.optim.rule import Rule
 from research_optim.optim.sharded import is_sharded
@@ -38,19 +38,17 @@ def decoupled_step_(p: Tensor, u: Tensor, lr: Any, weight_decay: Any, step_size:
     add_(p, u, -step_size)
 
 
-def _compiled_step(rule: Rule, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Tensor]],
-                   s: dict[str, Any], lr: Tensor, weight_decay: Tensor, phi: str | None,
-                   cautious_factor: float) -> Tensor | None:
-    """The per-tensor reference loop over one bucket, written to be ``torch.compile``d: hyperparameters are 0-dim
-    tensors, ``rule``, ``phi`` and ``cautious_factor`` static. Returns the masked count (None without caution)."""
-    masked: list[Tensor] = []
-    for p, g, state in zip(params, grads, states):
-        u = rule.direction(p, g, state, s)
-        if phi is not None:
-            u, count = cautious_masked(u, g, phi, cautious_factor, rule.sign_source(g, state))
-            masked.append(count)
-        decoupled_step_(p, u, lr, weight_decay, lr)
-    return torch.stack(masked).sum() if masked else None
+def _compiled_step(p: Tensor, g: Tensor, state: dict[str, Tensor], rule: Rule, s: dict[str, Any], lr: Tensor,
+                   weight_decay: Tensor, phi: str | None, cautious_factor: float) -> Tensor | None:
+    """The reference step of one tensor, written to be ``torch.compile``d (``implementation.compiled_each``: flat
+    views, hyperparameters as 0-dim tensors; ``rule``, ``phi`` and ``cautious_factor`` static). Returns the masked
+    count (None without caution)."""
+    u = rule.direction(p, g, state, s)
+    count = None
+    if phi is not None:
+        u, count = cautious_masked(u, g, phi, cautious_factor, rule.sign_source(g, state))
+    decoupled_step_(p, u, lr, weight_decay, lr)
+    return count
 
 
 class DirectionOptimizer(MaskedFractionMixin, Optimizer):
@@ -115,7 +113,7 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
             path = resolve(self.implementation, available, sum(p.numel() for p in params),
                            sharded=any(is_sharded(p) for p in params))
             if path == "compiled":
-                params = self._compiled_group_step(group, rule, params)  # what is left if the compiler failed
+                params = self._compiled_group_step(group, rule, params)  # the tensors it left to the eager path
                 path = "foreach" if "foreach" in rule.paths else "reference"
             if path == "foreach":
                 self._foreach_group_step(group, rule, params)
@@ -158,27 +156,26 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
                 torch._foreach_add_([bucket[i] for i in idx], [us[i] for i in idx], alpha=-sizes[idx[0]])
 
     def _compiled_group_step(self, group: dict[str, Any], rule: Rule, params: list[Tensor]) -> list[Tensor]:
-        """Step ``params`` bucket by bucket with the compiled reference loop; returns the parameters left for the
-        eager path (none, unless compilation failed)."""
-        left = list(params)
-        for bucket in self._buckets(rule, params):
-            states = [self.state[p] for p in bucket]
-            step = states[0].get("step", -1) + 1
-            masked = call_compiled(_compiled_step, rule, bucket, [p.grad for p in bucket],
-                                   [{key: st[key] for key in rule.buffers if key in st} for st in states],
-                                   graph_inputs(rule.scalars(group, step)),
-                                   scalar(group["lr"]), scalar(group["weight_decay"]), group["cautious"],
-                                   float(group["cautious_factor"]))
-            if masked is COMPILE_FAILED:  # nothing changed, step counts included
-                return left
-            if rule.counts_steps:
-                for state in states:
-                    state["step"] = step
-            if masked is not None:
-                self._masked.add_count(masked, sum(p.numel() for p in bucket))
-            done = {id(p) for p in bucket}
-            left = [p for p in left if id(p) not in done]
-        return left
+        """Step ``params`` one by one with the compiled step; returns those left for the eager path (the ones it
+        cannot take, see ``implementation.compilable``; all not yet stepped if compilation failed)."""
+        hyper = scalar(group["lr"]), scalar(group["weight_decay"]), group["cautious"], float(group["cautious_factor"])
+        scalars: dict[int, dict[str, Any]] = {}  # per step count (one, unless parameters joined late)
+
+        def args_of(p: Tensor) -> tuple[Any, ...]:
+            step = self.state[p].get("step", 0) + 1
+            if step not in scalars:
+                scalars[step] = graph_inputs(rule.scalars(group, step))
+            return rule, scalars[step], *hyper
+
+        eager, stepped, masked = compiled_each(
+            _compiled_step, self.implementation, params,
+            lambda p: (p, p.grad, {key: self.state[p][key] for key in rule.buffers if key in self.state[p]}), args_of)
+        if rule.counts_steps:
+            for p in stepped:
+                self.state[p]["step"] += 1
+        if masked is not None:
+            self._masked.add_count(masked, sum(p.numel() for p in stepped))
+        return eager
 
     # -- diagnostics ----------------------------------------------------------------------------------------------
     def diagnostics(self) -> dict[str, float]:

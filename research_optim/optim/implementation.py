@@ -5,13 +5,17 @@ Every optimizer with a fast path takes ``implementation=`` with the same four me
 * ``"reference"`` — the readable per-tensor loop; the path tested against the public reference packages;
 * ``"foreach"``   — the same arithmetic, op for op, as multi-tensor ``torch._foreach_*`` calls, one per op and
   (device, dtype) bucket: bit-identical to the reference on CPU (tested), far fewer kernel launches on a GPU;
-* ``"compiled"``  — one ``torch.compile``d multi-tensor step per bucket: inductor fuses each tensor's update into one
-  pass over memory (Lion: read p, g, m; write p, m — 20 bytes per float32 parameter), which eager ops cannot do.
-  Equal to the reference up to rounding (products written out where the reference passes ``alpha=``; tested to
-  1e-6 relative in float32). Without compilation (switched off, or the compiler fails) it runs the eager path;
+* ``"compiled"``  — the reference step of *one* tensor ``torch.compile``d with dynamic sizes and called once per
+  tensor on flat 1-D views (:func:`compiled_each`): inductor fuses each tensor's update into one pass over memory
+  (Lion: read p, g, m; write p, m — 20 bytes per float32 parameter), which eager ops cannot do. Equal to the
+  reference up to rounding (products written out where the reference passes ``alpha=``; tested to 1e-6 relative in
+  float32). Without compilation (switched off, or the compiler fails) it runs the eager path; so does every tensor
+  a compiled step cannot take (:func:`compilable`: a tensor subclass such as FSDP's ``DTensor``, a non-contiguous
+  tensor, one of fewer than 2 elements);
 * ``"auto"`` (default) — compiled when compilation is on and the group holds at least ``COMPILE_MIN_NUMEL``
   elements (below that the first-step compile cost, seconds on CPU, is never repaid), else the eager path:
-  foreach where the optimizer has it, else the reference.
+  foreach where the optimizer has it, else the reference; within a compiled group, tensors of fewer than
+  ``COMPILED_TENSOR_MIN_NUMEL`` elements (biases, norms) take the eager path too, in the same step.
 
 Each optimizer has the paths its rules have — AdamW, Lion, SGD, Schedule-Free AdamW/SGD: all three; Muon and SaLSA:
 reference and foreach (matrix products and trial forwards dominate, not memory traffic); Adafactor: reference
@@ -26,6 +30,17 @@ floats: dynamo would specialise on a float and recompile whenever a schedule cha
 function serves both the eager paths (Python numbers) and the compiled ones (0-dim tensors), :func:`add`,
 :func:`add_` and :func:`addcmul_` take either. Compiled artefacts are cached across processes by inductor's FX graph
 cache (``TORCHINDUCTOR_CACHE_DIR``).
+
+**One compile per rule variant, whatever the model.** The compiled function steps one tensor, traced with
+dynamic sizes (``dynamic=True``): its inputs are flat views that are detached (no ``requires_grad``, no ``_base``
+for dynamo to guard), so neither the number of tensors nor their shapes enter a guard, and a second model reuses
+the graph. Dynamo compiles again only for what changes the code: another rule, φ, flag (Nesterov, inner momentum,
+...) or dtype — with one bounded exception on a CPU: inductor's C++ code sums float32 with a cascade helper only
+above 4,096 elements, so a variant with a reduction (a cautious mask) compiles a second graph when the first
+tensor on the other side of 4,096 elements comes: at most two graphs per variant, one under ``"auto"`` (all its
+compiled tensors are larger). Per-tensor reductions (the cautious mask's mean) reduce the one tensor a call
+receives, unchanged by flattening. Each call costs tens of microseconds of dynamo's Python on a CPU, hence the
+small tensors stay eager under ``"auto"``.
 """
 from __future__ import annotations
 
@@ -38,14 +53,15 @@ from torch import Tensor
 
 __all__ = [
     "IMPLEMENTATIONS", "COMPILE_MIN_NUMEL", "check_implementation", "eager_path", "resolve", "compile_enabled",
-    "set_compile_enabled", "call_compiled", "COMPILE_FAILED", "scalar", "graph_inputs", "add", "add_", "addcmul_",
-    "bucket_indices", "per_bucket",
+    "set_compile_enabled", "COMPILED_TENSOR_MIN_NUMEL", "compilable", "compiled_each", "scalar", "graph_inputs",
+    "add", "add_", "addcmul_", "bucket_indices", "per_bucket",
 ]
 
 IMPLEMENTATIONS = ("auto", "reference", "foreach", "compiled")
 COMPILE_MIN_NUMEL = 1 << 20  # ~1M elements: below this "auto" stays eager (compile cost not repaid)
+COMPILED_TENSOR_MIN_NUMEL = 1 << 16  # under "auto", smaller tensors take the eager path (a call costs more)
 
-RECOMPILE_LIMIT = 128  # one compiled step serves every rule: rules × φ × flags each compile once; dynamo's cap is 8
+RECOMPILE_LIMIT = 128  # per compiled function: rules × φ × flags × dtypes (× 2 size regimes); dynamo's cap is 8
 
 _compile_override: bool | None = None
 _compiled_cache: dict[Callable[..., Any], Callable[..., Any]] = {}
@@ -96,28 +112,77 @@ def compile_enabled() -> bool:
 
 
 def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``torch.compile(fn)``, built once per process (dynamo recompiles per new shapes / static arguments)."""
+    """``torch.compile(fn)`` with dynamic sizes, built once per process (dynamo compiles again only for new
+    static arguments or dtypes)."""
     if fn not in _compiled_cache:
         # the cap is per function: every φ, rule, Nesterov flag, ... is one more variant of the same code object
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        _compiled_cache[fn] = torch.compile(fn, fullgraph=True)
+        _compiled_cache[fn] = torch.compile(fn, fullgraph=True, dynamic=True)
     return _compiled_cache[fn]
 
 
-COMPILE_FAILED = object()  # returned by call_compiled when the compiler failed and nothing was updated
+_COMPILE_FAILED = object()  # returned by _call_compiled when the compiler failed and nothing was updated
 
 
-def call_compiled(fn: Callable[..., Any], *args: Any) -> Any:
+def _call_compiled(fn: Callable[..., Any], *args: Any) -> Any:
     """``torch.compile(fn)(*args)``; if compilation fails (no C++ compiler, unsupported backend, ...), warn once,
-    switch compilation off for the process and return ``COMPILE_FAILED`` — the caller then runs its eager path
+    switch compilation off for the process and return ``_COMPILE_FAILED`` — the caller then runs its eager path
     (compilation happens before the compiled code runs, so no tensor was modified)."""
     try:
         return _compiled(fn)(*args)
     except torch._dynamo.exc.TorchDynamoException as err:
         warnings.warn(f"research_optim: compiling {fn.__name__} failed ({type(err).__name__}: {err}); "
-                      "using the eager optimizer steps from now on", RuntimeWarning, stacklevel=3)
+                      "using the eager optimizer steps from now on", RuntimeWarning, stacklevel=4)
         set_compile_enabled(False)
-        return COMPILE_FAILED
+        return _COMPILE_FAILED
+
+
+def _tensors(x: Any) -> list[Tensor]:
+    return [t for v in x.values() for t in _tensors(v)] if isinstance(x, dict) else [x]
+
+
+def compilable(implementation: str, tensors: Sequence[Any]) -> bool:
+    """Whether the compiled step takes one parameter with these tensors (the parameter first, then its gradient
+    and state, dicts allowed): plain contiguous tensors, whose flat views it updates in place, of at least 2
+    elements (dynamo specialises sizes 0 and 1) — under ``"auto"`` at least :data:`COMPILED_TENSOR_MIN_NUMEL`. A
+    tensor subclass (FSDP's ``DTensor``) is not: its reductions need the eager ops' collectives."""
+    flat = [t for x in tensors for t in _tensors(x)]
+    if flat[0].numel() < (COMPILED_TENSOR_MIN_NUMEL if implementation == "auto" else 2):
+        return False
+    return all(type(t) in (Tensor, torch.nn.Parameter) and t.is_contiguous() for t in flat)
+
+
+def _flat(x: Any) -> Any:
+    """A flat view (of every tensor of a dict) that dynamo's guards see as a plain tensor of a symbolic size: no
+    ``requires_grad`` and no ``_base`` (dynamo would guard a view's base, whose shape differs from model to
+    model)."""
+    return {key: _flat(v) for key, v in x.items()} if isinstance(x, dict) else x.view(-1).detach()
+
+
+def compiled_each(fn: Callable[..., Any], implementation: str, params: Sequence[Tensor],
+                  tensors_of: Callable[[Tensor], Sequence[Any]],
+                  args_of: Callable[[Tensor], Sequence[Any]]) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
+    """Step every :func:`compilable` parameter with the compiled ``fn(*flat views of tensors_of(p), *args_of(p))``,
+    one call per tensor; ``fn`` returns the tensor's masked count (a 0-dim tensor) or None.
+
+    Returns (the parameters left for the eager path: those not compilable, and every one not yet stepped if the
+    compiler failed; the stepped ones; their masked count summed on the device, or None)."""
+    eager: list[Tensor] = []
+    stepped: list[Tensor] = []
+    counts: list[Tensor] = []
+    for i, p in enumerate(params):
+        tensors = tensors_of(p)
+        if not compilable(implementation, tensors):
+            eager.append(p)
+            continue
+        count = _call_compiled(fn, *[_flat(t) for t in tensors], *args_of(p))
+        if count is _COMPILE_FAILED:  # nothing of this tensor changed
+            eager += params[i:]
+            break
+        stepped.append(p)
+        if count is not None:
+            counts.append(count)
+    return eager, stepped, torch.stack(counts).sum() if counts else None
 
 
 def scalar(value: float) -> Tensor:

@@ -6,7 +6,7 @@ decoupled weight decay (``direction``), the Schedule-Free averaging (``schedule_
 rule plus transforms, so a rule written once serves every optimizer built on it, and every path of each:
 
 * :meth:`Rule.direction` — one tensor, the readable reference; its hyperparameters come from :meth:`Rule.scalars`
-  as numbers, or as 0-dim tensors when the same function is the body of a compiled multi-tensor step (write it
+  as numbers, or as 0-dim tensors when the same function is the body of a compiled step (write it
   with ``implementation.add_``/``addcmul_`` where a number would be passed as ``alpha=``/``value=``);
 * :meth:`Rule.directions` — its multi-tensor twin (``torch._foreach_*``, op for op the same arithmetic).
 
@@ -31,7 +31,9 @@ class Rule:
     * ``buffers`` — the state tensors of one parameter (all of them, so a compiled step receives exactly these);
     * ``counts_steps`` — the rule needs the parameter's step count t (bias corrections); the optimizer keeps it;
     * ``paths`` — the implementations it has (see ``implementation``): ``"compiled"`` only where
-      :meth:`direction` is written for 0-dim tensor hyperparameters and its step size is the group's lr.
+      :meth:`direction` is written for 0-dim tensor hyperparameters, is elementwise apart from whole-tensor
+      reductions (the compiled step passes flat 1-D views of p, g and the state) and its step size is the group's
+      lr.
     """
 
     buffers: tuple[str, ...] = ()

@@ -20,8 +20,9 @@ twins in ``schedule_free_reference``. ``AdamWScheduleFreePaper`` is the package'
 inside the root, lr_t scaled by √(1 − β2^t) instead).
 
 ``implementation`` (see ``research_optim.optim.implementation``): ``"reference"`` steps one tensor at a time,
-``"foreach"`` the same arithmetic as multi-tensor ops (bit-identical on CPU), ``"compiled"`` the reference loop
-``torch.compile``d; the readable twin of the algorithm itself, with x, y and z stored, is the Reference class.
+``"foreach"`` the same arithmetic as multi-tensor ops (bit-identical on CPU), ``"compiled"`` the reference step of
+one tensor ``torch.compile``d and called per tensor; the readable twin of the algorithm itself, with x, y and z
+stored, is the Reference class.
 
 Usage: ``optimizer.train()`` before training, ``optimizer.eval()`` before evaluation and checkpoints. Like the
 package, a new optimizer is in eval mode and ``step()`` raises ``RuntimeError`` until ``train()`` is called.
@@ -45,7 +46,7 @@ from research_optim.optim import checks
 from research_optim.optim.adamw import AdamRule
 from research_optim.optim.cautious import cautious_direction, cautious_directions, cautious_masked
 from research_optim.optim.implementation import (
-    COMPILE_FAILED, add, bucket_indices, call_compiled, check_implementation, graph_inputs, resolve, scalar,
+    add, bucket_indices, check_implementation, compiled_each, graph_inputs, resolve, scalar,
 )
 from research_optim.optim.moments import (
     bias_correction, ema_, ema_many_, ema_square_, ema_square_many_, rms_scaled, rms_scaled_many,
@@ -192,19 +193,18 @@ class SGDArguments:
         check_beta(type(self).__name__, "momentum", group["momentum"])
 
 
-def _compiled_step(rule: Rule, ys: list[Tensor], zs: list[Tensor], grads: list[Tensor],
-                   states: list[dict[str, Tensor]], s: dict[str, Any], lr: Tensor, c: Tensor, beta: Tensor,
-                   weight_decay: Tensor, phi: str | None, cautious_factor: float) -> Tensor | None:
-    """The per-tensor reference loop over one bucket, written to be ``torch.compile``d (0-dim tensor
-    hyperparameters; the decay at y always applied: + 0·y is exact when λ = 0)."""
-    masked: list[Tensor] = []
-    for y, z, g, state in zip(ys, zs, grads, states):
-        u = rule.direction(y, g, state, s)
-        if phi is not None:
-            u, count = cautious_masked(u, g, phi, cautious_factor, rule.sign_source(g, state))
-            masked.append(count)
-        schedule_free_step_(y, z, add(u, y, weight_decay), lr, c, beta)
-    return torch.stack(masked).sum() if masked else None
+def _compiled_step(y: Tensor, z: Tensor, g: Tensor, state: dict[str, Tensor], rule: Rule, s: dict[str, Any],
+                   lr: Tensor, c: Tensor, beta: Tensor, weight_decay: Tensor, phi: str | None,
+                   cautious_factor: float) -> Tensor | None:
+    """The reference step of one tensor, written to be ``torch.compile``d (``implementation.compiled_each``: flat
+    views, 0-dim tensor hyperparameters; the decay at y always applied: + 0·y is exact when λ = 0). Returns the
+    masked count (None without caution)."""
+    u = rule.direction(y, g, state, s)
+    count = None
+    if phi is not None:
+        u, count = cautious_masked(u, g, phi, cautious_factor, rule.sign_source(g, state))
+    schedule_free_step_(y, z, add(u, y, weight_decay), lr, c, beta)
+    return count
 
 
 class _FastScheduleFree(RuleScheduleFree):
@@ -246,7 +246,7 @@ class _FastScheduleFree(RuleScheduleFree):
             path = resolve(self.implementation, self.paths, sum(p.numel() for p in ys),
                            sharded=any(is_sharded(p) for p in ys))
             if path == "compiled":
-                ys = self._compiled_group_step(group, ys, avg.t, avg.lr, avg.c)  # left if the compiler failed
+                ys = self._compiled_group_step(group, ys, avg.t, avg.lr, avg.c)  # left to the eager path
                 path = "foreach"
             for idx in bucket_indices(ys):
                 bucket = [ys[i] for i in idx]
@@ -277,25 +277,20 @@ class _FastScheduleFree(RuleScheduleFree):
 
     def _compiled_group_step(self, group: dict[str, Any], ys: list[Tensor], t: int, lr: float,
                              c: float) -> list[Tensor]:
-        """Step ``ys`` bucket by bucket, compiled; returns the parameters left for the foreach path (none, unless
-        compilation failed)."""
-        s = graph_inputs(self.rule.scalars(group, t))
-        hyper = [scalar(v) for v in (lr, c, self._beta(group), group["weight_decay"])]
-        left = list(ys)
-        for idx in bucket_indices(ys):
-            bucket = [ys[i] for i in idx]
-            states = [self.state[p] for p in bucket]
-            masked = call_compiled(
-                _compiled_step, self.rule, bucket, [st["z"] for st in states], [p.grad for p in bucket],
-                [{key: st[key] for key in self.rule.buffers if key in st} for st in states], s, *hyper,
-                group["cautious"], float(group["cautious_factor"]))
-            if masked is COMPILE_FAILED:
-                return left
-            if masked is not None:
-                self._masked.add_count(masked, sum(p.numel() for p in bucket))
-            done = {id(p) for p in bucket}
-            left = [p for p in left if id(p) not in done]
-        return left
+        """Step ``ys`` one by one with the compiled step; returns those left for the foreach path (the ones it cannot
+        take, see ``implementation.compilable``; all not yet stepped if compilation failed)."""
+        args = (self.rule, graph_inputs(self.rule.scalars(group, t)),
+                *[scalar(v) for v in (lr, c, self._beta(group), group["weight_decay"])], group["cautious"],
+                float(group["cautious_factor"]))
+
+        def tensors_of(y: Tensor) -> tuple[Any, ...]:
+            state = self.state[y]
+            return y, state["z"], y.grad, {key: state[key] for key in self.rule.buffers if key in state}
+
+        eager, stepped, masked = compiled_each(_compiled_step, self.implementation, ys, tensors_of, lambda y: args)
+        if masked is not None:
+            self._masked.add_count(masked, sum(y.numel() for y in stepped))
+        return eager
 
 
 class AdamWScheduleFree(AdamWArguments, _FastScheduleFree):

@@ -1,0 +1,135 @@
+"""The compiled path steps one tensor per call with one graph per rule variant, whatever the model.
+
+On a mixed model — tensors on both sides of inductor's 4,096-element reduction split, shapes of 1 to 4 dimensions,
+a one-element tensor (eager: dynamo specialises sizes 0 and 1) and a non-contiguous one (eager) — the compiled path
+equals the reference for every rule with a compiled path and every cautious φ; a state_dict moves between the
+compiled and the reference path mid-run and the run continues equal; a second model with other shapes and another
+tensor count compiles nothing; ``"auto"`` compiles the big tensors and steps the small ones eagerly in the same step.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from research_optim.optim.adamw import AdamW
+from research_optim.optim.cautious import PHI_FUNCTIONS
+from research_optim.optim.implementation import COMPILE_MIN_NUMEL, COMPILED_TENSOR_MIN_NUMEL, compilable
+from research_optim.optim.lion import Lion
+from research_optim.optim.schedule_free import AdamWScheduleFree, AdamWScheduleFreePaper, SGDScheduleFree
+from research_optim.optim.sgd import SGD
+from tests.optim.harness import make_params, run_side_by_side
+
+pytestmark = [pytest.mark.slow,  # compiles
+              pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unavailable"),
+              pytest.mark.usefixtures("compilation_on")]
+
+# compiled vs reference on tensors of thousands of elements: as F32, but some coordinate passes near 0, where one
+# rounding of the O(1) operands (an ulp of 1 is 1.2e-7) is the whole absolute difference — the φ means are summed in
+# another order (inductor's cascade vs torch's), and products are written out where the reference passes alpha=
+MIXED_F32 = dict(dtype=torch.float32, rtol=1e-6, atol=1e-6)
+MIXED = ((70, 70), (7,), (300, 20), (1,), (5, 3), (4097,), (2, 3, 4, 5), (64, 9))
+OTHER_MODEL = ((9, 600), (3,), (11, 13, 17), (4096,), (2,), (5000,))
+
+
+def _train_mode(opt):
+    opt.train()
+    return opt
+
+
+def _non_contiguous_first(build):
+    """``build`` over parameters whose first one (a matrix) has transposed strides, same values: the eager path
+    steps it."""
+    def make(ps):
+        ps[0].data = ps[0].data.t().contiguous().t()
+        return build(ps)
+    return make
+
+
+PHIS = [None, *sorted(PHI_FUNCTIONS)]
+DIRECTION = {
+    "lion": lambda ps, **kw: Lion(ps, lr=1e-3, **kw),
+    "adamw": lambda ps, **kw: AdamW(ps, lr=1e-2, **kw),
+    "sgd-nesterov": lambda ps, **kw: SGD(ps, lr=1e-2, momentum=0.9, nesterov=True, **kw),
+    "sgd": lambda ps, **kw: SGD(ps, lr=1e-2, momentum=0.9, **kw),
+    "sgd-no-momentum": lambda ps, **kw: SGD(ps, lr=1e-2, momentum=0.0, **kw),
+}
+SCHEDULE_FREE = {
+    "sf_adamw": lambda ps, **kw: _train_mode(AdamWScheduleFree(ps, lr=1e-2, warmup_steps=3, **kw)),
+    "sf_adamw-inner-momentum": lambda ps, **kw: _train_mode(
+        AdamWScheduleFree(ps, lr=1e-2, warmup_steps=3, inner_momentum=0.9, **kw)),
+    "sf_adamw-paper": lambda ps, **kw: _train_mode(AdamWScheduleFreePaper(ps, lr=1e-2, warmup_steps=3, **kw)),
+    "sf_sgd": lambda ps, **kw: _train_mode(SGDScheduleFree(ps, lr=1e-2, warmup_steps=3, **kw)),
+}
+RULES = {**DIRECTION, **SCHEDULE_FREE}
+# a cautious mask only where it means something: over a momentum (Schedule-Free: the inner one; else refused)
+MASKED = {"lion", "adamw", "sgd-nesterov", "sgd", "sf_adamw-inner-momentum"}
+RULE_PHIS = [(rule, phi) for rule in sorted(RULES) for phi in (PHIS if rule in MASKED else [None])]
+
+
+def _options(phi):
+    return dict(weight_decay=0.1, cautious=phi, cautious_factor=0.3 if phi == "soft" else 0.0)
+
+
+@pytest.mark.parametrize("rule, phi", RULE_PHIS)
+def test_compiled_equals_reference_on_a_mixed_model(rule, phi):
+    make = lambda impl: _non_contiguous_first(lambda ps: RULES[rule](ps, implementation=impl, **_options(phi)))
+    run_side_by_side(make("compiled"), make("reference"), steps=8, shapes=MIXED, **MIXED_F32)
+
+
+def _train(make, implementations, steps_each, params, seed):
+    """Train ``params`` ``steps_each`` steps per implementation in turn, moving the state_dict to a new optimizer
+    of the next implementation each time."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = None
+    for impl in implementations:
+        moved = make(params, impl)
+        if opt is not None:
+            moved.load_state_dict(copy.deepcopy(opt.state_dict()))  # load_state_dict alone would share tensors
+        opt = moved
+        for _ in range(steps_each):
+            for p in params:
+                p.grad = p.detach() + torch.randn(p.shape, generator=gen)
+            opt.step()
+
+
+@pytest.mark.parametrize("rule", ["lion", "adamw", "sf_adamw-inner-momentum"])
+def test_a_state_dict_moves_between_compiled_and_reference_mid_run(rule):
+    make = lambda ps, impl: RULES[rule](ps, implementation=impl, **_options("indicator_mean"))
+    init = make_params(MIXED, dtype=torch.float32)
+    moved, reference = ([torch.nn.Parameter(t.clone()) for t in init] for _ in range(2))
+    _train(make, ["compiled", "reference", "compiled"], 4, moved, seed=1)
+    _train(make, ["reference"], 12, reference, seed=1)
+    for a, b in zip(moved, reference):
+        torch.testing.assert_close(a, b, rtol=MIXED_F32["rtol"], atol=MIXED_F32["atol"])
+
+
+def test_one_graph_per_rule_variant_whatever_the_model():
+    """A second model (other shapes, another tensor count) reuses the graphs of the first: no new compile. The first
+    compiles at most two graphs per variant (inductor's CPU code sums floats with a cascade helper only above 4,096
+    elements); without a reduction (no cautious mask) one."""
+    make = lambda phi: lambda ps: Lion(ps, lr=1e-3, betas=(0.8, 0.97), weight_decay=0.1, cautious=phi,
+                                       cautious_factor=0.2, implementation="compiled")
+    for phi, most in [("soft", 2), (None, 1)]:
+        before = counters["stats"]["unique_graphs"]
+        run_side_by_side(make(phi), make(phi), steps=2, shapes=MIXED, dtype=torch.float32, rtol=0.0, atol=0.0)
+        assert counters["stats"]["unique_graphs"] - before <= most  # both optimizers are the same variant
+        after_first = counters["stats"]["unique_graphs"]
+        run_side_by_side(make(phi), make(phi), steps=2, shapes=OTHER_MODEL, dtype=torch.float32, rtol=0.0,
+                         atol=0.0)
+        assert counters["stats"]["unique_graphs"] == after_first
+
+
+def test_auto_compiles_the_big_tensors_and_steps_the_small_ones_eagerly():
+    assert compilable("auto", [torch.zeros(COMPILED_TENSOR_MIN_NUMEL)])
+    assert not compilable("auto", [torch.zeros(COMPILED_TENSOR_MIN_NUMEL - 1)])
+    assert compilable("compiled", [torch.zeros(2)]) and not compilable("compiled", [torch.zeros(1)])
+    assert not compilable("compiled", [torch.zeros(4, 3).t()])
+    assert not compilable("compiled", [torch.zeros(4), torch.zeros(8)[::2]])  # a non-contiguous gradient
+    big = (COMPILE_MIN_NUMEL // 1000, 1000)
+    make = lambda impl: lambda ps: Lion(ps, lr=1e-3, weight_decay=0.1, cautious="indicator_mean",
+                                        implementation=impl)
+    shapes = [big, (300,), (16, 8), (COMPILED_TENSOR_MIN_NUMEL,)]
+    run_side_by_side(make("auto"), make("reference"), steps=3, shapes=shapes, **MIXED_F32)

@@ -19,6 +19,14 @@ for W in "$TS" "$LM" "$DIGITS"; do
 done
 pool "${studies[@]}"
 
+# the protocol's edge rule, as the study ran it: on lm_stream both optimizers' lr lay on the upper edge of [1e-5, 1e-2];
+# both continue to 48 trials (the first 32 count) over the same matched space with lr ×10 upward
+studies=()
+for opt in adamw lion; do
+  studies+=("$TUNE $LM optimizer=$opt $MATCHED search_space.lr.high=0.1 tune.budget=$(budget 48) run.group=$GROUP/main")
+done
+pool "${studies[@]}"
+
 # 2. batch size at equal examples seen (96k on the teacher-student task): steps = examples / batch, each batch size
 # tuned on its own (16 trials per optimizer), so the comparison at every batch size is between tuned optimizers
 B=$(budget 16)
@@ -29,6 +37,15 @@ for b in $BATCHES; do
   for opt in adamw lion; do
     studies+=("$TUNE $TS optimizer=$opt $MATCHED train.batch_size=$b train.steps=$steps train.eval_every=$(( steps / 4 )) task=teacher_student_b$b tune.budget=$B run.group=$GROUP/batch")
   done
+done
+pool "${studies[@]}"
+# the edge rule, as the study ran it: AdamW's 1 − β1 at batch 32 on the lower edge of [0.02, 0.5]; both optimizers at
+# batch 32 continue to 24 trials (the first 16 count) over the same space with 1 − β1 ×10 downward
+b=$(echo $BATCHES | cut -d' ' -f1)
+steps=$(( (EXAMPLES + b / 2) / b ))
+studies=()
+for opt in adamw lion; do
+  studies+=("$TUNE $TS optimizer=$opt $MATCHED train.batch_size=$b train.steps=$steps train.eval_every=$(( steps / 4 )) task=teacher_student_b$b search_space.one_minus_beta1.low=0.002 tune.budget=$(budget 24) run.group=$GROUP/batch")
 done
 pool "${studies[@]}"
 

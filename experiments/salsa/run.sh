@@ -43,3 +43,5 @@ for w in teacher_student lm_stream digits; do
   $REPORT "$ROOT/$GROUP/$w" --selection "$ROOT/$GROUP/$w/tuned/selection.json" $KEYS --baseline sgd --out "$OUT/report_${w}_tuned_sgd"
   $REPORT "$ROOT/$GROUP/$w/defaults" $KEYS --out "$OUT/report_${w}_defaults"
 done
+# where the line searches' step sizes settle against the tuned baselines' lr, and their forward passes per step
+python experiments/salsa/step_sizes.py "$ROOT/$GROUP" --out "$OUT/step_sizes"

@@ -11,7 +11,6 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
-from scipy.stats import qmc
 
 SAMPLERS = ("qmc", "tpe")
 
@@ -28,6 +27,8 @@ class SobolSampler(optuna.samplers.BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        from scipy.stats import qmc  # here, not at the top: scipy.stats costs ~1.5 s of every tune command's start
+
         engine = qmc.Sobol(len(search_space), scramble=True, seed=self.seed)
         if trial.number:  # scipy refuses to skip zero points
             engine.fast_forward(trial.number)

@@ -236,14 +236,21 @@ class Trainer:
         self.state.window = tuple(ckpt["windows"][self.env.rank])
 
     def start_segment(self, commit: str) -> None:
-        """Record this start (or resume) and its code version; warn when the run's earlier segments ran other code."""
+        """Record this start (or resume), its code version and whether its optimizer step is compiled; warn when
+        the run's earlier segments differ in either."""
         earlier = {seg["commit"] for seg in self.state.segments} - {commit}
         if earlier:
             log.warning("resuming at step %d with code %s, but earlier segments of this run ran %s: the result "
                         "mixes code versions (summary.json lists them under segments)", self.state.step, commit,
                         ", ".join(sorted(earlier)))
+        compiled = compiles_step(self.optimizer)
+        if any(seg.get("compiled_step", compiled) != compiled for seg in self.state.segments):
+            log.warning("resuming at step %d with the optimizer step %s, but earlier segments of this run ran it %s "
+                        "(RESEARCH_OPTIM_COMPILE, train.compile_optimizer): the two paths agree to float rounding, "
+                        "not bit for bit, so this run is not what an uninterrupted one gives", self.state.step,
+                        *(("compiled", "eager") if compiled else ("eager", "compiled")))
         self.state.segments.append({"step": self.state.step, "commit": commit, "host": socket.gethostname(),
-                                    "threads": self.threads,
+                                    "threads": self.threads, "compiled_step": compiled,
                                     "started": dt.datetime.now().isoformat(timespec="seconds")})
 
     def prime_gradient_buckets(self, batch_loss: BatchLoss) -> None:

@@ -145,3 +145,27 @@ def test_every_segment_records_its_code_version_and_a_change_warns(tmp_path):
     assert [s["commit"][: len(version_2)] for s in summary["segments"]] == [version_1, version_2]
     assert summary["segments"][1]["step"] == stopped["final"]["step"] > 0
     assert "the result mixes code versions" in second.stderr and version_1 in second.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_every_segment_records_whether_its_optimizer_step_is_compiled_and_a_change_warns(tmp_path):
+    args = [sys.executable, "-m", "research_optim", "optimizer=lib_adamw", "optimizer.implementation=compiled",
+            "train.steps=1000", "train.log_every=25", "train.eval_every=0", "train.checkpoint_every=0",
+            "train.progress=false", f"run.root={tmp_path / 'runs'}"]
+    first = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "RESEARCH_OPTIM_COMPILE": "1"})  # conftest switches it off
+    deadline = time.time() + 180
+    while not list((tmp_path / "runs").glob("default/*/metrics.jsonl")):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    first.send_signal(signal.SIGTERM)  # checkpoint at the next step boundary
+    assert first.wait(timeout=120) == 143
+    run_dir = next((tmp_path / "runs").glob("default/*/"))
+
+    second = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "RESEARCH_OPTIM_COMPILE": "0"})
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [s["compiled_step"] for s in summary["segments"]] == [True, False]
+    assert "with the optimizer step eager, but earlier segments of this run ran it compiled" in second.stderr

@@ -116,6 +116,18 @@ def _code_copy(tmp_path: Path) -> Path:
     return code
 
 
+def _start_then_stop(args: list[str], tmp_path: Path, env: dict[str, str]) -> Path:
+    """Start the run command ``args`` and SIGTERM it once it has logged (it checkpoints and exits 143); its run dir."""
+    first = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not list((tmp_path / "runs").glob("default/*/metrics.jsonl")):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    first.send_signal(signal.SIGTERM)  # checkpoint at the next step boundary
+    assert first.wait(timeout=120) == 143
+    return next((tmp_path / "runs").glob("default/*/"))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_every_segment_records_its_code_version_and_a_change_warns(tmp_path):
@@ -123,14 +135,7 @@ def test_every_segment_records_its_code_version_and_a_change_warns(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(code)}
     args = [sys.executable, "-m", "research_optim", "train.steps=1000", "train.log_every=25", "train.eval_every=0",
             "train.checkpoint_every=0", "train.progress=false", f"run.root={tmp_path / 'runs'}"]
-    first = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not list((tmp_path / "runs").glob("default/*/metrics.jsonl")):
-        assert time.time() < deadline
-        time.sleep(0.1)
-    first.send_signal(signal.SIGTERM)  # checkpoint at the next step boundary
-    assert first.wait(timeout=120) == 143
-    run_dir = next((tmp_path / "runs").glob("default/*/"))
+    run_dir = _start_then_stop(args, tmp_path, env)
     stopped = json.loads((run_dir / "summary.json").read_text())
     (version_1,) = [s["commit"] for s in stopped["segments"]]
     assert len(version_1) == 40  # a clean tree: the bare commit
@@ -153,15 +158,7 @@ def test_every_segment_records_whether_its_optimizer_step_is_compiled_and_a_chan
     args = [sys.executable, "-m", "research_optim", "optimizer=lib_adamw", "optimizer.implementation=compiled",
             "train.steps=1000", "train.log_every=25", "train.eval_every=0", "train.checkpoint_every=0",
             "train.progress=false", f"run.root={tmp_path / 'runs'}"]
-    first = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, "RESEARCH_OPTIM_COMPILE": "1"})  # conftest switches it off
-    deadline = time.time() + 180
-    while not list((tmp_path / "runs").glob("default/*/metrics.jsonl")):
-        assert time.time() < deadline
-        time.sleep(0.1)
-    first.send_signal(signal.SIGTERM)  # checkpoint at the next step boundary
-    assert first.wait(timeout=120) == 143
-    run_dir = next((tmp_path / "runs").glob("default/*/"))
+    run_dir = _start_then_stop(args, tmp_path, {**os.environ, "RESEARCH_OPTIM_COMPILE": "1"})  # conftest: off
 
     second = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=240,
                             env={**os.environ, "RESEARCH_OPTIM_COMPILE": "0"})

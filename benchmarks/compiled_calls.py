@@ -7,7 +7,7 @@ Each row steps ``--numel`` float32 elements split into N equal tensors (every on
 path under ``implementation="auto"``), with the rule's default (compiled, one call per tensor) and its foreach path,
 against torch ``AdamW(fused=True)`` on the same split, timed round-robin (medians over ``--rounds`` rounds). The
 kernels move the same bytes in every row, so what grows with N is the per-call host cost: ``µs/call`` =
-(t_N − t_1) / (N − 1).
+(t_N − t_first) / (N − N_first), against the first row (``--tensors`` 1 by default).
 """
 from __future__ import annotations
 

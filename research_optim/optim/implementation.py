@@ -39,17 +39,20 @@ the graph. Dynamo compiles again only for what changes the code: another rule, �
 above 4,096 elements, so a variant with a reduction (a cautious mask) compiles a second graph when the first
 tensor on the other side of 4,096 elements comes: at most two graphs per variant, one under ``"auto"`` (all its
 compiled tensors are larger). Per-tensor reductions (the cautious mask's mean) reduce the one tensor a call
-receives, unchanged by flattening. Each call costs tens of microseconds of dynamo's Python on a CPU, hence the
-small tensors stay eager under ``"auto"``.
+receives, unchanged by flattening. Dynamo runs only for the first call of each kind (rule variant, dtypes, size
+regime); later calls run the graph it compiled directly (``optim.compiled``), ~50 µs of host time per tensor on a CPU
+instead of ~150 µs — still more than a small tensor's eager step, hence the small tensors stay eager under
+``"auto"``.
 """
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any, Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor
+
+from research_optim.optim import compiled
 
 __all__ = [
     "IMPLEMENTATIONS", "COMPILE_MIN_NUMEL", "check_implementation", "eager_path", "resolve", "compile_enabled",
@@ -61,10 +64,9 @@ IMPLEMENTATIONS = ("auto", "reference", "foreach", "compiled")
 COMPILE_MIN_NUMEL = 1 << 20  # ~1M elements: below this "auto" stays eager (compile cost not repaid)
 COMPILED_TENSOR_MIN_NUMEL = 1 << 16  # under "auto", smaller tensors take the eager path (a call costs more)
 
-RECOMPILE_LIMIT = 128  # per compiled function: rules × φ × flags × dtypes (× 2 size regimes); dynamo's cap is 8
+REDUCTION_SPLIT = 4096  # inductor's CPU code sums float32 with a cascade helper only above this many elements
 
 _compile_override: bool | None = None
-_compiled_cache: dict[Callable[..., Any], Callable[..., Any]] = {}
 
 
 def check_implementation(owner: str, implementation: Any, available: Sequence[str]) -> None:
@@ -111,34 +113,9 @@ def compile_enabled() -> bool:
     return enabled and hasattr(torch, "compile") and torch._dynamo.is_dynamo_supported()
 
 
-def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``torch.compile(fn)`` with dynamic sizes, built once per process (dynamo compiles again only for new
-    static arguments or dtypes)."""
-    if fn not in _compiled_cache:
-        # the cap is per function: every φ, rule, Nesterov flag, ... is one more variant of the same code object
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-        _compiled_cache[fn] = torch.compile(fn, fullgraph=True, dynamic=True)
-    return _compiled_cache[fn]
-
-
-_COMPILE_FAILED = object()  # returned by _call_compiled when the compiler failed and nothing was updated
-
-
-def _call_compiled(fn: Callable[..., Any], *args: Any) -> Any:
-    """``torch.compile(fn)(*args)``; if compilation fails (no C++ compiler, unsupported backend, ...), warn once,
-    switch compilation off for the process and return ``_COMPILE_FAILED`` — the caller then runs its eager path
-    (compilation happens before the compiled code runs, so no tensor was modified)."""
-    try:
-        return _compiled(fn)(*args)
-    except torch._dynamo.exc.TorchDynamoException as err:
-        warnings.warn(f"research_optim: compiling {fn.__name__} failed ({type(err).__name__}: {err}); "
-                      "using the eager optimizer steps from now on", RuntimeWarning, stacklevel=4)
-        set_compile_enabled(False)
-        return _COMPILE_FAILED
-
-
-def _tensors(x: Any) -> list[Tensor]:
-    return [t for v in x.values() for t in _tensors(v)] if isinstance(x, dict) else [x]
+def _leaves(tensors: Sequence[Any]) -> list[Tensor]:
+    """The tensors of ``tensors`` (the parameter, its gradient, a dict of its state, ...), in order."""
+    return [t for x in tensors for t in (x.values() if isinstance(x, dict) else (x,))]
 
 
 def compilable(implementation: str, tensors: Sequence[Any]) -> bool:
@@ -146,10 +123,13 @@ def compilable(implementation: str, tensors: Sequence[Any]) -> bool:
     and state, dicts allowed): plain contiguous tensors, whose flat views it updates in place, of at least 2
     elements (dynamo specialises sizes 0 and 1) — under ``"auto"`` at least :data:`COMPILED_TENSOR_MIN_NUMEL`. A
     tensor subclass (FSDP's ``DTensor``) is not: its reductions need the eager ops' collectives."""
-    flat = [t for x in tensors for t in _tensors(x)]
-    if flat[0].numel() < (COMPILED_TENSOR_MIN_NUMEL if implementation == "auto" else 2):
+    return _compilable(implementation, _leaves(tensors))
+
+
+def _compilable(implementation: str, leaves: list[Tensor]) -> bool:
+    if leaves[0].numel() < (COMPILED_TENSOR_MIN_NUMEL if implementation == "auto" else 2):
         return False
-    return all(type(t) in (Tensor, torch.nn.Parameter) and t.is_contiguous() for t in flat)
+    return all(type(t) in (Tensor, torch.nn.Parameter) and t.is_contiguous() for t in leaves)
 
 
 def _flat(x: Any) -> Any:
@@ -159,24 +139,44 @@ def _flat(x: Any) -> Any:
     return {key: _flat(v) for key, v in x.items()} if isinstance(x, dict) else x.view(-1).detach()
 
 
+def _kind(x: Any) -> Hashable:
+    """What dynamo's guards can see of an argument: a tensor's dtype and device, a dict's keys, a number's or
+    name's value, an object's type and attributes (a rule's ``order``, ``nesterov``, ...)."""
+    if isinstance(x, Tensor):
+        return x.dtype, x.device
+    if isinstance(x, dict):
+        return tuple((key, _kind(v)) for key, v in x.items())
+    if isinstance(x, (tuple, list)):
+        return type(x), tuple(_kind(v) for v in x)
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return type(x), x
+    return type(x), _kind(vars(x))
+
+
 def compiled_each(fn: Callable[..., Any], implementation: str, params: Sequence[Tensor],
                   tensors_of: Callable[[Tensor], Sequence[Any]],
                   args_of: Callable[[Tensor], Sequence[Any]]) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
     """Step every :func:`compilable` parameter with the compiled ``fn(*flat views of tensors_of(p), *args_of(p))``,
-    one call per tensor; ``fn`` returns the tensor's masked count (a 0-dim tensor) or None.
+    one call per tensor (``compiled.call``: dynamo once per kind of call, the graph directly after); ``fn`` returns
+    the tensor's masked count (a 0-dim tensor) or None.
 
     Returns (the parameters left for the eager path: those not compilable, and every one not yet stepped if the
     compiler failed; the stepped ones; their masked count summed on the device, or None)."""
     eager: list[Tensor] = []
     stepped: list[Tensor] = []
     counts: list[Tensor] = []
+    kinds: dict[tuple[int, ...], Hashable] = {}  # of the arguments, shared by the tensors of a step
     for i, p in enumerate(params):
         tensors = tensors_of(p)
-        if not compilable(implementation, tensors):
+        if not _compilable(implementation, _leaves(tensors)):
             eager.append(p)
             continue
-        count = _call_compiled(fn, *[_flat(t) for t in tensors], *args_of(p))
-        if count is _COMPILE_FAILED:  # nothing of this tensor changed
+        flat, args = [_flat(t) for t in tensors], tuple(args_of(p))
+        ids = tuple(map(id, args))
+        if ids not in kinds:
+            kinds[ids] = _kind(args)
+        count = compiled.call(fn, (kinds[ids], _kind(flat), p.numel() > REDUCTION_SPLIT), *flat, *args)
+        if count is compiled.FAILED:  # nothing of this tensor changed
             eager += params[i:]
             break
         stepped.append(p)

@@ -133,3 +133,25 @@ def test_auto_compiles_the_big_tensors_and_steps_the_small_ones_eagerly():
                                         implementation=impl)
     shapes = [big, (300,), (16, 8), (COMPILED_TENSOR_MIN_NUMEL,)]
     run_side_by_side(make("auto"), make("reference"), steps=3, shapes=shapes, **MIXED_F32)
+
+
+def test_after_the_first_call_of_a_kind_its_graph_runs_without_dynamo(monkeypatch):
+    """Dynamo runs for the first call of each kind (rule variant, dtypes, size regime): later steps call the graph it
+    recorded directly (``optim.compiled``), equal to the reference all along."""
+    from research_optim.optim import compiled
+
+    make = lambda ps, impl: AdamW(ps, lr=1e-2, weight_decay=0.1, cautious="indicator_mean", implementation=impl)
+    init = make_params(MIXED, dtype=torch.float32)
+    fast, slow = ([torch.nn.Parameter(t.clone()) for t in init] for _ in range(2))
+    optimizers = make(fast, "compiled"), make(slow, "reference")
+    gen = torch.Generator().manual_seed(3)
+    for step in range(6):
+        if step == 1:
+            monkeypatch.setattr(compiled, "_dynamo", lambda fn: pytest.fail("a later step went through dynamo"))
+        grads = [torch.randn(p.shape, generator=gen) for p in fast]
+        for params, opt in zip((fast, slow), optimizers):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+        for a, b in zip(fast, slow):
+            torch.testing.assert_close(a, b, rtol=MIXED_F32["rtol"], atol=MIXED_F32["atol"])

@@ -140,14 +140,15 @@ def test_auto_switch_and_process_wide_switch():
 def test_compiler_failure_falls_back_to_the_eager_path(monkeypatch):
     """A failing compiler (no C++ toolchain, ...) warns, switches compilation off and steps with the foreach path
     (bit-identical to the reference)."""
-    import research_optim.optim.implementation as implementation
+    from research_optim.optim import compiled
 
     def failing(fn):
         def run(*args):
             raise torch._dynamo.exc.InternalTorchDynamoError("no compiler here")
         return run
 
-    monkeypatch.setattr(implementation, "_compiled", failing)
+    monkeypatch.setattr(compiled, "_dynamo", failing)
+    monkeypatch.setattr(compiled, "_direct", {})  # no graph recorded by an earlier test
     try:
         with pytest.warns(RuntimeWarning, match="eager optimizer steps"):
             run_side_by_side(lambda ps: AdamW(ps, lr=1e-2, cautious="indicator_mean", implementation="compiled"),

@@ -1,0 +1,115 @@
+"""``torch.compile`` for a per-tensor step, with dynamo's per-call cost paid once per kind of call.
+
+A compiled function called through dynamo costs ~100 µs of host time per call on a CPU (frame evaluation, guards,
+runtime wrappers) — more than the kernel of a 100k-element tensor, and paid once per tensor per step. So
+:func:`call` goes through dynamo only for the first call of each *kind* (``kind``: everything dynamo's guards can
+depend on — static arguments, dtypes, devices, dict keys, the size regimes inductor specialises on; the caller
+builds it). That call records the graph that served it (the inductor backend is wrapped to do so) and how the
+graph's inputs are read from the call's arguments (dynamo's own source expressions, e.g. ``L['state']['exp_avg']``
+or ``L['p'].size()[0]``); later calls of the same kind run that graph directly. The record is checked on the call
+that makes it — the expressions must yield exactly the inputs dynamo passed and the result must be the graph's
+output — and a kind whose record does not check out keeps going through dynamo.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any, Callable, Hashable
+
+import torch
+
+__all__ = ["FAILED", "RECOMPILE_LIMIT", "call"]
+
+RECOMPILE_LIMIT = 128  # per compiled function: rules × φ × flags × dtypes (× 2 size regimes); dynamo's cap is 8
+FAILED = object()  # returned by :func:`call` when the compiler failed and nothing was updated
+
+
+class _Graph:
+    """One compiled graph, callable without dynamo: ``inputs`` reads its inputs from the call's arguments."""
+
+    def __init__(self, compiled: Callable[..., Any], sources: list[str], n_outputs: int) -> None:
+        self.compiled, self.n_outputs = compiled, n_outputs
+        self.inputs = eval(f"lambda L: [{', '.join(sources)}]", {})  # dynamo's source expressions over the locals
+
+    def __call__(self, args: list[Any]) -> Any:
+        out = self.compiled(*args)  # as dynamo calls it
+        return out[0] if self.n_outputs else None
+
+
+_compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
+_direct: dict[Hashable, _Graph] = {}
+_served: list[tuple[_Graph, list[Any], Any]] = []  # (graph, its inputs, its outputs) of the calls through dynamo
+
+
+def _inductor(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+    """The inductor backend, wrapped so that each call records the graph that served it."""
+    from torch._inductor.compile_fx import compile_fx
+
+    compiled = compile_fx(gm, example_inputs)
+    try:
+        (outputs,) = gm.graph.find_nodes(op="output")[0].args
+        graph = _Graph(compiled, [node.meta["grapharg"].source.name
+                                  for node in gm.graph.find_nodes(op="placeholder")], len(outputs))
+    except Exception:  # a graph of another shape than this module knows: always called through dynamo
+        graph = None
+
+    def run(*args: Any) -> Any:
+        inputs = list(args)
+        out = compiled(*args)
+        if graph is not None:
+            _served.append((graph, inputs, out))
+        return out
+
+    return run
+
+
+def _dynamo(fn: Callable[..., Any]) -> Callable[..., Any]:
+    if fn not in _compiled:
+        # the cap is per function: every φ, rule, Nesterov flag, ... is one more variant of the same code object
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        _compiled[fn] = torch.compile(fn, backend=_inductor, fullgraph=True, dynamic=True)
+    return _compiled[fn]
+
+
+_parameters: dict[Callable[..., Any], tuple[str, ...]] = {}
+
+
+def _locals(fn: Callable[..., Any], args: tuple[Any, ...]) -> dict[str, Any]:
+    if fn not in _parameters:
+        _parameters[fn] = tuple(inspect.signature(fn).parameters)
+    return dict(zip(_parameters[fn], args))
+
+
+def call(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Any:
+    """``torch.compile(fn)(*args)`` — directly through the graph recorded for ``kind`` once there is one. If the
+    compiler fails (no C++ compiler, unsupported backend, ...): a warning, compilation off for the process
+    (``implementation.set_compile_enabled``) and :data:`FAILED` returned — nothing was modified (compilation runs
+    before the compiled code)."""
+    graph = _direct.get((fn, kind))
+    if graph is not None:
+        return graph(graph.inputs(_locals(fn, args)))
+    _served.clear()
+    try:
+        result = _dynamo(fn)(*args)
+    except torch._dynamo.exc.TorchDynamoException as err:
+        from research_optim.optim.implementation import set_compile_enabled
+
+        warnings.warn(f"research_optim: compiling {fn.__name__} failed ({type(err).__name__}: {err}); "
+                      "using the eager optimizer steps from now on", RuntimeWarning, stacklevel=4)
+        set_compile_enabled(False)
+        return FAILED
+    if len(_served) == 1 and _checks_out(*_served[0], _locals(fn, args), result):
+        _direct[(fn, kind)] = _served[0][0]
+    _served.clear()
+    return result
+
+
+def _checks_out(graph: _Graph, inputs: list[Any], out: Any, local: dict[str, Any], result: Any) -> bool:
+    """Whether ``graph`` read from ``local`` gets exactly the ``inputs`` dynamo passed it and returns ``result``."""
+    try:
+        read = graph.inputs(local)
+    except Exception:  # an expression over more than the call's arguments
+        return False
+    same = len(read) == len(inputs) and all(a is b if isinstance(b, torch.Tensor) else type(a) is type(b) and a == b
+                                            for a, b in zip(read, inputs))
+    return same and (result is None if graph.n_outputs == 0 else graph.n_outputs == 1 and result is out[0])

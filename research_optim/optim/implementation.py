@@ -57,7 +57,7 @@ from research_optim.optim import compiled
 __all__ = [
     "IMPLEMENTATIONS", "COMPILE_MIN_NUMEL", "check_implementation", "eager_path", "resolve", "compile_enabled",
     "set_compile_enabled", "COMPILED_TENSOR_MIN_NUMEL", "compilable", "compiled_each", "scalar", "graph_inputs",
-    "add", "add_", "addcmul_", "bucket_indices", "per_bucket",
+    "add", "add_", "addcmul_", "div", "div_", "bucket_indices", "per_bucket",
 ]
 
 IMPLEMENTATIONS = ("auto", "reference", "foreach", "compiled")
@@ -210,6 +210,17 @@ def add_(x: Tensor, y: Tensor, alpha: Any) -> Tensor:
 def addcmul_(x: Tensor, y: Tensor, z: Tensor, value: Any) -> Tensor:
     """x ← x + value·y·z in place (``addcmul_`` for a number, written out for a 0-dim tensor)."""
     return x.add_(y * z * value) if isinstance(value, Tensor) else x.addcmul_(y, z, value=value)
+
+
+def div(x: Tensor, d: Any) -> Tensor:
+    """x / d as a new tensor; for a 0-dim tensor d (compiled code) x·(1/d): the reciprocal is taken once, outside
+    the kernel's loop, and a vector division costs several multiplications on a CPU (it rounds once more)."""
+    return x * d.reciprocal() if isinstance(d, Tensor) else x / d
+
+
+def div_(x: Tensor, d: Any) -> Tensor:
+    """x ← x / d in place (:func:`div`'s arithmetic)."""
+    return x.mul_(d.reciprocal()) if isinstance(d, Tensor) else x.div_(d)
 
 
 def bucket_indices(tensors: Sequence[Tensor], keys: Sequence[Hashable] | None = None) -> list[list[int]]:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from research_optim.optim.implementation import add, add_, addcmul_
+from research_optim.optim.implementation import add, add_, addcmul_, div, div_
 
 __all__ = [
     "EMA_ORDERS", "RMS_ORDERS", "bias_correction", "ema_", "ema_many_", "ema_square_", "ema_square_many_",
@@ -87,8 +87,8 @@ def ema_square_many_(vs: list[Tensor], gs: list[Tensor], beta2: float, order: st
 def rms_scaled(x: Tensor, v: Tensor, bias_correction2: Any, eps: Any, order: str = "torch") -> Tensor:
     """x / (√v̂ + eps), v̂ = v / bias_correction2, as a new tensor (``order``: ``"torch"`` or ``"schedulefree"``)."""
     if order == "schedulefree":
-        return x / (v / bias_correction2).sqrt().add_(eps)
-    return x / (v.sqrt() / bias_correction2**0.5).add_(eps)
+        return x / div(v, bias_correction2).sqrt().add_(eps)
+    return x / div(v.sqrt(), bias_correction2**0.5).add_(eps)
 
 
 def rms_scaled_many(xs: list[Tensor], vs: list[Tensor], bias_correction2: float, eps: float,
@@ -105,7 +105,7 @@ def rms_scaled_many(xs: list[Tensor], vs: list[Tensor], bias_correction2: float,
 
 def adam_direction(m: Tensor, v: Tensor, bias_correction1: Any, bias_correction2: Any, eps: Any) -> Tensor:
     """m̂ / (√v̂ + eps) in torch's order: (m / (√v / √bc2 + eps)) / bc1, a new tensor."""
-    return rms_scaled(m, v, bias_correction2, eps).div_(bias_correction1)
+    return div_(rms_scaled(m, v, bias_correction2, eps), bias_correction1)
 
 
 def adam_direction_many(ms: list[Tensor], vs: list[Tensor], bias_correction1: float, bias_correction2: float,

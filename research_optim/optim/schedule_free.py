@@ -46,7 +46,7 @@ from research_optim.optim import checks
 from research_optim.optim.adamw import AdamRule
 from research_optim.optim.cautious import cautious_direction, cautious_directions, cautious_masked
 from research_optim.optim.implementation import (
-    add, bucket_indices, check_implementation, compiled_each, graph_inputs, resolve, scalar,
+    add, bucket_indices, check_implementation, compiled_each, div, graph_inputs, resolve, scalar,
 )
 from research_optim.optim.moments import (
     bias_correction, ema_, ema_many_, ema_square_, ema_square_many_, rms_scaled, rms_scaled_many,
@@ -103,7 +103,7 @@ class ScheduleFreeAdamRule(AdamRule):
     def direction(self, p: Tensor, g: Tensor, state: dict[str, Any], s: dict[str, Any]) -> Tensor:
         ema_square_(state["exp_avg_sq"], g, s["beta2"])
         if "exp_avg" in state:
-            g = ema_(state["exp_avg"], g, s["inner_momentum"], order="schedulefree").div(s["bias_correction1"])
+            g = div(ema_(state["exp_avg"], g, s["inner_momentum"], order="schedulefree"), s["bias_correction1"])
         return rms_scaled(g, state["exp_avg_sq"], s["bias_correction2"], s["eps"], self.order)
 
     def directions(self, ps: list[Tensor], gs: list[Tensor], states: list[dict[str, Any]],

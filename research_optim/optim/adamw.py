@@ -58,26 +58,26 @@ class AdamRule(Rule):
 
     def scalars(self, group: dict[str, Any], step: int) -> dict[str, Any]:
         beta1, beta2 = group["betas"]
+        bias_correction2 = bias_correction(beta2, step)
         return dict(beta1=beta1, beta2=beta2, eps=group["eps"], bias_correction1=bias_correction(beta1, step),
-                    bias_correction2=bias_correction(beta2, step))
+                    bias_correction2=bias_correction2, bias_correction2_sqrt=bias_correction2**0.5)
 
     def direction(self, p: Tensor, g: Tensor, state: dict[str, Any], s: dict[str, Any]) -> Tensor:
         ema_square_(state["exp_avg_sq"], g, s["beta2"])
         if not self.first_moment:
-            return rms_scaled(g, state["exp_avg_sq"], s["bias_correction2"], s["eps"], self.order)
+            return rms_scaled(g, state["exp_avg_sq"], s, self.order)
         ema_(state["exp_avg"], g, s["beta1"])
-        return adam_direction(state["exp_avg"], state["exp_avg_sq"], s["bias_correction1"], s["bias_correction2"],
-                              s["eps"])
+        return adam_direction(state["exp_avg"], state["exp_avg_sq"], s)
 
     def directions(self, ps: list[Tensor], gs: list[Tensor], states: list[dict[str, Any]],
                    s: dict[str, Any]) -> list[Tensor]:
         vs = [st["exp_avg_sq"] for st in states]
         ema_square_many_(vs, gs, s["beta2"])
         if not self.first_moment:
-            return rms_scaled_many(gs, vs, s["bias_correction2"], s["eps"], self.order)
+            return rms_scaled_many(gs, vs, s, self.order)
         ms = [st["exp_avg"] for st in states]
         ema_many_(ms, gs, s["beta1"])
-        return adam_direction_many(ms, vs, s["bias_correction1"], s["bias_correction2"], s["eps"])
+        return adam_direction_many(ms, vs, s)
 
     def sign_source(self, g: Tensor, state: dict[str, Any]) -> Tensor | None:
         return state["exp_avg"] if self.first_moment else g  # the denominator √v̂ + eps is positive

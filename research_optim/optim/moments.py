@@ -84,34 +84,35 @@ def ema_square_many_(vs: list[Tensor], gs: list[Tensor], beta2: float, order: st
 
 
 # -- preconditioned directions ----------------------------------------------------------------------------------
-def rms_scaled(x: Tensor, v: Tensor, bias_correction2: Any, eps: Any, order: str = "torch") -> Tensor:
-    """x / (√v̂ + eps), v̂ = v / bias_correction2, as a new tensor (``order``: ``"torch"`` or ``"schedulefree"``)."""
+def rms_scaled(x: Tensor, v: Tensor, s: dict[str, Any], order: str = "torch") -> Tensor:
+    """x / (√v̂ + eps), v̂ = v / bias_correction2, as a new tensor (``order``: ``"torch"`` or ``"schedulefree"``).
+    ``s``: the rule's scalars ``bias_correction2``, ``bias_correction2_sqrt`` (taken on the host: a compiled kernel
+    would take a scalar square root once per vector of elements) and ``eps``."""
     if order == "schedulefree":
-        return x / div(v, bias_correction2).sqrt().add_(eps)
-    return x / div(v.sqrt(), bias_correction2**0.5).add_(eps)
+        return x / div(v, s["bias_correction2"]).sqrt().add_(s["eps"])
+    return x / div(v.sqrt(), s["bias_correction2_sqrt"]).add_(s["eps"])
 
 
-def rms_scaled_many(xs: list[Tensor], vs: list[Tensor], bias_correction2: float, eps: float,
-                    order: str = "torch") -> list[Tensor]:
+def rms_scaled_many(xs: list[Tensor], vs: list[Tensor], s: dict[str, Any], order: str = "torch") -> list[Tensor]:
     if order == "schedulefree":
-        denom = torch._foreach_div(vs, bias_correction2)
+        denom = torch._foreach_div(vs, s["bias_correction2"])
         torch._foreach_sqrt_(denom)
     else:
         denom = torch._foreach_sqrt(vs)
-        torch._foreach_div_(denom, bias_correction2**0.5)
-    torch._foreach_add_(denom, eps)
+        torch._foreach_div_(denom, s["bias_correction2_sqrt"])
+    torch._foreach_add_(denom, s["eps"])
     return torch._foreach_div(xs, denom)
 
 
-def adam_direction(m: Tensor, v: Tensor, bias_correction1: Any, bias_correction2: Any, eps: Any) -> Tensor:
-    """m̂ / (√v̂ + eps) in torch's order: (m / (√v / √bc2 + eps)) / bc1, a new tensor."""
-    return div_(rms_scaled(m, v, bias_correction2, eps), bias_correction1)
+def adam_direction(m: Tensor, v: Tensor, s: dict[str, Any]) -> Tensor:
+    """m̂ / (√v̂ + eps) in torch's order: (m / (√v / √bc2 + eps)) / bc1, a new tensor (``s``: as :func:`rms_scaled`'s,
+    and ``bias_correction1``)."""
+    return div_(rms_scaled(m, v, s), s["bias_correction1"])
 
 
-def adam_direction_many(ms: list[Tensor], vs: list[Tensor], bias_correction1: float, bias_correction2: float,
-                        eps: float) -> list[Tensor]:
-    out = rms_scaled_many(ms, vs, bias_correction2, eps)
-    torch._foreach_div_(out, bias_correction1)
+def adam_direction_many(ms: list[Tensor], vs: list[Tensor], s: dict[str, Any]) -> list[Tensor]:
+    out = rms_scaled_many(ms, vs, s)
+    torch._foreach_div_(out, s["bias_correction1"])
     return out
 
 

@@ -96,15 +96,16 @@ class ScheduleFreeAdamRule(AdamRule):
     def scalars(self, group: dict[str, Any], step: int) -> dict[str, Any]:
         inner_momentum = group.get("inner_momentum", 0.0)
         beta2 = group["betas"][1]
+        bias_correction2 = bias_correction(beta2, step) if self.correct_bias else 1.0
         return dict(beta2=beta2, eps=group["eps"], inner_momentum=inner_momentum,
-                    bias_correction1=bias_correction(inner_momentum, step),
-                    bias_correction2=bias_correction(beta2, step) if self.correct_bias else 1.0)
+                    bias_correction1=bias_correction(inner_momentum, step), bias_correction2=bias_correction2,
+                    bias_correction2_sqrt=bias_correction2**0.5)
 
     def direction(self, p: Tensor, g: Tensor, state: dict[str, Any], s: dict[str, Any]) -> Tensor:
         ema_square_(state["exp_avg_sq"], g, s["beta2"])
         if "exp_avg" in state:
             g = div(ema_(state["exp_avg"], g, s["inner_momentum"], order="schedulefree"), s["bias_correction1"])
-        return rms_scaled(g, state["exp_avg_sq"], s["bias_correction2"], s["eps"], self.order)
+        return rms_scaled(g, state["exp_avg_sq"], s, self.order)
 
     def directions(self, ps: list[Tensor], gs: list[Tensor], states: list[dict[str, Any]],
                    s: dict[str, Any]) -> list[Tensor]:
@@ -114,7 +115,7 @@ class ScheduleFreeAdamRule(AdamRule):
             ms = [st["exp_avg"] for st in states]
             ema_many_(ms, gs, s["inner_momentum"], order="schedulefree")
             gs = torch._foreach_div(ms, s["bias_correction1"])
-        return rms_scaled_many(gs, vs, s["bias_correction2"], s["eps"], self.order)
+        return rms_scaled_many(gs, vs, s, self.order)
 
     def sign_source(self, g: Tensor, state: dict[str, Any]) -> Tensor | None:
         return state.get("exp_avg", g)

@@ -30,7 +30,7 @@ __all__ = [
 def _indicator_mean(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """I(u·g>0) / max(mean(I), 1e-3) — current C-Optim C-AdamW and timm ``cadamw`` / ``clion``."""
     mask = aligned.to(dtype)
-    return mask / mask.mean().clamp(min=1e-3)
+    return mask * mask.mean().clamp(min=1e-3).reciprocal()  # = mask / mean for 0/1 values, without a division each
 
 
 def _indicator_ratio(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:

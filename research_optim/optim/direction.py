@@ -169,8 +169,7 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
 
         eager, stepped, masked = compiled_each(
             _compiled_step, self.implementation, params,
-            lambda p: (p, p.grad, {key: self.state[p][key] for key in rule.buffers if key in self.state[p]}), args_of,
-            gather=group["cautious"] is None)
+            lambda p: (p, p.grad, {key: self.state[p][key] for key in rule.buffers if key in self.state[p]}), args_of)
         if rule.counts_steps:
             for p in stepped:
                 self.state[p]["step"] += 1

@@ -28,7 +28,7 @@ a C++ compiler); one optimizer's choice is its ``implementation`` (the training 
 builds it with :func:`eager_path`). Compiled functions take hyperparameters as 0-dim float64 tensors (:func:`scalar`), never Python
 floats: dynamo would specialise on a float and recompile whenever a schedule changes lr. So that one per-tensor
 function serves both the eager paths (Python numbers) and the compiled ones (0-dim tensors), :func:`add`,
-:func:`add_` and :func:`addcmul_` take either. Compiled artefacts are cached across processes by inductor's FX graph
+:func:`add_`, :func:`addcmul_`, :func:`div` and :func:`div_` take either. Compiled artefacts are cached across processes by inductor's FX graph
 cache (``TORCHINDUCTOR_CACHE_DIR``).
 
 **One compile per rule variant, whatever the model.** The compiled function steps one tensor, traced with
@@ -154,77 +154,35 @@ def _kind(x: Any) -> Hashable:
 
 
 def compiled_each(fn: Callable[..., Any], implementation: str, params: Sequence[Tensor],
-                  tensors_of: Callable[[Tensor], Sequence[Any]], args_of: Callable[[Tensor], Sequence[Any]],
-                  gather: bool = False) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
+                  tensors_of: Callable[[Tensor], Sequence[Any]],
+                  args_of: Callable[[Tensor], Sequence[Any]]) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
     """Step every :func:`compilable` parameter with the compiled ``fn(*flat views of tensors_of(p), *args_of(p))``,
     one call per tensor (``compiled.call``: dynamo once per kind of call, the graph directly after); ``fn`` returns
     the tensor's masked count (a 0-dim tensor) or None.
-
-    ``gather`` (a step without per-tensor reductions, so that it may run over several tensors joined): the tensors
-    too small for a call of their own under ``"auto"`` (biases, norms) are stepped in one call over their
-    concatenation, then copied back — a few copies of small tensors instead of a multi-tensor op per arithmetic op.
 
     Returns (the parameters left for the eager path: those not compilable, and every one not yet stepped if the
     compiler failed; the stepped ones; their masked count summed on the device, or None)."""
     eager: list[Tensor] = []
     stepped: list[Tensor] = []
     counts: list[Tensor] = []
-    small: dict[Hashable, list[tuple[Tensor, Sequence[Any], tuple[Any, ...]]]] = {}
     kinds: dict[tuple[int, ...], Hashable] = {}  # of the arguments, shared by the tensors of a step
-
-    def call(tensors: Sequence[Any], args: tuple[Any, ...], numel: int) -> Any:
+    for i, p in enumerate(params):
+        tensors = tensors_of(p)
+        if not _compilable(implementation, _leaves(tensors)):
+            eager.append(p)
+            continue
+        flat, args = [_flat(t) for t in tensors], tuple(args_of(p))
         ids = tuple(map(id, args))
         if ids not in kinds:
             kinds[ids] = _kind(args)
-        return compiled.call(fn, (kinds[ids], _kind(tensors), numel > REDUCTION_SPLIT), *tensors, *args)
-
-    for i, p in enumerate(params):
-        tensors = tensors_of(p)
-        leaves = _leaves(tensors)
-        if not _compilable(implementation, leaves):
-            if gather and _compilable("compiled", leaves):
-                small.setdefault((tuple((t.dtype, t.device) for t in leaves), tuple(map(id, args_of(p)))),
-                                 []).append((p, tensors, tuple(args_of(p))))
-            else:
-                eager.append(p)
-            continue
-        count = call([_flat(t) for t in tensors], tuple(args_of(p)), p.numel())
+        count = compiled.call(fn, (kinds[ids], _kind(flat), p.numel() > REDUCTION_SPLIT), *flat, *args)
         if count is compiled.FAILED:  # nothing of this tensor changed
-            return eager + list(params[i:]) + [p for jobs in small.values() for p, _, _ in jobs], stepped, \
-                _total(counts)
+            eager += params[i:]
+            break
         stepped.append(p)
         if count is not None:
             counts.append(count)
-    for jobs in small.values():
-        ps = [p for p, _, _ in jobs]
-        joined = [_joined([tensors[i] for _, tensors, _ in jobs]) for i in range(len(jobs[0][1]))]
-        if len(jobs) == 1 or call(joined, jobs[0][2], sum(p.numel() for p in ps)) is compiled.FAILED:
-            eager += ps
-            continue
-        for i, whole in enumerate(joined):
-            _copy_back(whole, [tensors[i] for _, tensors, _ in jobs])
-        stepped += ps
-    return eager, stepped, _total(counts)
-
-
-def _joined(xs: list[Any]) -> Any:
-    """The concatenation of the flattened tensors ``xs`` (of dicts of tensors: per key)."""
-    if isinstance(xs[0], dict):
-        return {key: _joined([x[key] for x in xs]) for key in xs[0]}
-    return torch.cat([x.reshape(-1) for x in xs])
-
-
-def _copy_back(whole: Any, xs: list[Any]) -> None:
-    """Copy the pieces of :func:`_joined`'s ``whole`` back into ``xs``."""
-    if isinstance(whole, dict):
-        for key, part in whole.items():
-            _copy_back(part, [x[key] for x in xs])
-        return
-    torch._foreach_copy_([x.view(-1) for x in xs], list(whole.split([x.numel() for x in xs])))
-
-
-def _total(counts: list[Tensor]) -> Tensor | None:
-    return torch.stack(counts).sum() if counts else None
+    return eager, stepped, torch.stack(counts).sum() if counts else None
 
 
 def scalar(value: float) -> Tensor:

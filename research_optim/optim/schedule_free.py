@@ -288,8 +288,7 @@ class _FastScheduleFree(RuleScheduleFree):
             state = self.state[y]
             return y, state["z"], y.grad, {key: state[key] for key in self.rule.buffers if key in state}
 
-        eager, stepped, masked = compiled_each(_compiled_step, self.implementation, ys, tensors_of, lambda y: args,
-                                               gather=group["cautious"] is None)
+        eager, stepped, masked = compiled_each(_compiled_step, self.implementation, ys, tensors_of, lambda y: args)
         if masked is not None:
             self._masked.add_count(masked, sum(y.numel() for y in stepped))
         return eager

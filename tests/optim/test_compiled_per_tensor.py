@@ -172,20 +172,3 @@ def test_a_graph_whose_inputs_are_not_all_arguments_keeps_going_through_dynamo()
         compiled.call(_scale_by_a_global_, "a kind", x)
     assert (_scale_by_a_global_, "a kind") not in compiled._direct
     torch.testing.assert_close(x, torch.full((5,), 8.0))
-
-
-@pytest.mark.parametrize("rule", ["lion", "adamw", "sf_adamw", "sf_sgd"])
-def test_auto_steps_the_small_tensors_of_a_step_without_caution_in_one_call(rule, monkeypatch):
-    """Without a cautious mask (no per-tensor reduction) the tensors too small for a call of their own are joined,
-    stepped in one compiled call and copied back — equal to the reference, a one-element and a non-contiguous
-    tensor left to the eager path."""
-    from research_optim.optim import implementation
-
-    joined = []
-    monkeypatch.setattr(implementation, "_joined", lambda xs, join=implementation._joined: joined.append(len(xs))
-                        or join(xs))
-    big = (COMPILE_MIN_NUMEL // 1000, 1000)
-    shapes = [(40, 30), big, (300,), (16, 8), (1,), (40, 30), (COMPILED_TENSOR_MIN_NUMEL,)]
-    make = lambda impl: _non_contiguous_first(lambda ps: RULES[rule](ps, implementation=impl, weight_decay=0.1))
-    run_side_by_side(make("auto"), make("reference"), steps=3, shapes=shapes, **MIXED_F32)
-    assert joined and max(joined) == 3  # (300,), (16, 8) and (40, 30); the first (non-contiguous) and (1,) eager

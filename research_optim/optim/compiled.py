@@ -1,6 +1,6 @@
 """``torch.compile`` for a per-tensor step, with dynamo's per-call cost paid once per kind of call.
 
-A compiled function called through dynamo costs ~100 µs of host time per call on a CPU (frame evaluation, guards,
+A compiled function called through dynamo costs ~170 µs of host time per call on a CPU (frame evaluation, guards,
 runtime wrappers) — more than the kernel of a 100k-element tensor, and paid once per tensor per step. So
 :func:`call` goes through dynamo only for the first call of each *kind* (``kind``: everything dynamo's guards can
 depend on — static arguments, dtypes, devices, dict keys, the size regimes inductor specialises on; the caller

@@ -7,8 +7,9 @@ depend on — static arguments, dtypes, devices, dict keys, the size regimes ind
 builds it). That call records the graph that served it (the inductor backend is wrapped to do so) and how the
 graph's inputs are read from the call's arguments (dynamo's own source expressions, e.g. ``L['state']['exp_avg']``
 or ``L['p'].size()[0]``); later calls of the same kind run that graph directly. The record is checked on the call
-that makes it — the expressions must yield exactly the inputs dynamo passed and the result must be the graph's
-output — and a kind whose record does not check out keeps going through dynamo.
+that makes it — the expressions must yield exactly the inputs dynamo passed, the result must be the graph's output
+and no argument's container or attribute may have changed (a side effect dynamo would replay outside the graph) —
+and a kind whose record does not check out keeps going through dynamo.
 """
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ def call(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Any:
     if graph is not None:
         return graph(graph.inputs(_locals(fn, args)))
     _served.clear()
+    before = _contents(args)
     try:
         result = _dynamo(fn)(*args)
     except torch._dynamo.exc.TorchDynamoException as err:
@@ -98,10 +100,23 @@ def call(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Any:
                       "using the eager optimizer steps from now on", RuntimeWarning, stacklevel=4)
         set_compile_enabled(False)
         return FAILED
-    if len(_served) == 1 and _checks_out(*_served[0], _locals(fn, args), result):
+    # a change to an argument's containers or attributes is a side effect dynamo replays outside the graph
+    if len(_served) == 1 and _contents(args) == before and _checks_out(*_served[0], _locals(fn, args), result):
         _direct[(fn, kind)] = _served[0][0]
     _served.clear()
     return result
+
+
+def _contents(x: Any) -> Any:
+    """What a call could change in its arguments outside a graph: containers' keys and the values they hold, objects'
+    attributes (as identities; tensors' data is the graph's business)."""
+    if isinstance(x, dict):
+        return tuple((key, id(v), _contents(v)) for key, v in x.items())
+    if isinstance(x, (list, tuple)):
+        return tuple((id(v), _contents(v)) for v in x)
+    if isinstance(x, torch.Tensor) or not hasattr(x, "__dict__"):
+        return None
+    return tuple((key, id(v)) for key, v in vars(x).items())
 
 
 def _checks_out(graph: _Graph, inputs: list[Any], out: Any, local: dict[str, Any], result: Any) -> bool:

@@ -172,3 +172,18 @@ def test_a_graph_whose_inputs_are_not_all_arguments_keeps_going_through_dynamo()
         compiled.call(_scale_by_a_global_, "a kind", x)
     assert (_scale_by_a_global_, "a kind") not in compiled._direct
     torch.testing.assert_close(x, torch.full((5,), 8.0))
+
+
+def _count_calls_(x: torch.Tensor, box: dict) -> None:
+    box["calls"] = box.get("calls", 0) + 1  # a side effect on an argument, which dynamo replays outside the graph
+    x.add_(1)
+
+
+def test_a_call_with_side_effects_outside_its_graph_keeps_going_through_dynamo():
+    from research_optim.optim import compiled
+
+    x, box = torch.zeros(5), {}
+    for _ in range(3):
+        compiled.call(_count_calls_, "a kind", x, box)
+    assert box["calls"] == 3 and (_count_calls_, "a kind") not in compiled._direct
+    torch.testing.assert_close(x, torch.full((5,), 3.0))

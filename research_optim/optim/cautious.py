@@ -23,28 +23,27 @@ from research_optim.optim import checks
 
 __all__ = [
     "PHI_FUNCTIONS", "aligned", "cautious_mask", "cautious_masked", "cautious_direction", "cautious_directions",
-    "check_phi", "mask_dtype", "MaskedFraction", "MaskedFractionMixin",
+    "check_phi", "mask_dtype", "number_kept", "MaskedFraction", "MaskedFractionMixin",
 ]
 
 
-def _indicator_mean(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
+def _indicator_mean(aligned: Tensor, kept: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """I(u·g>0) / max(mean(I), 1e-3) — current C-Optim C-AdamW and timm ``cadamw`` / ``clion``."""
-    mask = aligned.to(dtype)
-    return mask * mask.mean().clamp(min=1e-3).reciprocal()  # = mask / mean for 0/1 values, without a division each
+    mean = kept.to(dtype) / aligned.numel()
+    return aligned.to(dtype) * mean.clamp(min=1e-3).reciprocal()  # = I / mean, without a division per coordinate
 
 
-def _indicator_ratio(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
+def _indicator_ratio(aligned: Tensor, kept: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """I(u·g>0) · numel / (ΣI + 1) — the paper's v1."""
-    mask = aligned.to(dtype)
-    return mask * (mask.numel() / (mask.sum() + 1))
+    return aligned.to(dtype) * (aligned.numel() / (kept.to(dtype) + 1))
 
 
-def _indicator(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
+def _indicator(aligned: Tensor, kept: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """I(u·g>0), no rescaling."""
     return aligned.to(dtype)
 
 
-def _soft(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
+def _soft(aligned: Tensor, kept: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """1 where aligned, ``cautious_factor`` elsewhere, divided by its mean — lion-pytorch ``cautious_factor``.
 
     factor 1 keeps everything (lion-pytorch skips caution then); factor 0 is ``indicator_mean`` with a 1e-5 clamp.
@@ -54,16 +53,17 @@ def _soft(aligned: Tensor, factor: float, dtype: torch.dtype = torch.float32) ->
     return scale / scale.mean().clamp(min=1e-5)
 
 
-def _signxor(kept: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
+def _signxor(kept_mask: Tensor, kept: Tensor, factor: float, dtype: torch.dtype = torch.float32) -> Tensor:
     """HeavyBall: zero only where signs strictly disagree (exact zeros kept); rescale numel / max(kept, 1)."""
-    mask = kept.to(dtype)
-    return mask * (kept.numel() / mask.sum().clamp(min=1))
+    return kept_mask.to(dtype) * (kept_mask.numel() / kept.to(dtype).clamp(min=1))
 
 
-# phi(aligned, cautious_factor, dtype) -> mask of ``aligned``'s shape, computed in ``dtype``
-PhiFn = Callable[[Tensor, float, torch.dtype], Tensor]
+# phi(aligned, kept, cautious_factor, dtype) -> mask of ``aligned``'s shape, computed in ``dtype``. ``kept`` is the
+# number of True coordinates of the boolean ``aligned`` (u·g > 0; u·g >= 0 for signxor) as an integer tensor: the
+# one reduction a mask needs, counted exactly (sums of 0/1 in float32 are exact only below 2**24 coordinates, and a
+# compiled float sum costs a cascade helper; an integer count runs at memory speed)
+PhiFn = Callable[[Tensor, Tensor, float, torch.dtype], Tensor]
 
-# name -> phi applied to the boolean "aligned" tensor (u·g > 0; u·g >= 0 for signxor)
 PHI_FUNCTIONS: dict[str, PhiFn] = {
     "indicator_mean": _indicator_mean,
     "indicator_ratio": _indicator_ratio,
@@ -93,9 +93,16 @@ def mask_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
+def number_kept(keep: Tensor) -> Tensor:
+    """Number of True coordinates of a boolean tensor, as a 0-dim integer tensor on its device (int32 while it
+    fits: an int64 count takes two vectors per vector of floats in a compiled CPU loop)."""
+    return keep.sum(dtype=torch.int32 if keep.numel() < 2**31 else torch.int64)
+
+
 def cautious_mask(u: Tensor, g: Tensor, phi: str, cautious_factor: float = 0.0) -> Tensor:
     """The mask phi(u ∘ g) for one tensor (same shape as ``u``; float64 if ``u`` is, else float32)."""
-    return PHI_FUNCTIONS[phi](aligned(u, g, phi), cautious_factor, mask_dtype(u.dtype))
+    keep = aligned(u, g, phi)
+    return PHI_FUNCTIONS[phi](keep, number_kept(keep), cautious_factor, mask_dtype(u.dtype))
 
 
 def cautious_masked(u: Tensor, g: Tensor, phi: str, cautious_factor: float,
@@ -106,8 +113,9 @@ def cautious_masked(u: Tensor, g: Tensor, phi: str, cautious_factor: float,
     u = m̂ / (√v̂ + eps) has a positive denominator — timm ``cadamw`` masks with m·g too). Compiled, this keeps the
     preconditioner's sqrt and division out of the reduction pass that φ's mean needs (4× faster on CPU)."""
     keep = aligned(u if sign_of is None else sign_of, g, phi)
-    mask = PHI_FUNCTIONS[phi](keep, cautious_factor, mask_dtype(u.dtype)).to(u.dtype)
-    return u * mask, keep.numel() - keep.sum()
+    kept = number_kept(keep)
+    mask = PHI_FUNCTIONS[phi](keep, kept, cautious_factor, mask_dtype(u.dtype)).to(u.dtype)
+    return u * mask, keep.numel() - kept.to(torch.int64)  # int64: the counter sums it over tensors and steps
 
 
 def cautious_direction(u: Tensor, g: Tensor, phi: str | None, cautious_factor: float = 0.0,

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from research_optim.optim import checks
+from research_optim.optim.sharded import replicated
 
 __all__ = [
     "PHI_FUNCTIONS", "aligned", "cautious_mask", "cautious_masked", "cautious_direction", "cautious_directions",
@@ -95,8 +96,9 @@ def mask_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def number_kept(keep: Tensor) -> Tensor:
     """Number of True coordinates of a boolean tensor, as a 0-dim integer tensor on its device (int32 while it
-    fits: an int64 count takes two vectors per vector of floats in a compiled CPU loop)."""
-    return keep.sum(dtype=torch.int32 if keep.numel() < 2**31 else torch.int64)
+    fits: an int64 count takes two vectors per vector of floats in a compiled CPU loop); of a sharded tensor, the
+    whole tensor's count, replicated (φ divides it by numel once, not each rank's part)."""
+    return replicated(keep.sum(dtype=torch.int32 if keep.numel() < 2**31 else torch.int64))
 
 
 def cautious_mask(u: Tensor, g: Tensor, phi: str, cautious_factor: float = 0.0) -> Tensor:

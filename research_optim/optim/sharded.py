@@ -2,8 +2,11 @@
 
 DTensor's own arithmetic already makes the per-tensor reductions of every rule whole-tensor ones — a ``sum``,
 ``mean`` or ``norm`` of a sharded tensor is a partial result that DTensor all-reduces when it is used — so the
-cautious mask mean, the masked-fraction counts, SaLSA's and SLS's slopes and norms and Schedule-Free's weights need
-nothing here. Four things do:
+masked-fraction counts, SaLSA's and SLS's slopes and norms and Schedule-Free's weights need nothing here. Five
+things do:
+
+* arithmetic that must round once, on the whole reduction (the cautious mask's count divided by numel): DTensor
+  would run it on each rank's partial value before summing; :func:`replicated` all-reduces first;
 
 * a multi-tensor op DTensor has no rule for (``_foreach_copy_``): elementwise, so it runs on the shards (:func:`local`);
 * a flattening DTensor refuses (an unevenly sharded tensor): :func:`inner`;
@@ -20,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["is_sharded", "local", "whole", "inner", "shard_like"]
+__all__ = ["is_sharded", "local", "whole", "replicated", "inner", "shard_like"]
 
 try:
     from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
@@ -40,6 +43,16 @@ def local(tensors: list[Tensor]) -> list[Tensor]:
 def whole(t: Tensor) -> Tensor:
     """``t`` as one plain tensor, the same on every rank (gathered or all-reduced when ``t`` is a DTensor)."""
     return t.full_tensor() if is_sharded(t) else t
+
+
+def replicated(t: Tensor) -> Tensor:
+    """A DTensor reduction's partial result all-reduced now (every placement ``Replicate``), still a DTensor; plain
+    tensors as they are. Arithmetic on a ``Partial`` DTensor runs on each rank's part and the rounded parts are summed
+    later (a count divided by ``numel`` then differs from one division in the last bit); on the replicated value it
+    rounds once, as on one device."""
+    if not is_sharded(t):
+        return t
+    return t.redistribute(placements=[Replicate()] * len(t.placements))
 
 
 def inner(a: Tensor, b: Tensor) -> Tensor:

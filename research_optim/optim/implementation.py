@@ -36,10 +36,10 @@ dynamic sizes (``dynamic=True``): its inputs are flat views that are detached (n
 for dynamo to guard), so neither the number of tensors nor their shapes enter a guard, and a second model reuses
 the graph. Dynamo compiles again only for what changes the code: another rule, φ, flag (Nesterov, inner momentum,
 ...) or dtype — with one bounded exception on a CPU: inductor's C++ code sums float32 with a cascade helper only
-above 4,096 elements, so a variant with a reduction (a cautious mask) compiles a second graph when the first
-tensor on the other side of 4,096 elements comes: at most two graphs per variant, one under ``"auto"`` (all its
-compiled tensors are larger). Per-tensor reductions (the cautious mask's mean) reduce the one tensor a call
-receives, unchanged by flattening. Dynamo runs only for the first call of each kind (rule variant, dtypes, size
+above 4,096 elements, so a variant with a floating-point reduction (the ``soft`` cautious φ's mean; the other
+φ count the kept coordinates as integers) compiles a second graph when the first tensor on the other side of
+4,096 elements comes: at most two graphs per variant, one under ``"auto"`` (all its compiled tensors are larger).
+Per-tensor reductions (the cautious mask's count) reduce the one tensor a call receives, unchanged by flattening. Dynamo runs only for the first call of each kind (rule variant, dtypes, size
 regime); later calls run the graph it compiled directly (``optim.compiled``): 40–100 µs of host time per tensor on
 a CPU instead of ~170 µs (``benchmarks.compiled_calls``), still more than a small tensor's eager step, hence the
 small tensors stay eager under ``"auto"``.
@@ -64,7 +64,7 @@ IMPLEMENTATIONS = ("auto", "reference", "foreach", "compiled")
 COMPILE_MIN_NUMEL = 1 << 20  # ~1M elements: below this "auto" stays eager (compile cost not repaid)
 COMPILED_TENSOR_MIN_NUMEL = 1 << 16  # under "auto", smaller tensors take the eager path (a call costs more)
 
-REDUCTION_SPLIT = 4096  # inductor's CPU code sums float32 with a cascade helper only above this many elements
+REDUCTION_SPLIT = 4096  # inductor's CPU code sums floats with a cascade helper only above this many elements
 
 _compile_override: bool | None = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import runpy
 import shlex
 import subprocess
@@ -54,6 +55,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="lines run at once (default 2)")
     lines = [line for line in sys.stdin.read().split("\0") if line.strip()]
     jobs = parser.parse_args().jobs
+    sys.path.insert(0, os.getcwd())  # as `python -m` has it (a checkout's package before an installed one); inherited
     # spawn, not fork: each worker imports for itself (no threads or locks copied mid-use); a worker outlives its line
     with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(lines))),
                              mp_context=multiprocessing.get_context("spawn")) as pool:

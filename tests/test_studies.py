@@ -56,9 +56,10 @@ def test_in_process_runs_every_line_in_one_long_lived_process_each_with_its_own_
                       "if sys.argv[1] == 'raise':\n    raise ValueError('boom')\nsys.exit(int(sys.argv[1]))\n")
     lines = [f"python {script} 0 'a b'", "python -m line 3", f"python {script} raise", "echo bash $$",
              "python -m line 0"]
-    result = subprocess.run([sys.executable, "experiments/in_process.py", "--jobs", "1"], input="\0".join(lines),
-                            cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    # `python -m line` finds line.py in the current directory, as a fresh `python -m` would
+    result = subprocess.run([sys.executable, str(ROOT / "experiments/in_process.py"), "--jobs", "1"],
+                            input="\0".join(lines), cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"})
     assert result.returncode == 1, result.stderr
     out = result.stdout.splitlines()
     python_pids = {line.split()[1] for line in out if line.startswith("pid ")}

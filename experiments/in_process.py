@@ -40,7 +40,10 @@ def _run_here(argv: list[str], run: Callable[[], object]) -> int:
         run()
         return 0
     except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)  # sys.exit("message"): printed, exit code 1
+        return 1
     except Exception:  # noqa: BLE001 — printed as a fresh Python would
         traceback.print_exc()
         return 1
@@ -53,8 +56,8 @@ def _run_here(argv: list[str], run: Callable[[], object]) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2, help="lines run at once (default 2)")
-    lines = [line for line in sys.stdin.read().split("\0") if line.strip()]
     jobs = parser.parse_args().jobs
+    lines = [line for line in sys.stdin.read().split("\0") if line.strip()]
     sys.path.insert(0, os.getcwd())  # as `python -m` has it (a checkout's package before an installed one); inherited
     # spawn, not fork: each worker imports for itself (no threads or locks copied mid-use); a worker outlives its line
     with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(lines))),

@@ -53,9 +53,10 @@ def test_paper_scale_dry_run_checks_every_study_and_submits_a_tiny_one(study, pa
 def test_in_process_runs_every_line_in_one_long_lived_process_each_with_its_own_exit_code(tmp_path):
     script = tmp_path / "line.py"  # run as a script and as a module
     script.write_text("import os, sys\nprint('pid', os.getpid(), sys.argv[1:], flush=True)\n"
-                      "if sys.argv[1] == 'raise':\n    raise ValueError('boom')\nsys.exit(int(sys.argv[1]))\n")
+                      "if sys.argv[1] == 'raise':\n    raise ValueError('boom')\n"
+                      "sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])\n")
     lines = [f"python {script} 0 'a b'", "python -m line 3", f"python {script} raise", "echo bash $$",
-             "python -m line 0"]
+             "python -m line 'a message'", "python -m line 0"]
     # `python -m line` finds line.py in the current directory, as a fresh `python -m` would
     result = subprocess.run([sys.executable, str(ROOT / "experiments/in_process.py"), "--jobs", "1"],
                             input="\0".join(lines), cwd=tmp_path, capture_output=True, text=True, timeout=600,
@@ -64,9 +65,9 @@ def test_in_process_runs_every_line_in_one_long_lived_process_each_with_its_own_
     out = result.stdout.splitlines()
     python_pids = {line.split()[1] for line in out if line.startswith("pid ")}
     bash_pids = {line.split()[1] for line in out if line.startswith("bash ")}
-    assert len([line for line in out if line.startswith("pid ")]) == 4 and len(python_pids) == 1  # every line ran
+    assert len([line for line in out if line.startswith("pid ")]) == 5 and len(python_pids) == 1  # every line ran
     assert bash_pids and not bash_pids & python_pids  # a line that is not Python runs in bash
     assert f"pid {next(iter(python_pids))} ['0', 'a b']" in out  # the shell's quoting
     failed = [line for line in result.stderr.splitlines() if line.startswith("exit code ")]
-    assert failed == [f"exit code 3: {lines[1]}", f"exit code 1: {lines[2]}"], failed
-    assert "ValueError: boom" in result.stderr
+    assert failed == [f"exit code 3: {lines[1]}", f"exit code 1: {lines[2]}", f"exit code 1: {lines[4]}"], failed
+    assert "ValueError: boom" in result.stderr and "\na message\n" in result.stderr

@@ -23,14 +23,24 @@ TINY_LM="model=gpt model.n_layer=1 model.n_embd=16 model.n_head=2 data=synthetic
 TINY_IMAGE="model=mlp model.hidden=16 data=digits train.steps=20 train.batch_size=16 train.micro_batch_size=null train.precision=fp32 train.eval_every=10 train.log_every=10 train.checkpoint_every=0"
 
 # study FULL TINY: one tune study with the overrides FULL (paper scale; FULL's run.group under $GROUP); a dry run
-# checks FULL here, and the first study also runs with TINY on top on the local cluster (TINY's keys win)
-SUBMITTED=0
+# checks FULL here, and the first study also runs with TINY on top on the local cluster (TINY's keys win), both when
+# the script ends (dry_runs)
+DRY_RUNS=()
 study() {
   if [ "$DRY" = 1 ]; then
-    eval "$TUNE $1 $PAPER tune.dry_run=true"
-    if [ "$SUBMITTED" = 0 ]; then eval "$TUNE $1 $2 $TINY_CLUSTER"; SUBMITTED=1; fi
+    if [ ${#DRY_RUNS[@]} = 0 ]; then DRY_RUNS+=("$TUNE $1 $2 $TINY_CLUSTER"); fi
+    DRY_RUNS+=("$TUNE $1 $PAPER tune.dry_run=true")
   else
     eval "$TUNE $1 $PAPER"
+  fi
+}
+
+# dry_runs: the last line of every paper_scale.sh — with PAPER_DRY=1, what study() collected, two at a time in two
+# long-lived Python processes (in_process.py: a check takes a second, a fresh Python's imports several; the checks
+# run while the tiny study waits for its SLURM job); fails if any failed
+dry_runs() {
+  if [ "$DRY" = 1 ]; then
+    printf '%s\0' "${DRY_RUNS[@]}" | python "$(dirname "${BASH_SOURCE[0]}")/in_process.py" --jobs 2
   fi
 }
 

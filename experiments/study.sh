@@ -49,5 +49,10 @@ else
   DIGITS="task=digits train.steps=1000 train.eval_every=100 train.log_every=20 train.checkpoint_every=0"
 fi
 
-# pool CMD...: run the command lines JOBS at a time; fails (after all finished) if any failed
-pool() { printf '%s\0' "$@" | xargs -0 -n1 -P "$JOBS" bash -c; }
+# pool CMD...: run the command lines JOBS at a time; fails (after all finished) if any failed. Tiny mode runs them in
+# JOBS long-lived Python processes (in_process.py): its runs take a second, a fresh Python's imports several
+if [ "$TINY" = 1 ]; then
+  pool() { printf '%s\0' "$@" | python "$(dirname "${BASH_SOURCE[0]}")/in_process.py" --jobs "$JOBS"; }
+else
+  pool() { printf '%s\0' "$@" | xargs -0 -n1 -P "$JOBS" bash -c; }
+fi

@@ -86,9 +86,11 @@ def end_point(code: int, point: str | None, failures: list[str]) -> None:
 
 
 def exit_sweep(failures: list[str], what: str) -> None:
-    """After every point was tried: exit code 1 when any did not complete."""
-    if failures:
-        print(f"{len(failures)} {what} did not complete: " + "; ".join(f"[{p}]" for p in failures), file=sys.stderr)
+    """After every point was tried: exit code 1 when any did not complete. The list is emptied: a process may run
+    the command again (experiments/in_process.py), and its sweep starts with no failures."""
+    failed, failures[:] = list(failures), []
+    if failed:
+        print(f"{len(failed)} {what} did not complete: " + "; ".join(f"[{p}]" for p in failed), file=sys.stderr)
         sys.exit(1)
 
 

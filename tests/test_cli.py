@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import read_metrics
+from research_optim.app import exit_sweep
 
 pytestmark = pytest.mark.slow  # a subprocess per test
 
@@ -58,3 +59,11 @@ def test_a_sweep_runs_its_good_points_and_exits_1_for_a_bad_one(tmp_path):
     assert "error in sweep point [optimizer.lr=0" in out.stderr and "optimizer.lr=0: AdamW: lr must be > 0" in out.stderr
     assert "Traceback" not in out.stderr and "1 sweep point(s) did not complete" in out.stderr
     assert len(list(tmp_path.glob("default/*/summary.json"))) == 1
+
+
+def test_exit_sweep_empties_its_failures_so_the_next_sweep_in_the_process_starts_clean():
+    failures = ["optimizer.lr=0"]  # experiments/in_process.py runs several sweeps in one process
+    with pytest.raises(SystemExit) as exit_:
+        exit_sweep(failures, "sweep point(s)")
+    assert exit_.value.code == 1 and failures == []
+    exit_sweep(failures, "sweep point(s)")  # nothing failed since: returns

@@ -12,3 +12,4 @@ estimate cautious 84 "$(lm_hours 134e6 2.62e9)"
 for opt in adamw c_adamw lion c_lion; do
   study "$FULL optimizer=$opt" "$TINY_LM"
 done
+dry_runs

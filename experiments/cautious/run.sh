@@ -51,7 +51,7 @@ pool "${phis[@]}"
 
 # reports: validation (the compared metric: steps to the tuned baseline's final validation loss, excess over the
 # optimum), C-AdamW against AdamW and C-Lion against Lion; the held-out test split; the φ ablation
-$REPORT "$ROOT/$G" --split val --baseline adamw --out "$OUT/report_adamw"
-$REPORT "$ROOT/$G" --split val --baseline lion --out "$OUT/report_lion"
-$REPORT "$ROOT/$G" --split test --out "$OUT/report_test"
-$REPORT "$ROOT/$GROUP/phi" --split val --baseline lib_adamw --method-keys optimizer.base optimizer.phi --out "$OUT/report_phi"
+pool "$REPORT '$ROOT/$G' --split val --baseline adamw --out '$OUT/report_adamw'" \
+  "$REPORT '$ROOT/$G' --split val --baseline lion --out '$OUT/report_lion'" \
+  "$REPORT '$ROOT/$G' --split test --out '$OUT/report_test'" \
+  "$REPORT '$ROOT/$GROUP/phi' --split val --baseline lib_adamw --method-keys optimizer.base optimizer.phi --out '$OUT/report_phi'"

@@ -25,3 +25,4 @@ for b in 32 128 512; do
     study "$OWT optimizer=$opt train.batch_size=$b train.steps=$steps train.eval_every=$(( steps / 20 )) train.checkpoint_every=$(( steps / 10 )) task=openwebtext_b$b tune.budget=16 run.group=$GROUP/batch" "$TINY_LM"
   done
 done
+dry_runs

@@ -49,12 +49,11 @@ for opt in adamw lion; do
 done
 pool "${studies[@]}"
 
-# 3. implementation facts: optimizer state bytes (exact) and step time (ratios measured side by side, medians)
-python experiments/state_memory.py --optimizers adamw lion --out "$OUT/state_memory"
+# 3. implementation facts: step time (ratios measured side by side, medians; nothing else of the study runs meanwhile)
+# and optimizer state bytes (exact); where the optima lie, and the reports (validation; held-out test; the batch study)
 python experiments/lion/step_time.py --repeats $([ "$TINY" = 1 ] && echo 5 || echo 200) --out "$OUT/step_time"
-
-# where the optima lie, and the reports (validation; held-out test; the batch study)
-python experiments/lion/ratios.py "$ROOT/$GROUP/main" "$ROOT/$GROUP/batch" --out "$OUT/ratios"
-$REPORT "$ROOT/$GROUP/main" --split val --out "$OUT/report_val"
-$REPORT "$ROOT/$GROUP/main" --split test --out "$OUT/report_test"
-$REPORT "$ROOT/$GROUP/batch" --split val --out "$OUT/report_batch"
+pool "python experiments/state_memory.py --optimizers adamw lion --out '$OUT/state_memory'" \
+  "python experiments/lion/ratios.py '$ROOT/$GROUP/main' '$ROOT/$GROUP/batch' --out '$OUT/ratios'" \
+  "$REPORT '$ROOT/$GROUP/main' --split val --out '$OUT/report_val'" \
+  "$REPORT '$ROOT/$GROUP/main' --split test --out '$OUT/report_test'" \
+  "$REPORT '$ROOT/$GROUP/batch' --split val --out '$OUT/report_batch'"

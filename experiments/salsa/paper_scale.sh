@@ -23,3 +23,4 @@ for pair in "cifar10:$CIFAR:$TINY_IMAGE" "openwebtext:$OWT:$TINY_LM"; do
   arms "$W optimizer=adamw optimizer.lr=1e-3 optimizer.weight_decay=0 schedule=constant seed=$SEEDS run.group=$GROUP/$name/defaults"
   arms "$W optimizer=salsa,salsa_sgd optimizer.c=0.3,0.5 seed=$SEEDS run.group=$GROUP/$name/defaults"
 done
+dry_runs

@@ -36,12 +36,13 @@ pool "${commands[@]}"
 
 # reports, per workload, on validation (on the optimisation workloads: the population loss), with steps and forward
 # passes as cost axes: "tuned Adam" (SaLSA at its defaults against the tuned baselines named in the tuned group's
-# selection file; and against tuned SGD), and "Adam at its defaults" (the untuned group alone)
+# selection file; and against tuned SGD), and "Adam at its defaults" (the untuned group alone); and where the line
+# searches' step sizes settle against the tuned baselines' lr, and their forward passes per step
 KEYS="--method-keys optimizer.base optimizer.c --split val"
+reports=()
 for w in teacher_student lm_stream digits; do
-  $REPORT "$ROOT/$GROUP/$w" --selection "$ROOT/$GROUP/$w/tuned/selection.json" $KEYS --out "$OUT/report_${w}_tuned"
-  $REPORT "$ROOT/$GROUP/$w" --selection "$ROOT/$GROUP/$w/tuned/selection.json" $KEYS --baseline sgd --out "$OUT/report_${w}_tuned_sgd"
-  $REPORT "$ROOT/$GROUP/$w/defaults" $KEYS --out "$OUT/report_${w}_defaults"
+  reports+=("$REPORT '$ROOT/$GROUP/$w' --selection '$ROOT/$GROUP/$w/tuned/selection.json' $KEYS --out '$OUT/report_${w}_tuned'")
+  reports+=("$REPORT '$ROOT/$GROUP/$w' --selection '$ROOT/$GROUP/$w/tuned/selection.json' $KEYS --baseline sgd --out '$OUT/report_${w}_tuned_sgd'")
+  reports+=("$REPORT '$ROOT/$GROUP/$w/defaults' $KEYS --out '$OUT/report_${w}_defaults'")
 done
-# where the line searches' step sizes settle against the tuned baselines' lr, and their forward passes per step
-python experiments/salsa/step_sizes.py "$ROOT/$GROUP" --out "$OUT/step_sizes"
+pool "${reports[@]}" "python experiments/salsa/step_sizes.py '$ROOT/$GROUP' --out '$OUT/step_sizes'"

@@ -17,3 +17,4 @@ for model in resnet18 vit_s; do
   done
   study "$W optimizer=sf_adamw train.steps=70400 task=cifar10_${model}_h70400 '+search_space.warmup={key: optimizer.warmup_steps, choices: [0,1760,3520,7040,14080]}'" "$TINY_IMAGE"
 done
+dry_runs

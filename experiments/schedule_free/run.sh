@@ -45,11 +45,11 @@ WIDE="search_space.weight_decay.low=0.0005"
 run_studies "$(budget 24)" "lm_stream digits" "$WIDE search_space.lr.high=0.1 search_space.one_minus_beta1.high=1" \
   "$WIDE search_space.lr.high=0.25 search_space.one_minus_beta1.high=0.99"
 
-# the claim: SF's single run at step H against the cosine run tuned for H, paired by seed, at every horizon
+# the claim: SF's single run at step H against the cosine run tuned for H, paired by seed, at every horizon; state
+# memory; the full comparison at the longest horizons (validation; held-out test)
+analyses=()
 for w in teacher_student lm_stream digits; do
-  python experiments/schedule_free/envelope.py "$ROOT/$G" --workload $w --horizons ${HORIZONS[$w]} --out "$OUT/envelope_$w"
+  analyses+=("python experiments/schedule_free/envelope.py '$ROOT/$G' --workload $w --horizons ${HORIZONS[$w]} --out '$OUT/envelope_$w'")
 done
-python experiments/state_memory.py --optimizers adamw sf_adamw --out "$OUT/state_memory"
-# the full comparison at the longest horizons (validation; held-out test)
-$REPORT "$ROOT/$G" --split val --out "$OUT/report_val"
-$REPORT "$ROOT/$G" --split test --out "$OUT/report_test"
+pool "${analyses[@]}" "python experiments/state_memory.py --optimizers adamw sf_adamw --out '$OUT/state_memory'" \
+  "$REPORT '$ROOT/$G' --split val --out '$OUT/report_val'" "$REPORT '$ROOT/$G' --split test --out '$OUT/report_test'"

@@ -8,7 +8,7 @@ import torch
 
 from research_optim.optim.adamw import AdamW
 from research_optim.optim.cautious import (
-    PHI_FUNCTIONS, MaskedFraction, cautious_direction, cautious_mask, check_phi,
+    PHI_FUNCTIONS, MaskedFraction, cautious_direction, cautious_mask, cautious_masked, check_phi, number_kept,
 )
 from research_optim.optim.lion import Lion
 from research_optim.optim.sgd import SGD
@@ -80,6 +80,19 @@ def test_direction_does_not_modify_inputs_and_keeps_dtype():
     bf = cautious_direction(U.to(torch.bfloat16), G.to(torch.bfloat16), "indicator_mean")
     assert bf.dtype == torch.bfloat16
     assert cautious_mask(U.to(torch.bfloat16), G.to(torch.bfloat16), "indicator_mean").dtype == torch.float32
+
+
+def test_the_kept_count_is_exact_beyond_float32s_integers():
+    """φ's mean and the masked count come from one integer count: exact where a float32 sum of 0/1 rounds
+    (2**24 + 1 is not a float32)."""
+    n = 2**24 + 3
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[:2] = False
+    assert torch.ones(n).sum().item() != n  # what a float32 sum gives
+    assert number_kept(keep).item() == n - 2 and number_kept(keep).dtype == torch.int32
+    u = torch.where(keep, 1.0, -1.0)
+    _, masked = cautious_masked(u, torch.ones(n), "indicator", 0.0)
+    assert masked.item() == 2 and masked.dtype == torch.int64  # summed over tensors and steps by the counter
 
 
 def test_masked_fraction_accumulates_over_tensors_until_pop():

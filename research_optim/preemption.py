@@ -36,9 +36,12 @@ class StopFlag:
         self._previous: dict[int, object] = {}
 
     def _handler(self, signum: int, frame: object) -> None:
-        if not self.signum:
-            log.warning("received %s: checkpointing at the next step boundary", signal.Signals(signum).name)
-        self.signum = self.signum or signum
+        if self.signum:
+            return
+        # remembered before the log line: a second signal (SLURM signals every process of a step, and the torchrun
+        # agent forwards it again) may run this handler anew while the first one is still logging
+        self.signum = signum
+        log.warning("received %s: checkpointing at the next step boundary", signal.Signals(signum).name)
 
     def __enter__(self) -> "StopFlag":
         if threading.current_thread() is threading.main_thread():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -147,6 +148,36 @@ def _replica_worker(rank: int) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
+def test_a_second_signal_during_the_first_ones_log_line_is_neither_logged_nor_counted():
+    """Real signals: the first SIGUSR2's log line sends another (as SLURM's own signal and the torchrun agent's
+    forwarded one can arrive together); the handler runs again inside the first, and the run logs one line."""
+    from research_optim.preemption import StopFlag
+
+    class SignalAgain(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+            if len(self.messages) == 1:
+                os.kill(os.getpid(), signal.SIGUSR2)
+
+    logger = logging.getLogger("research_optim.preemption")
+    again, level = SignalAgain(), logger.level
+    logger.addHandler(again)
+    logger.setLevel(logging.WARNING)
+    try:
+        with StopFlag() as stop:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.1)  # both handlers have run
+    finally:
+        logger.removeHandler(again)
+        logger.setLevel(level)
+    assert stop.signum == signal.SIGUSR2
+    assert again.messages == ["received SIGUSR2: checkpointing at the next step boundary"]
+
+
 def test_the_replica_check_finds_a_tensor_that_differs_by_one_bit():
     from tests.conftest import on_gloo_ranks
 

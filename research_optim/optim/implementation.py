@@ -39,10 +39,11 @@ the graph. Dynamo compiles again only for what changes the code: another rule, �
 above 4,096 elements, so a variant with a floating-point reduction (the ``soft`` cautious φ's mean; the other
 φ count the kept coordinates as integers) compiles a second graph when the first tensor on the other side of
 4,096 elements comes: at most two graphs per variant, one under ``"auto"`` (all its compiled tensors are larger).
-Per-tensor reductions (the cautious mask's count) reduce the one tensor a call receives, unchanged by flattening. Dynamo runs only for the first call of each kind (rule variant, dtypes, size
-regime); later calls run the graph it compiled directly (``optim.compiled``): 40–100 µs of host time per tensor on
-a CPU instead of ~170 µs (``benchmarks.compiled_calls``), still more than a small tensor's eager step, hence the
-small tensors stay eager under ``"auto"``.
+Per-tensor reductions (the cautious mask's count) reduce the one tensor a call receives, unchanged by flattening.
+Dynamo runs only for the first call of each kind (rule variant, dtypes, size regime); later calls run the graph it
+compiled directly (``optim.compiled``): 40–100 µs of host time per tensor on a CPU instead of ~170 µs
+(``benchmarks.compiled_calls``), still more than a small tensor's eager step, hence the small tensors stay eager
+under ``"auto"``.
 """
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ things do:
 
 * arithmetic that must round once, on the whole reduction (the cautious mask's count divided by numel): DTensor
   would run it on each rank's partial value before summing; :func:`replicated` all-reduces first;
-
 * a multi-tensor op DTensor has no rule for (``_foreach_copy_``): elementwise, so it runs on the shards (:func:`local`);
 * a flattening DTensor refuses (an unevenly sharded tensor): :func:`inner`;
 * a value leaving the DTensor world (a scalar handed to a plain collective, a Python float): :func:`whole`;

@@ -25,11 +25,11 @@ an ``implementation``.
 
 Process-wide switch: :func:`set_compile_enabled` or ``RESEARCH_OPTIM_COMPILE=0`` (a test conftest, a machine without
 a C++ compiler); one optimizer's choice is its ``implementation`` (the training loop's ``train.compile_optimizer=false``
-builds it with :func:`eager_path`). Compiled functions take hyperparameters as 0-dim float64 tensors (:func:`scalar`), never Python
-floats: dynamo would specialise on a float and recompile whenever a schedule changes lr. So that one per-tensor
-function serves both the eager paths (Python numbers) and the compiled ones (0-dim tensors), :func:`add`,
-:func:`add_`, :func:`addcmul_`, :func:`div` and :func:`div_` take either. Compiled artefacts are cached across
-processes by inductor's FX graph cache (``TORCHINDUCTOR_CACHE_DIR``).
+builds it with :func:`eager_path`). Compiled functions take hyperparameters as 0-dim float64 tensors
+(:func:`scalar`), never Python floats: dynamo would specialise on a float and recompile whenever a schedule changes
+lr. So that one per-tensor function serves both the eager paths (Python numbers) and the compiled ones (0-dim
+tensors), :func:`add`, :func:`add_`, :func:`addcmul_`, :func:`div` and :func:`div_` take either. Compiled artefacts
+are cached across processes by inductor's FX graph cache (``TORCHINDUCTOR_CACHE_DIR``).
 
 **One compile per rule variant, whatever the model.** The compiled function steps one tensor, traced with
 dynamic sizes (``dynamic=True``): its inputs are flat views that are detached (no ``requires_grad``, no ``_base``

@@ -168,8 +168,9 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
             return rule, scalars[step], *hyper
 
         eager, stepped, masked = compiled_each(
-            _compiled_step, self.implementation, params,
-            lambda p: (p, p.grad, {key: self.state[p][key] for key in rule.buffers if key in self.state[p]}), args_of)
+            _compiled_step, self, params,
+            lambda p: (p, p.grad, {key: self.state[p][key] for key in rule.buffers if key in self.state[p]}), args_of,
+            small_tensors=group["cautious"] is not None)  # the eager cautious mask goes tensor by tensor
         if rule.counts_steps:
             for p in stepped:
                 self.state[p]["step"] += 1

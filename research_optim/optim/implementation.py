@@ -15,7 +15,8 @@ Every optimizer with a fast path takes ``implementation=`` with the same four me
 * ``"auto"`` (default) — compiled when compilation is on and the group holds at least ``COMPILE_MIN_NUMEL``
   elements (below that the first-step compile cost, seconds on CPU, is never repaid), else the eager path:
   foreach where the optimizer has it, else the reference; within a compiled group, tensors of fewer than
-  ``COMPILED_TENSOR_MIN_NUMEL`` elements (biases, norms) take the eager path too, in the same step.
+  ``COMPILED_TENSOR_MIN_NUMEL`` elements (biases, norms) take the eager path too, in the same step — unless the
+  group has a cautious mask, whose eager form goes tensor by tensor and costs more than a compiled call.
 
 Each optimizer has the paths its rules have — AdamW, Lion, SGD, Schedule-Free AdamW/SGD: all three; Muon and SaLSA:
 reference and foreach (matrix products and trial forwards dominate, not memory traffic); Adafactor: reference
@@ -119,18 +120,21 @@ def _leaves(tensors: Sequence[Any]) -> list[Tensor]:
     return [t for x in tensors for t in (x.values() if isinstance(x, dict) else (x,))]
 
 
-def compilable(implementation: str, tensors: Sequence[Any]) -> bool:
+def compilable(implementation: str, tensors: Sequence[Any], small_tensors: bool = False) -> bool:
     """Whether the compiled step takes one parameter with these tensors (the parameter first, then its gradient
     and state, dicts allowed): plain contiguous tensors, whose flat views it updates in place, of at least 2
     elements (dynamo specialises sizes 0 and 1) — under ``"auto"`` at least :data:`COMPILED_TENSOR_MIN_NUMEL`. A
-    tensor subclass (FSDP's ``DTensor``) is not: its reductions need the eager ops' collectives."""
-    return _compilable(implementation, _leaves(tensors))
+    tensor subclass (FSDP's ``DTensor``) is not: its reductions need the eager ops' collectives. ``small_tensors``:
+    as :func:`compiled_each`'s."""
+    min_numel = COMPILED_TENSOR_MIN_NUMEL if implementation == "auto" and not small_tensors else 2
+    return _compilable(min_numel, _leaves(tensors))
 
 
-def _compilable(implementation: str, leaves: list[Tensor]) -> bool:
-    if leaves[0].numel() < (COMPILED_TENSOR_MIN_NUMEL if implementation == "auto" else 2):
-        return False
-    return all(type(t) in (Tensor, torch.nn.Parameter) and t.is_contiguous() for t in leaves)
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _compilable(min_numel: int, leaves: list[Tensor]) -> bool:
+    return leaves[0].numel() >= min_numel and all(type(t) in _PLAIN and t.is_contiguous() for t in leaves)
 
 
 def _flat(x: Any) -> Any:
@@ -154,12 +158,55 @@ def _kind(x: Any) -> Hashable:
     return type(x), _kind(vars(x))
 
 
-def compiled_each(fn: Callable[..., Any], implementation: str, params: Sequence[Tensor],
+class _Prepared:
+    """A parameter's flat views for :func:`compiled_each` except its gradient's (a new tensor at most steps), and
+    what dynamo's guards see of them; reused while the call passes the same tensors at the same addresses (after a
+    ``load_state_dict`` or ``p.data = ...`` they are made anew). A view costs ~2 µs of host time, a compiled call
+    ~10 µs."""
+
+    __slots__ = ("sources", "flat", "grad_at", "kind")
+
+    def __init__(self, tensors: Sequence[Any], grad: Tensor) -> None:
+        self.grad_at = next(i for i, x in enumerate(tensors) if x is grad)
+        self.sources = [None if i == self.grad_at else _addresses(x) for i, x in enumerate(tensors)]
+        self.flat = [None if i == self.grad_at else _flat(x) for i, x in enumerate(tensors)]
+        self.kind = _kind(self.flat)
+
+    def serves(self, tensors: Sequence[Any], grad: Tensor) -> bool:
+        if len(tensors) != len(self.sources) or tensors[self.grad_at] is not grad:
+            return False
+        for i, x in enumerate(tensors):
+            if i != self.grad_at and _addresses(x) != self.sources[i]:
+                return False
+        return True
+
+
+def _addresses(x: Any) -> Any:
+    """A tensor (or a dict's tensors) as (identity, data address, contiguous) — what a cached flat view depends on."""
+    if isinstance(x, dict):
+        return tuple((key, id(v), v.data_ptr(), v.is_contiguous()) for key, v in x.items())
+    return id(x), x.data_ptr(), x.is_contiguous()
+
+
+def _prepared_of(owner: Any) -> dict[Tensor, _Prepared]:
+    """``owner``'s (an optimizer's) parameter → :class:`_Prepared` cache: it lives and dies with the optimizer, which
+    holds the parameters anyway (and is not pickled: ``Optimizer.__getstate__`` names what is)."""
+    if "_compiled_views" not in vars(owner):
+        owner._compiled_views = {}
+    return owner._compiled_views
+
+
+def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
                   tensors_of: Callable[[Tensor], Sequence[Any]],
-                  args_of: Callable[[Tensor], Sequence[Any]]) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
-    """Step every :func:`compilable` parameter with the compiled ``fn(*flat views of tensors_of(p), *args_of(p))``,
-    one call per tensor (``compiled.call``: dynamo once per kind of call, the graph directly after); ``fn`` returns
-    the tensor's masked count (a 0-dim tensor) or None.
+                  args_of: Callable[[Tensor], Sequence[Any]],
+                  small_tensors: bool = False) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
+    """Step every :func:`compilable` parameter of the optimizer ``owner`` (its ``implementation``) with the compiled
+    ``fn(*flat views of tensors_of(p), *args_of(p))``, one call per tensor (``compiled.call``: dynamo once per kind
+    of call, the graph directly after); ``fn`` returns the tensor's masked count (a 0-dim tensor) or None.
+    ``tensors_of(p)`` holds ``p.grad`` once. The flat views of everything else are made once and kept while the same
+    tensors come at the same addresses (:class:`_Prepared`). ``small_tensors``: under ``"auto"``, compile the
+    tensors under :data:`COMPILED_TENSOR_MIN_NUMEL` too — where the eager path steps tensor by tensor (a cautious
+    mask: a dozen ops per tensor), a compiled call costs less.
 
     Returns (the parameters left for the eager path: those not compilable, and every one not yet stepped if the
     compiler failed; the stepped ones; their masked count summed on the device, or None)."""
@@ -167,16 +214,25 @@ def compiled_each(fn: Callable[..., Any], implementation: str, params: Sequence[
     stepped: list[Tensor] = []
     counts: list[Tensor] = []
     kinds: dict[tuple[int, ...], Hashable] = {}  # of the arguments, shared by the tensors of a step
+    min_numel = COMPILED_TENSOR_MIN_NUMEL if owner.implementation == "auto" and not small_tensors else 2
+    cache = _prepared_of(owner)
     for i, p in enumerate(params):
-        tensors = tensors_of(p)
-        if not _compilable(implementation, _leaves(tensors)):
+        tensors, grad = tensors_of(p), p.grad
+        prepared = cache.get(p)
+        if prepared is None or not prepared.serves(tensors, grad):
+            prepared = None
+            if _compilable(min_numel, _leaves(tensors)):
+                prepared = cache[p] = _Prepared(tensors, grad)
+        if prepared is None or p.numel() < min_numel or type(grad) not in _PLAIN or not grad.is_contiguous():
             eager.append(p)
             continue
-        flat, args = [_flat(t) for t in tensors], tuple(args_of(p))
+        flat, args = list(prepared.flat), tuple(args_of(p))
+        flat[prepared.grad_at] = _flat(grad)
         ids = tuple(map(id, args))
         if ids not in kinds:
             kinds[ids] = _kind(args)
-        count = compiled.call(fn, (kinds[ids], _kind(flat), p.numel() > REDUCTION_SPLIT), *flat, *args)
+        kind = (kinds[ids], prepared.kind, grad.dtype, grad.device, p.numel() > REDUCTION_SPLIT)
+        count = compiled.call(fn, kind, *flat, *args)
         if count is compiled.FAILED:  # nothing of this tensor changed
             eager += params[i:]
             break

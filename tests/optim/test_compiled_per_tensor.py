@@ -187,3 +187,49 @@ def test_a_call_with_side_effects_outside_its_graph_keeps_going_through_dynamo()
         compiled.call(_count_calls_, "a kind", x, box)
     assert box["calls"] == 3 and (_count_calls_, "a kind") not in compiled._direct
     torch.testing.assert_close(x, torch.full((5,), 3.0))
+
+
+def test_auto_compiles_a_cautious_groups_small_tensors_too(monkeypatch):
+    """Eagerly, a cautious mask goes tensor by tensor (a dozen ops each), so a compiled call costs less: under
+    ``"auto"`` a cautious group compiles its small tensors too; without a mask they stay on the foreach path."""
+    from research_optim.optim import compiled
+
+    sizes, original = [], compiled.call
+    monkeypatch.setattr(compiled, "call", lambda fn, kind, *args: sizes.append(args[0].numel()) or
+                        original(fn, kind, *args))
+    big = (COMPILE_MIN_NUMEL // 1024, 1024)
+    for phi, small_compiled in [("indicator_mean", True), (None, False)]:
+        sizes.clear()
+        params = make_params([big, (300,)], dtype=torch.float32)
+        for p in params:
+            p.grad = torch.randn(p.shape)
+        Lion(params, lr=1e-3, cautious=phi, implementation="auto").step()
+        assert sizes == ([COMPILE_MIN_NUMEL, 300] if small_compiled else [COMPILE_MIN_NUMEL])
+
+
+def _state_tensors(opt):
+    return [t for state in opt.state_dict()["state"].values() for t in state.values() if isinstance(t, torch.Tensor)]
+
+
+@pytest.mark.parametrize("rule", ["lion", "adamw", "sf_adamw-inner-momentum"])
+def test_new_state_or_parameter_storage_mid_run_reaches_the_compiled_path(rule):
+    """The compiled path keeps each parameter's flat views from step to step: after a ``load_state_dict`` (new state
+    tensors) and ``p.data = ...`` (new storage) mid-run, it steps the new tensors, equal to the reference."""
+    make = lambda ps, impl: RULES[rule](ps, implementation=impl, **_options("indicator_mean"))
+    init = make_params(MIXED, dtype=torch.float32)
+    fast, slow = ([torch.nn.Parameter(t.clone()) for t in init] for _ in range(2))
+    optimizers = make(fast, "compiled"), make(slow, "reference")
+    gen = torch.Generator().manual_seed(5)
+    for step in range(6):
+        if step == 3:
+            for params, opt in zip((fast, slow), optimizers):
+                opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+                for p in params:
+                    p.data = p.data.clone()
+        grads = [torch.randn(p.shape, generator=gen) for p in fast]
+        for params, opt in zip((fast, slow), optimizers):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+        for a, b in zip([*fast, *_state_tensors(optimizers[0])], [*slow, *_state_tensors(optimizers[1])]):
+            torch.testing.assert_close(a, b, rtol=MIXED_F32["rtol"], atol=MIXED_F32["atol"])

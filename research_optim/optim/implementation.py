@@ -190,9 +190,11 @@ def _addresses(x: Any) -> Any:
 
 def _prepared_of(owner: Any) -> dict[Tensor, _Prepared]:
     """``owner``'s (an optimizer's) parameter → :class:`_Prepared` cache: it lives and dies with the optimizer, which
-    holds the parameters anyway (and is not pickled: ``Optimizer.__getstate__`` names what is)."""
+    holds the parameters anyway (and is not pickled: ``Optimizer.__getstate__`` names what is). ``load_state_dict``
+    empties it, so that the views of the old state do not keep its memory until the next step."""
     if "_compiled_views" not in vars(owner):
         owner._compiled_views = {}
+        owner.register_load_state_dict_post_hook(lambda optimizer: optimizer._compiled_views.clear())
     return owner._compiled_views
 
 

@@ -213,19 +213,22 @@ def _state_tensors(opt):
 
 @pytest.mark.parametrize("rule", ["lion", "adamw", "sf_adamw-inner-momentum"])
 def test_new_state_or_parameter_storage_mid_run_reaches_the_compiled_path(rule):
-    """The compiled path keeps each parameter's flat views from step to step: after a ``load_state_dict`` (new state
-    tensors) and ``p.data = ...`` (new storage) mid-run, it steps the new tensors, equal to the reference."""
+    """The compiled path keeps each parameter's flat views from step to step: after ``p.data = ...`` (new storage)
+    and a ``load_state_dict`` (new state tensors; the old ones' views are let go at once) mid-run, it steps the new
+    tensors, equal to the reference."""
     make = lambda ps, impl: RULES[rule](ps, implementation=impl, **_options("indicator_mean"))
     init = make_params(MIXED, dtype=torch.float32)
     fast, slow = ([torch.nn.Parameter(t.clone()) for t in init] for _ in range(2))
     optimizers = make(fast, "compiled"), make(slow, "reference")
     gen = torch.Generator().manual_seed(5)
-    for step in range(6):
-        if step == 3:
-            for params, opt in zip((fast, slow), optimizers):
-                opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    for step in range(7):
+        for params, opt in zip((fast, slow), optimizers):
+            if step == 2:
                 for p in params:
                     p.data = p.data.clone()
+            if step == 4:
+                opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+                assert not getattr(opt, "_compiled_views", None)  # the old state's views are let go at once
         grads = [torch.randn(p.shape, generator=gen) for p in fast]
         for params, opt in zip((fast, slow), optimizers):
             for p, g in zip(params, grads):

@@ -111,9 +111,10 @@ def _writes_a_scalar(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> boo
         if node.op not in ("call_method", "call_function") or not scalars.intersection(node.all_input_nodes):
             continue
         name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-        first = node.args[0] if node.args else None
-        if (first in scalars and (name.endswith("_") or node.target in _IN_PLACE_OPERATORS)
-                or node.kwargs.get("out") in scalars):
+        first, out = node.args[0] if node.args else None, node.kwargs.get("out")
+        if (isinstance(first, torch.fx.Node) and first in scalars
+                and (name.endswith("_") or node.target in _IN_PLACE_OPERATORS)
+                or isinstance(out, torch.fx.Node) and out in scalars):
             return True
         value = node.meta.get("example_value")
         if isinstance(value, torch.Tensor) and value.numel() == 1:

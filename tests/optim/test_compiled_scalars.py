@@ -65,10 +65,19 @@ def _bumps_a_view_of_scalar_(p: torch.Tensor, s: torch.Tensor) -> None:
     p.add_(t)
 
 
+def _stacks_scalar_(p: torch.Tensor, s: torch.Tensor) -> None:
+    p.add_(torch.stack([s, s * 2]).sum())  # a list argument holding the scalar
+
+
+def _writes_scalar_through_out_(p: torch.Tensor, s: torch.Tensor) -> None:
+    torch.add(s, 1, out=s)
+    p.add_(s)
+
+
 @pytest.mark.slow  # compiles
 @pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unavailable")
-@pytest.mark.parametrize("fn, writes", [(_adds_scalar_, False), (_bumps_scalar_, True),
-                                        (_bumps_a_view_of_scalar_, True)])
+@pytest.mark.parametrize("fn, writes", [(_adds_scalar_, False), (_stacks_scalar_, False), (_bumps_scalar_, True),
+                                        (_bumps_a_view_of_scalar_, True), (_writes_scalar_through_out_, True)])
 def test_a_graph_that_writes_a_one_element_input_is_left_unrestricted_and_stays_right(fn, writes, monkeypatch):
     decisions = []
     original = compiled._writes_a_scalar
@@ -79,7 +88,7 @@ def test_a_graph_that_writes_a_one_element_input_is_left_unrestricted_and_stays_
     for _ in range(3):
         compiled.call(fn, "a kind", p, s)
         fn(expected_p, expected_s)
-    assert decisions == [writes]
+    assert decisions and set(decisions) == {writes}  # dynamo may restart its analysis once, cold: two calls
     torch.testing.assert_close(p, expected_p)
     torch.testing.assert_close(s, expected_s)
 

@@ -112,8 +112,9 @@ def _writes_a_scalar(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> boo
             continue
         name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
         first, out = node.args[0] if node.args else None, node.kwargs.get("out")
+        mutable = isinstance(node.target, torch._ops.OpOverload) and node.target._schema.is_mutable  # torch.ops.*
         if (isinstance(first, torch.fx.Node) and first in scalars
-                and (name.endswith("_") or node.target in _IN_PLACE_OPERATORS)
+                and (name.endswith("_") or node.target in _IN_PLACE_OPERATORS or mutable)
                 or isinstance(out, torch.fx.Node) and out in scalars):
             return True
         value = node.meta.get("example_value")

@@ -74,10 +74,16 @@ def _writes_scalar_through_out_(p: torch.Tensor, s: torch.Tensor) -> None:
     p.add_(s)
 
 
+def _writes_scalar_through_an_aten_op_(p: torch.Tensor, s: torch.Tensor) -> None:
+    torch.ops.aten.add_.Tensor(s, s)
+    p.add_(s)
+
+
 @pytest.mark.slow  # compiles
 @pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile unavailable")
 @pytest.mark.parametrize("fn, writes", [(_adds_scalar_, False), (_stacks_scalar_, False), (_bumps_scalar_, True),
-                                        (_bumps_a_view_of_scalar_, True), (_writes_scalar_through_out_, True)])
+                                        (_bumps_a_view_of_scalar_, True), (_writes_scalar_through_out_, True),
+                                        (_writes_scalar_through_an_aten_op_, True)])
 def test_a_graph_that_writes_a_one_element_input_is_left_unrestricted_and_stays_right(fn, writes, monkeypatch):
     decisions = []
     original = compiled._writes_a_scalar

@@ -117,6 +117,28 @@ def _check_cluster(c: DictConfig, problems: list[str]) -> None:
             problems.append(f"cluster.partition is not set: cluster={c.name} needs one (`sinfo -s` lists them), "
                             "e.g. cluster.partition=gpu")
         _check_slurm_ranks(c, problems)
+        _check_slurm_warning(c, problems)
+
+
+# slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT) and sends the --signal warning at the first check where
+# the time left is under the delay plus that period: up to 30 s early (measured on launch/local_slurm.sh: 24 s after
+# the start of a 2-minute job with a 90 s delay)
+SLURM_CHECK_PERIOD_S = 30
+MIN_RUN_BEFORE_WARNING_S = 60
+
+
+def _check_slurm_warning(c: DictConfig, problems: list[str]) -> None:
+    """SIGUSR2 checkpoints and requeues the job: it must not come before the run has had time to make progress."""
+    limit, delay = c.get("timeout_min"), c.get("signal_delay_s")
+    if not (isinstance(limit, int) and isinstance(delay, int)):
+        return  # reported by the schema check
+    earliest = limit * 60 - delay - SLURM_CHECK_PERIOD_S
+    if earliest < MIN_RUN_BEFORE_WARNING_S:
+        enough = -(-(delay + SLURM_CHECK_PERIOD_S + MIN_RUN_BEFORE_WARNING_S) // 60)
+        problems.append(f"cluster.timeout_min={limit} with cluster.signal_delay_s={delay}: SLURM may send its "
+                        f"checkpoint-and-requeue warning {max(earliest, 0)} s after the start (it checks every "
+                        f"{SLURM_CHECK_PERIOD_S} s), so the job would requeue before making progress; raise "
+                        f"cluster.timeout_min to at least {enough} or lower cluster.signal_delay_s")
 
 
 def _check_slurm_ranks(c: DictConfig, problems: list[str]) -> None:

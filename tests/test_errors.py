@@ -109,6 +109,9 @@ def test_cli_exit_code_and_message_for_bad_value(tmp_path, overrides, message):
     (["cluster=slurm_torchrun", "cluster.partition=gpu", "cluster.gpus_per_node=4", "train.batch_size=12"],
      "train.batch_size=12 is the global batch and must divide by the 8 processes of cluster=slurm_torchrun"),
     (["cluster=slurm_multinode", "cluster.partition=gpu", "cluster.nodes=0"], "cluster.nodes=0"),
+    (["cluster=slurm", "cluster.partition=gpu", "cluster.timeout_min=2"],
+     r"cluster.timeout_min=2 with cluster.signal_delay_s=90: SLURM may send .* 0 s after the start .* raise "
+     r"cluster.timeout_min to at least 3 or lower cluster.signal_delay_s"),
     (["cluster=slurm", "cluster.partition=gpu", "+cluster.gpu_type=a100"], "unknown keys \\['gpu_type'\\]"),
     (["cluster=torchrun", "cluster.nproc_per_node=0"], "cluster.nproc_per_node=0"),
     (["cluster=torchrun", "cluster.nproc_per_node=3"],

@@ -17,6 +17,7 @@ On a CPU, the C++ kernels of these graphs mark their one-element buffers (hyperp
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import operator
 import re
@@ -25,7 +26,7 @@ from typing import Any, Callable, Hashable
 
 import torch
 
-__all__ = ["FAILED", "RECOMPILE_LIMIT", "call"]
+__all__ = ["FAILED", "RECOMPILE_LIMIT", "bound", "call"]
 
 RECOMPILE_LIMIT = 128  # per compiled function: rules × φ × flags × dtypes (× 2 size regimes); dynamo's cap is 8
 FAILED = object()  # returned by :func:`call` when the compiler failed and nothing was updated
@@ -163,14 +164,21 @@ def _locals(fn: Callable[..., Any], args: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(_parameters[fn], args))
 
 
+def bound(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Callable[[], Any] | None:
+    """``fn(*args)`` bound to the graph recorded for ``kind``, to be run later (``bound(...)()``), or None while
+    ``kind`` has no graph yet (:func:`call` makes it)."""
+    graph = _direct.get((fn, kind))
+    return None if graph is None else functools.partial(graph, graph.inputs(_locals(fn, args)))
+
+
 def call(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Any:
     """``torch.compile(fn)(*args)`` — directly through the graph recorded for ``kind`` once there is one. If the
     compiler fails (no C++ compiler, unsupported backend, ...): a warning, compilation off for the process
     (``implementation.set_compile_enabled``) and :data:`FAILED` returned — nothing was modified (compilation runs
     before the compiled code)."""
-    graph = _direct.get((fn, kind))
-    if graph is not None:
-        return graph(graph.inputs(_locals(fn, args)))
+    run = bound(fn, kind, *args)
+    if run is not None:
+        return run()
     _served.clear()
     before = _contents(args)
     try:

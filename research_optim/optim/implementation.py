@@ -215,16 +215,23 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
     stepped: list[Tensor] = []
     counts: list[Tensor] = []
     kinds: dict[tuple[int, ...], Hashable] = {}  # of the arguments, shared by the tensors of a step
+    # every call is bound to its graph first, then they run back to back: binding is Python over many small
+    # objects, which runs ~3× slower right after a kernel has streamed a large tensor through the caches (measured:
+    # 27 against 8 µs per tensor of 590k elements)
+    ready: list[tuple[Tensor, Callable[[], Any]]] = []
     min_numel = COMPILED_TENSOR_MIN_NUMEL if owner.implementation == "auto" and not small_tensors else 2
     cache = _prepared_of(owner)
     for i, p in enumerate(params):
+        if p.numel() < min_numel:  # before anything else: most tensors of a model are small
+            eager.append(p)
+            continue
         tensors, grad = tensors_of(p), p.grad
         prepared = cache.get(p)
         if prepared is None or not prepared.serves(tensors, grad):
             prepared = None
             if _compilable(min_numel, _leaves(tensors)):
                 prepared = cache[p] = _Prepared(tensors, grad)
-        if prepared is None or p.numel() < min_numel or type(grad) not in _PLAIN or not grad.is_contiguous():
+        if prepared is None or type(grad) not in _PLAIN or not grad.is_contiguous():
             eager.append(p)
             continue
         flat, args = list(prepared.flat), tuple(args_of(p))
@@ -233,10 +240,19 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
         if ids not in kinds:
             kinds[ids] = _kind(args)
         kind = (kinds[ids], prepared.kind, grad.dtype, grad.device, p.numel() > REDUCTION_SPLIT)
-        count = compiled.call(fn, kind, *flat, *args)
+        run = compiled.bound(fn, kind, *flat, *args)
+        if run is not None:
+            ready.append((p, run))
+            continue
+        count = compiled.call(fn, kind, *flat, *args)  # the first call of its kind: through dynamo, now
         if count is compiled.FAILED:  # nothing of this tensor changed
             eager += params[i:]
             break
+        stepped.append(p)
+        if count is not None:
+            counts.append(count)
+    for p, run in ready:
+        count = run()
         stepped.append(p)
         if count is not None:
             counts.append(count)

@@ -9,7 +9,10 @@ graph's inputs are read from the call's arguments (dynamo's own source expressio
 or ``L['p'].size()[0]``); later calls of the same kind run that graph directly. The record is checked on the call
 that makes it — the expressions must yield exactly the inputs dynamo passed, the result must be the graph's output
 and no argument's container or attribute may have changed (a side effect dynamo would replay outside the graph) —
-and a kind whose record does not check out keeps going through dynamo.
+and a kind whose record does not check out keeps going through dynamo. The same call watches aot_autograd's runtime
+wrappers around inductor's code; where they only pass the inputs through and bump version counters, later calls
+skip them (:class:`_Graph`): a kernel over a large tensor leaves the caches cold, and those five Python layers then
+cost tens of µs per tensor.
 
 On a CPU, the C++ kernels of these graphs mark their one-element buffers (hyperparameters, a mask's count)
 ``__restrict__`` (:func:`restrict_scalars`), so that their loads and arithmetic leave the loop over the elements.
@@ -33,15 +36,87 @@ FAILED = object()  # returned by :func:`call` when the compiler failed and nothi
 
 
 class _Graph:
-    """One compiled graph, callable without dynamo: ``inputs`` reads its inputs from the call's arguments."""
+    """One compiled graph, callable without dynamo: ``inputs`` reads its inputs from the call's arguments.
+
+    ``compiled`` is inductor's code inside aot_autograd's runtime wrappers, five Python layers that cost more host
+    time than a kernel over a small tensor. Where the call that records the graph shows them doing nothing but pass
+    the inputs through, return the outputs and bump the version counters of the inputs the graph writes
+    (:meth:`observe`), later calls do that bump and call inductor's code themselves (``inner``)."""
 
     def __init__(self, compiled: Callable[..., Any], sources: list[str], n_outputs: int) -> None:
         self.compiled, self.n_outputs = compiled, n_outputs
         self.inputs = eval(f"lambda L: [{', '.join(sources)}]", {})  # dynamo's source expressions over the locals
+        self.output_code = _output_code(compiled)
+        self.inner: Callable[[list[Any]], Any] | None = None
+        self.bumps: tuple[int, ...] = ()  # the inputs whose version counters the wrappers bump
 
     def __call__(self, args: list[Any]) -> Any:
-        out = self.compiled(*args)  # as dynamo calls it
+        if self.inner is not None and not torch.compiler.is_compiling():
+            if self.bumps:
+                torch.autograd.graph.increment_version([args[i] for i in self.bumps])
+            out = self.inner(args)  # inductor's call takes the list and empties it
+        else:
+            out = self.compiled(*args)  # as dynamo calls it
         return out[0] if self.n_outputs else None
+
+    def observe(self, args: tuple[Any, ...]) -> Any:
+        """``compiled(*args)``, watching inductor's code inside: if the wrappers passed it exactly ``args`` and
+        returned exactly its outputs, later calls go to it directly (``inner``)."""
+        code = self.output_code
+        if code is None:
+            return self.compiled(*args)
+        original, seen = code.current_callable, {}
+
+        def spy(inputs: list[Any]) -> Any:
+            seen["inputs"], seen["versions"] = list(inputs), _versions(inputs)
+            seen["out"] = original(inputs)
+            seen["after"] = _versions(seen["inputs"])
+            return seen["out"]
+
+        before = _versions(args)
+        code.current_callable = spy
+        try:
+            out = self.compiled(*args)
+        finally:
+            code.current_callable = original
+        if ("out" in seen and len(seen["inputs"]) == len(args) and all(a is b for a, b in zip(seen["inputs"], args))
+                and isinstance(out, (list, tuple)) and len(out) == len(seen["out"])
+                and all(a is b for a, b in zip(out, seen["out"]))):
+            after = _versions(args)
+            # the bumps of the wrappers: the version changes not made inside inductor's code
+            self.bumps = tuple(i for i, (v0, v1, w0, w1) in enumerate(zip(before, after, seen["versions"],
+                                                                           seen["after"]))
+                               if v0 is not None and v1 - v0 > w1 - w0)
+            self.inner = original
+        return out
+
+
+def _versions(xs: Any) -> list[int | None]:
+    return [x._version if isinstance(x, torch.Tensor) else None for x in xs]
+
+
+def _output_code(compiled: Callable[..., Any]) -> Any:
+    """Inductor's compiled graph (``CompiledFxGraph``) inside aot_autograd's wrappers, found through their closures
+    and ``__wrapped__`` links; None where this torch nests it otherwise (then the wrappers stay)."""
+    try:
+        from torch._inductor.output_code import CompiledFxGraph
+    except ImportError:
+        return None
+    todo, seen = [compiled], set()
+    while todo and len(seen) < 64:
+        f = todo.pop()
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        if isinstance(f, CompiledFxGraph):
+            return f if callable(getattr(f, "current_callable", None)) else None
+        for cell in getattr(f, "__closure__", None) or ():
+            try:
+                todo.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+        todo += [v for v in (getattr(f, "__wrapped__", None), getattr(f, "compiled_fn", None)) if v is not None]
+    return None
 
 
 _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
@@ -139,7 +214,7 @@ def _inductor(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[.
 
     def run(*args: Any) -> Any:
         inputs = list(args)
-        out = compiled(*args)
+        out = compiled(*args) if graph is None or graph.inner is not None else graph.observe(args)
         if graph is not None:
             _served.append((graph, inputs, out))
         return out

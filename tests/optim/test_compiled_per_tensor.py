@@ -279,3 +279,41 @@ def test_a_compiler_failure_mid_step_leaves_every_tensor_stepped_once(monkeypatc
         assert all(optimizers[0].state[p]["step"] == 3 for p in fast)
     finally:
         set_compile_enabled(True)
+
+
+def test_later_calls_run_inductors_code_directly_and_bump_the_version_counters():
+    """After the recording call, a graph runs inductor's code without aot_autograd's wrappers, doing their one job
+    itself: the version counters of the tensors it writes move, so autograd still refuses a backward through a
+    parameter that a step changed in place."""
+    from research_optim.optim import compiled
+
+    p = torch.nn.Parameter(torch.randn(1000))
+    opt = AdamW([p], lr=1e-2, implementation="compiled")
+    for _ in range(2):  # the first call records the graph, the second goes direct
+        p.grad = torch.randn(1000)
+        opt.step()
+    graphs = {id(g): g for (fn, _), g in compiled._direct.items() if fn.__module__.endswith("direction")}
+    assert graphs and all(g.inner is not None and g.bumps for g in graphs.values())
+    loss = (p * p).sum()  # saves p for the backward
+    before = p._version
+    p.grad = torch.randn(1000)
+    opt.step()
+    assert p._version > before
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def _add_one_and_view_(x: torch.Tensor) -> torch.Tensor:
+    x.add_(1)
+    return x.view(2, -1)  # an output aliasing an input: aot_autograd's wrappers rebuild the view
+
+
+def test_a_graph_whose_wrappers_do_more_than_pass_through_keeps_them():
+    from research_optim.optim import compiled
+
+    x = torch.zeros(6)
+    outs = [compiled.call(_add_one_and_view_, "a kind", x) for _ in range(3)]
+    graph = compiled._direct.get((_add_one_and_view_, "a kind"))
+    assert graph is not None and graph.inner is None
+    torch.testing.assert_close(x, torch.full((6,), 3.0))
+    assert outs[-1].shape == (2, 3) and outs[-1].data_ptr() == x.data_ptr()

@@ -34,6 +34,16 @@ MIXED = ((70, 70), (7,), (300, 20), (1,), (5, 3), (4097,), (2, 3, 4, 5), (64, 9)
 OTHER_MODEL = ((9, 600), (3,), (11, 13, 17), (4096,), (2,), (5000,))
 
 
+def _step_both(optimizers, fast, slow, grads):
+    """One step of the fast and the slow optimizer with the same gradients; their parameters stay equal."""
+    for params, opt in zip((fast, slow), optimizers):
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=MIXED_F32["rtol"], atol=MIXED_F32["atol"])
+
+
 def _train_mode(opt):
     opt.train()
     return opt
@@ -148,13 +158,7 @@ def test_after_the_first_call_of_a_kind_its_graph_runs_without_dynamo(monkeypatc
     for step in range(6):
         if step == 1:
             monkeypatch.setattr(compiled, "_dynamo", lambda fn: pytest.fail("a later step went through dynamo"))
-        grads = [torch.randn(p.shape, generator=gen) for p in fast]
-        for params, opt in zip((fast, slow), optimizers):
-            for p, g in zip(params, grads):
-                p.grad = g.clone()
-            opt.step()
-        for a, b in zip(fast, slow):
-            torch.testing.assert_close(a, b, rtol=MIXED_F32["rtol"], atol=MIXED_F32["atol"])
+        _step_both(optimizers, fast, slow, [torch.randn(p.shape, generator=gen) for p in fast])
 
 
 _SCALE = torch.tensor(2.0)
@@ -269,13 +273,7 @@ def test_a_compiler_failure_mid_step_leaves_every_tensor_stepped_once(monkeypatc
     try:
         with pytest.warns(RuntimeWarning, match="eager optimizer steps"):
             for _ in range(3):
-                grads = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in fast]
-                for params, opt in zip((fast, slow), optimizers):
-                    for p, g in zip(params, grads):
-                        p.grad = g.clone()
-                    opt.step()
-                for a, b in zip(fast, slow):
-                    torch.testing.assert_close(a, b, rtol=MIXED_F32["rtol"], atol=MIXED_F32["atol"])
+                _step_both(optimizers, fast, slow, [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in fast])
         assert all(optimizers[0].state[p]["step"] == 3 for p in fast)
     finally:
         set_compile_enabled(True)

@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="calls of each step per round")
     parser.add_argument("--core", type=int, default=None, help="the CPU core to pin to (default: the last one)")
     parser.add_argument("--no-first-step", dest="first_step", action="store_false",
-                        help="skip the cold/warm first-step columns (two fresh processes per rule and set)")
+                        help="skip the first-step columns (four fresh processes per rule and set)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)

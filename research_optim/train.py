@@ -484,8 +484,7 @@ def compiles_step(optimizer: torch.optim.Optimizer) -> bool:
         return False
     return any(resolve(implementation, paths, sum(p.numel() for p in group["params"]),
                        sharded=any(is_sharded(p) for p in group["params"])) == "compiled"
-               and any(compilable(implementation, [p], small_tensors=group.get("cautious") is not None)
-                       for p in group["params"])
+               and any(compilable([p]) for p in group["params"])
                for group in optimizer.param_groups)
 
 

@@ -20,7 +20,6 @@ On a CPU, the C++ kernels of these graphs mark their one-element buffers (hyperp
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import operator
 import re
@@ -29,7 +28,7 @@ from typing import Any, Callable, Hashable
 
 import torch
 
-__all__ = ["FAILED", "RECOMPILE_LIMIT", "bound", "call"]
+__all__ = ["FAILED", "RECOMPILE_LIMIT", "Readers", "call", "graph", "parameters"]
 
 RECOMPILE_LIMIT = 128  # per compiled function: rules × φ × flags × dtypes (× 2 size regimes); dynamo's cap is 8
 FAILED = object()  # returned by :func:`call` when the compiler failed and nothing was updated
@@ -44,20 +43,30 @@ class _Graph:
     (:meth:`observe`), later calls do that bump and call inductor's code themselves (``inner``)."""
 
     def __init__(self, compiled: Callable[..., Any], sources: list[str], n_outputs: int) -> None:
-        self.compiled, self.n_outputs = compiled, n_outputs
+        self.compiled, self.n_outputs, self.sources = compiled, n_outputs, sources
         self.inputs = eval(f"lambda L: [{', '.join(sources)}]", {})  # dynamo's source expressions over the locals
         self.output_code = _output_code(compiled)
         self.inner: Callable[[list[Any]], Any] | None = None
         self.bumps: tuple[int, ...] = ()  # the inputs whose version counters the wrappers bump
+        self._readers: dict[tuple[Any, ...], Readers] = {}
 
-    def __call__(self, args: list[Any]) -> Any:
+    def __call__(self, inputs: list[Any]) -> Any:
+        """The graph on ``inputs`` (its input list, which inductor's code empties); its output or None."""
         if self.inner is not None and not torch.compiler.is_compiling():
             if self.bumps:
-                torch.autograd.graph.increment_version([args[i] for i in self.bumps])
-            out = self.inner(args)  # inductor's call takes the list and empties it
+                torch._C._increment_version([inputs[i] for i in self.bumps])
+            out = self.inner(inputs)
         else:
-            out = self.compiled(*args)  # as dynamo calls it
+            out = self.compiled(*inputs)  # as dynamo calls it
         return out[0] if self.n_outputs else None
+
+    def readers(self, kept: tuple[str, ...], each: str) -> Readers:
+        """The inputs read in three parts (:class:`Readers`), for calls whose arguments named ``kept`` stay the same
+        from step to step, ``each`` changes at every call and the others are shared by the calls of a step."""
+        key = kept, each
+        if key not in self._readers:
+            self._readers[key] = Readers.of(self.sources, kept, each)
+        return self._readers[key]
 
     def observe(self, args: tuple[Any, ...]) -> Any:
         """``compiled(*args)``, watching inductor's code inside: if the wrappers passed it exactly ``args`` and
@@ -89,6 +98,40 @@ class _Graph:
                                if v0 is not None and v1 - v0 > w1 - w0)
             self.inner = original
         return out
+
+
+_ROOT = re.compile(r"L\['(\w+)'\]")
+
+
+class Readers:
+    """A graph's input list built from parts read at different rates: ``kept(L)`` from the arguments that stay the
+    same between steps (a parameter and its state: read once), ``shared(L)`` from those shared by every call of a
+    step (hyperparameters: read once per step) and ``merge(K, S, x)`` the list, given those two and the one argument
+    that changes at every call (the gradient)."""
+
+    __slots__ = ("kept", "shared", "merge")
+
+    def __init__(self, kept: Callable[[dict[str, Any]], tuple[Any, ...]],
+                 shared: Callable[[dict[str, Any]], tuple[Any, ...]],
+                 merge: Callable[[tuple[Any, ...], tuple[Any, ...], Any], list[Any]]) -> None:
+        self.kept, self.shared, self.merge = kept, shared, merge
+
+    @classmethod
+    def of(cls, sources: list[str], kept: tuple[str, ...], each: str) -> Readers:
+        """From dynamo's source expressions, each rooted at an argument (``L['name']...``: :func:`call` records no
+        other graph)."""
+        parts: dict[str, list[str]] = {"K": [], "S": []}
+        items = []
+        for source in sources:
+            root = _ROOT.match(source)
+            if root.group(1) == each:
+                items.append("x" + source[root.end():])
+                continue
+            part = parts["K" if root.group(1) in kept else "S"]
+            items.append(f"{'K' if part is parts['K'] else 'S'}[{len(part)}]")
+            part.append(source)
+        return cls(*(eval(f"lambda L: ({''.join(f'{e}, ' for e in parts[p])})", {}) for p in ("K", "S")),
+                   eval(f"lambda K, S, x: [{', '.join(items)}]", {}))
 
 
 def _versions(xs: Any) -> list[int | None]:
@@ -234,16 +277,20 @@ _parameters: dict[Callable[..., Any], tuple[str, ...]] = {}
 
 
 def _locals(fn: Callable[..., Any], args: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(parameters(fn), args))
+
+
+def graph(fn: Callable[..., Any], kind: Hashable) -> _Graph | None:
+    """The graph recorded for ``fn``'s calls of ``kind``, called with its input list (``graph(inputs)``); None while
+    ``kind`` has none yet (:func:`call` records it) or keeps going through dynamo."""
+    return _direct.get((fn, kind))
+
+
+def parameters(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """``fn``'s parameter names: the roots of its graphs' source expressions."""
     if fn not in _parameters:
         _parameters[fn] = tuple(inspect.signature(fn).parameters)
-    return dict(zip(_parameters[fn], args))
-
-
-def bound(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Callable[[], Any] | None:
-    """``fn(*args)`` bound to the graph recorded for ``kind``, to be run later (``bound(...)()``), or None while
-    ``kind`` has no graph yet (:func:`call` makes it)."""
-    graph = _direct.get((fn, kind))
-    return None if graph is None else functools.partial(graph, graph.inputs(_locals(fn, args)))
+    return _parameters[fn]
 
 
 def call(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Any:
@@ -251,9 +298,9 @@ def call(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Any:
     compiler fails (no C++ compiler, unsupported backend, ...): a warning, compilation off for the process
     (``implementation.set_compile_enabled``) and :data:`FAILED` returned — nothing was modified (compilation runs
     before the compiled code)."""
-    run = bound(fn, kind, *args)
-    if run is not None:
-        return run()
+    graph = _direct.get((fn, kind))
+    if graph is not None:
+        return graph(graph.inputs(_locals(fn, args)))
     _served.clear()
     before = _contents(args)
     try:
@@ -286,6 +333,8 @@ def _contents(x: Any) -> Any:
 
 def _checks_out(graph: _Graph, inputs: list[Any], out: Any, local: dict[str, Any], result: Any) -> bool:
     """Whether ``graph`` read from ``local`` gets exactly the ``inputs`` dynamo passed it and returns ``result``."""
+    if not all(_ROOT.match(source) for source in graph.sources):  # an expression over more than the arguments
+        return False
     try:
         read = graph.inputs(local)
     except Exception:  # an expression over more than the call's arguments

@@ -159,18 +159,19 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
         """Step ``params`` one by one with the compiled step; returns those left for the eager path (the ones it
         cannot take, see ``implementation.compilable``; all not yet stepped if compilation failed)."""
         hyper = scalar(group["lr"]), scalar(group["weight_decay"]), group["cautious"], float(group["cautious_factor"])
-        scalars: dict[int, dict[str, Any]] = {}  # per step count (one, unless parameters joined late)
+        args: dict[int, tuple[Any, ...]] = {}  # per step count (one, unless parameters joined late)
 
         def args_of(p: Tensor) -> tuple[Any, ...]:
             step = self.state[p].get("step", 0) + 1
-            if step not in scalars:
-                scalars[step] = graph_inputs(rule.scalars(group, step))
-            return rule, scalars[step], *hyper
+            if step not in args:
+                args[step] = (rule, graph_inputs(rule.scalars(group, step)), *hyper)
+            return args[step]
 
-        eager, stepped, masked = compiled_each(
-            _compiled_step, self, params,
-            lambda p: (p, p.grad, {key: self.state[p][key] for key in rule.buffers if key in self.state[p]}), args_of,
-            small_tensors=group["cautious"] is not None)  # the eager cautious mask goes tensor by tensor
+        def tensors_of(p: Tensor) -> tuple[Any, ...]:
+            state = self.state[p]
+            return p, p.grad, {key: state[key] for key in rule.buffers if key in state}
+
+        eager, stepped, masked = compiled_each(_compiled_step, self, params, tensors_of, args_of)
         if rule.counts_steps:
             for p in stepped:
                 self.state[p]["step"] += 1

@@ -14,9 +14,7 @@ Every optimizer with a fast path takes ``implementation=`` with the same four me
   tensor, one of fewer than 2 elements);
 * ``"auto"`` (default) — compiled when compilation is on and the group holds at least ``COMPILE_MIN_NUMEL``
   elements (below that the first-step compile cost, seconds on CPU, is never repaid), else the eager path:
-  foreach where the optimizer has it, else the reference; within a compiled group, tensors of fewer than
-  ``COMPILED_TENSOR_MIN_NUMEL`` elements (biases, norms) take the eager path too, in the same step — unless the
-  group has a cautious mask, whose eager form goes tensor by tensor and costs more than a compiled call.
+  foreach where the optimizer has it, else the reference.
 
 Each optimizer has the paths its rules have — AdamW, Lion, SGD, Schedule-Free AdamW/SGD: all three; Muon and SaLSA:
 reference and foreach (matrix products and trial forwards dominate, not memory traffic); Adafactor: reference
@@ -39,14 +37,15 @@ the graph. Dynamo compiles again only for what changes the code: another rule, �
 ...) or dtype — with one bounded exception on a CPU: inductor's C++ code sums float32 with a cascade helper only
 above 4,096 elements, so a variant with a floating-point reduction (the ``soft`` cautious φ's mean; the other
 φ count the kept coordinates as integers) compiles a second graph when the first tensor on the other side of
-4,096 elements comes: at most two graphs per variant, one under ``"auto"`` (all its compiled tensors are larger).
+4,096 elements comes: at most two graphs per variant.
 Per-tensor reductions (the cautious mask's count) reduce the one tensor a call receives, unchanged by flattening.
 Dynamo runs only for the first call of each kind (rule variant, dtypes, size regime); later calls run the graph it
 compiled directly (``optim.compiled``, without aot_autograd's runtime wrappers where they only pass inputs through),
 each parameter's flat views are kept between steps, and a step binds all its calls before it runs their kernels back
-to back (Python right after a kernel over a large tensor runs cache-cold): tens of µs of host time per tensor on a
-CPU instead of ~170 µs, still more than a small tensor's foreach step, hence the small tensors stay eager under
-``"auto"`` (but for a cautious mask, whose eager form costs more).
+to back (Python right after a kernel over a large tensor runs cache-cold), reading the inputs that stay the same
+from step to step once (:class:`_Prepared`): ~8 µs of host time per tensor on a CPU instead of ~170 µs through
+dynamo, as little as a small tensor's foreach step (which also runs cache-cold after the large tensors' kernels), so
+a compiled group compiles its small tensors (biases, norms) too.
 """
 from __future__ import annotations
 
@@ -60,13 +59,12 @@ from research_optim.optim import compiled
 
 __all__ = [
     "IMPLEMENTATIONS", "COMPILE_MIN_NUMEL", "check_implementation", "eager_path", "resolve", "compile_enabled",
-    "set_compile_enabled", "COMPILED_TENSOR_MIN_NUMEL", "compilable", "compiled_each", "scalar", "graph_inputs",
+    "set_compile_enabled", "compilable", "compiled_each", "scalar", "graph_inputs",
     "add", "add_", "addcmul_", "div", "div_", "bucket_indices", "per_bucket",
 ]
 
 IMPLEMENTATIONS = ("auto", "reference", "foreach", "compiled")
 COMPILE_MIN_NUMEL = 1 << 20  # ~1M elements: below this "auto" stays eager (compile cost not repaid)
-COMPILED_TENSOR_MIN_NUMEL = 1 << 16  # under "auto", smaller tensors take the eager path (a call costs more)
 
 REDUCTION_SPLIT = 4096  # inductor's CPU code sums floats with a cascade helper only above this many elements
 
@@ -122,21 +120,16 @@ def _leaves(tensors: Sequence[Any]) -> list[Tensor]:
     return [t for x in tensors for t in (x.values() if isinstance(x, dict) else (x,))]
 
 
-def compilable(implementation: str, tensors: Sequence[Any], small_tensors: bool = False) -> bool:
+def compilable(tensors: Sequence[Any]) -> bool:
     """Whether the compiled step takes one parameter with these tensors (the parameter first, then its gradient
     and state, dicts allowed): plain contiguous tensors, whose flat views it updates in place, of at least 2
-    elements (dynamo specialises sizes 0 and 1) — under ``"auto"`` at least :data:`COMPILED_TENSOR_MIN_NUMEL`. A
-    tensor subclass (FSDP's ``DTensor``) is not: its reductions need the eager ops' collectives. ``small_tensors``:
-    as :func:`compiled_each`'s."""
-    min_numel = COMPILED_TENSOR_MIN_NUMEL if implementation == "auto" and not small_tensors else 2
-    return _compilable(min_numel, _leaves(tensors))
+    elements (dynamo specialises sizes 0 and 1). A tensor subclass (FSDP's ``DTensor``) is not: its reductions
+    need the eager ops' collectives."""
+    leaves = _leaves(tensors)
+    return leaves[0].numel() >= 2 and all(type(t) in _PLAIN and t.is_contiguous() for t in leaves)
 
 
 _PLAIN = (Tensor, torch.nn.Parameter)
-
-
-def _compilable(min_numel: int, leaves: list[Tensor]) -> bool:
-    return leaves[0].numel() >= min_numel and all(type(t) in _PLAIN and t.is_contiguous() for t in leaves)
 
 
 def _flat(x: Any) -> Any:
@@ -161,36 +154,75 @@ def _kind(x: Any) -> Hashable:
 
 
 class _Prepared:
-    """A parameter's flat views for :func:`compiled_each` except its gradient's (a new tensor at most steps), and
-    what dynamo's guards see of them; reused while the call passes the same tensors at the same addresses (after a
-    ``load_state_dict`` or ``p.data = ...`` they are made anew)."""
+    """A parameter's flat views for :func:`compiled_each` except its gradient's (a new tensor at most steps), what
+    dynamo's guards see of them (``kind``, interned), and per graph the inputs read from them (:meth:`inputs`);
+    reused while the call passes the same tensors at the same addresses (after a ``load_state_dict`` or
+    ``p.data = ...`` they are made anew)."""
 
-    __slots__ = ("sources", "flat", "grad_at", "kind")
+    __slots__ = ("param", "sources", "flat", "grad_at", "kind", "kept", "graphs")
 
-    def __init__(self, tensors: Sequence[Any], grad: Tensor) -> None:
+    def __init__(self, param: Tensor, tensors: Sequence[Any], grad: Tensor) -> None:
+        self.param = param
         self.grad_at = next(i for i, x in enumerate(tensors) if x is grad)
-        self.sources = [None if i == self.grad_at else _addresses(x) for i, x in enumerate(tensors)]
+        self.sources = _addresses(tensors, self.grad_at)
         self.flat = [None if i == self.grad_at else _flat(x) for i, x in enumerate(tensors)]
-        self.kind = _kind(self.flat)
+        self.kind = _interned((_kind(self.flat), param.numel() > REDUCTION_SPLIT))
+        self.kept: dict[str, Any] = {}  # the arguments of the flat views, by the compiled function's parameter name
+        self.graphs: dict[Any, tuple[compiled.Readers, tuple[Any, ...]]] = {}
 
     def serves(self, tensors: Sequence[Any], grad: Tensor) -> bool:
-        if len(tensors) != len(self.sources) or tensors[self.grad_at] is not grad:
-            return False
-        for i, x in enumerate(tensors):
-            if i != self.grad_at and _addresses(x) != self.sources[i]:
-                return False
-        return True
+        return len(tensors) == len(self.flat) and tensors[self.grad_at] is grad \
+            and _addresses(tensors, self.grad_at) == self.sources
+
+    def inputs(self, graph: Any, names: tuple[str, ...], step: _Shared, grad: Tensor) -> list[Any]:
+        """``graph``'s input list for this parameter, the gradient ``grad`` and the shared arguments ``step``: the
+        parts read from the parameter and its state are read once, those from ``step`` once per step."""
+        if graph not in self.graphs:
+            if not self.kept:
+                self.kept = {names[i]: x for i, x in enumerate(self.flat) if i != self.grad_at}
+            readers = graph.readers(tuple(self.kept), names[self.grad_at])
+            self.graphs[graph] = readers, readers.kept(self.kept)
+        readers, kept = self.graphs[graph]
+        shared = step.read.get(graph)
+        if shared is None:
+            shared = step.read[graph] = readers.shared(dict(zip(names[len(self.flat):], step.args)))
+        return readers.merge(kept, shared, grad.view(-1) if not grad.requires_grad else grad.view(-1).detach())
 
 
-def _addresses(x: Any) -> Any:
-    """A tensor (or a dict's tensors) as (identity, data address, contiguous) — what a cached flat view depends on."""
-    if isinstance(x, dict):
-        return tuple((key, id(v), v.data_ptr(), v.is_contiguous()) for key, v in x.items())
-    return id(x), x.data_ptr(), x.is_contiguous()
+class _Shared:
+    """The arguments shared by the calls of a step (``args_of``'s tuple), their interned kind and what each graph
+    reads from them."""
+
+    __slots__ = ("args", "kind", "read")
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self.args, self.kind, self.read = args, _interned(_kind(args)), {}
 
 
-def _prepared_of(owner: Any) -> dict[Tensor, _Prepared]:
-    """``owner``'s (an optimizer's) parameter → :class:`_Prepared` cache: it lives and dies with the optimizer, which
+_kinds: dict[Hashable, int] = {}
+
+
+def _interned(kind: Hashable) -> int:
+    """A small number for ``kind`` (deep tuples hash slowly, and a compiled call's key is hashed at every call)."""
+    return _kinds.setdefault(kind, len(_kinds))
+
+
+def _addresses(tensors: Sequence[Any], skip: int) -> list[Any]:
+    """The tensors but the ``skip``-th (a dict's keys and tensors) as identity, data address and contiguity: what
+    the cached flat views depend on."""
+    out: list[Any] = []
+    for i, x in enumerate(tensors):
+        if i != skip:
+            if isinstance(x, dict):
+                out += x  # its keys
+                out += [(id(t), t.data_ptr(), t.is_contiguous()) for t in x.values()]
+            else:
+                out.append((id(x), x.data_ptr(), x.is_contiguous()))
+    return out
+
+
+def _prepared_of(owner: Any) -> dict[int, _Prepared]:
+    """``owner``'s (an optimizer's) parameter identity → :class:`_Prepared` cache: it lives and dies with the optimizer, which
     holds the parameters anyway (and is not pickled: ``Optimizer.__getstate__`` names what is). ``load_state_dict``
     empties it, so that the views of the old state do not keep its memory until the next step."""
     if "_compiled_views" not in vars(owner):
@@ -201,51 +233,47 @@ def _prepared_of(owner: Any) -> dict[Tensor, _Prepared]:
 
 def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
                   tensors_of: Callable[[Tensor], Sequence[Any]],
-                  args_of: Callable[[Tensor], Sequence[Any]],
-                  small_tensors: bool = False) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
+                  args_of: Callable[[Tensor], tuple[Any, ...]]) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
     """Step every :func:`compilable` parameter of the optimizer ``owner`` (its ``implementation``) with the compiled
     ``fn(*flat views of tensors_of(p), *args_of(p))``, one call per tensor (``compiled.call``: dynamo once per kind
     of call, the graph directly after); ``fn`` returns the tensor's masked count (a 0-dim tensor) or None.
-    ``tensors_of(p)`` holds ``p.grad`` once. The flat views of everything else are made once and kept while the same
-    tensors come at the same addresses (:class:`_Prepared`). ``small_tensors``: under ``"auto"``, compile the
-    tensors under :data:`COMPILED_TENSOR_MIN_NUMEL` too — where the eager path steps tensor by tensor (a cautious
-    mask: a dozen ops per tensor), a compiled call costs less.
+    ``tensors_of(p)`` holds ``p.grad`` once; ``args_of`` returns the same tuple for the parameters that share their
+    arguments. The flat views of everything else are made once and kept while the same tensors come at the same
+    addresses (:class:`_Prepared`).
 
     Returns (the parameters left for the eager path: those not compilable, and every one not yet stepped if the
     compiler failed; the stepped ones; their masked count summed on the device, or None)."""
     eager: list[Tensor] = []
     stepped: list[Tensor] = []
     counts: list[Tensor] = []
-    kinds: dict[tuple[int, ...], Hashable] = {}  # of the arguments, shared by the tensors of a step
+    shared: dict[int, _Shared] = {}  # by the identity of args_of's tuple
     # every call is bound to its graph first, then they run back to back: binding is Python over many small
     # objects, which runs ~3× slower right after a kernel has streamed a large tensor through the caches (measured:
     # 27 against 8 µs per tensor of 590k elements)
-    ready: list[tuple[Tensor, Callable[[], Any]]] = []
-    min_numel = COMPILED_TENSOR_MIN_NUMEL if owner.implementation == "auto" and not small_tensors else 2
+    ready: list[tuple[Tensor, Any, list[Any]]] = []
     cache = _prepared_of(owner)
+    names = compiled.parameters(fn)
     for i, p in enumerate(params):
-        if p.numel() < min_numel:  # before anything else: most tensors of a model are small
-            eager.append(p)
-            continue
         tensors, grad = tensors_of(p), p.grad
-        prepared = cache.get(p)
-        if prepared is None or not prepared.serves(tensors, grad):
+        prepared = cache.get(id(p))  # by identity: a tensor's own hash is a Python call
+        if prepared is None or prepared.param is not p or not prepared.serves(tensors, grad):
             prepared = None
-            if _compilable(min_numel, _leaves(tensors)):
-                prepared = cache[p] = _Prepared(tensors, grad)
+            if compilable(tensors):
+                prepared = cache[id(p)] = _Prepared(p, tensors, grad)
         if prepared is None or type(grad) not in _PLAIN or not grad.is_contiguous():
             eager.append(p)
             continue
-        flat, args = list(prepared.flat), tuple(args_of(p))
-        flat[prepared.grad_at] = _flat(grad)
-        ids = tuple(map(id, args))
-        if ids not in kinds:
-            kinds[ids] = _kind(args)
-        kind = (kinds[ids], prepared.kind, grad.dtype, grad.device, p.numel() > REDUCTION_SPLIT)
-        run = compiled.bound(fn, kind, *flat, *args)
-        if run is not None:
-            ready.append((p, run))
+        args = args_of(p)
+        step = shared.get(id(args))
+        if step is None or step.args is not args:
+            step = shared[id(args)] = _Shared(args)
+        kind = (step.kind, prepared.kind, grad.dtype, grad.device)
+        graph = compiled.graph(fn, kind)
+        if graph is not None:
+            ready.append((p, graph, prepared.inputs(graph, names, step, grad)))
             continue
+        flat = list(prepared.flat)
+        flat[prepared.grad_at] = _flat(grad)
         count = compiled.call(fn, kind, *flat, *args)  # the first call of its kind: through dynamo, now
         if count is compiled.FAILED:  # nothing of this tensor changed
             eager += params[i:]
@@ -253,8 +281,8 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
         stepped.append(p)
         if count is not None:
             counts.append(count)
-    for p, run in ready:
-        count = run()
+    for p, graph, inputs in ready:
+        count = graph(inputs)
         stepped.append(p)
         if count is not None:
             counts.append(count)

@@ -288,8 +288,7 @@ class _FastScheduleFree(RuleScheduleFree):
             state = self.state[y]
             return y, state["z"], y.grad, {key: state[key] for key in self.rule.buffers if key in state}
 
-        eager, stepped, masked = compiled_each(_compiled_step, self, ys, tensors_of, lambda y: args,
-                                               small_tensors=group["cautious"] is not None)  # eager: tensor by tensor
+        eager, stepped, masked = compiled_each(_compiled_step, self, ys, tensors_of, lambda y: args)
         if masked is not None:
             self._masked.add_count(masked, sum(y.numel() for y in stepped))
         return eager

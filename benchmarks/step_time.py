@@ -1,15 +1,17 @@
 """Optimizer step time vs torch's fused AdamW, the memory-traffic floor, and the first step's compile time.
 
     python -m benchmarks.step_time                       # ViT-S and GPT parameter sets, CPU, one core
-    python -m benchmarks.step_time --sets vit_s --rules lion c_lion --rounds 7
+    python -m benchmarks.step_time --sets vit_s --rules lion c_lion --rounds 12
     python -m benchmarks.step_time --device cuda --no-first-step
 
 The measuring rule (a shared machine moves absolute times by 3×): the process is pinned to one core with one
 thread (``--core``); every rule's default step (``implementation="auto"``: compiled at these sizes), its reference
 path, its public package's step, torch ``AdamW(fused=True)`` (the yardstick) and a bandwidth probe (``a += b``,
-12 bytes per element) are timed round-robin, ``--repeats`` calls each per round; a ratio is the median over
-``--rounds`` rounds of the per-round median ratios, and a round in which the rule ran below its own floor relative
-to the yardstick (the yardstick was slowed down) is discarded. The load average is printed before and after.
+12 bytes per element) are timed round-robin, ``--repeats`` calls each per round; every round builds the four
+optimizers anew, in an order rotated by one from round to round (the set of tensors allocated first steps a few
+percent slower here); a ratio is the median over ``--rounds`` rounds of the per-round median ratios, and a round in
+which the rule ran below its own floor relative to the yardstick (the yardstick was slowed down) is discarded. The
+load average is printed before and after.
 
 ``floor ×fused`` is the rule's minimum float32 traffic ÷ AdamW's 28 bytes/param (Lion: read p, g, m, write p, m = 20;
 a cautious mask adds a reduction pass reading g and the sign source = 8); ``goal`` the target of issue 19 (within
@@ -141,16 +143,23 @@ def first_steps(rule: Rule, set_name: str, device: torch.device) -> tuple[str, s
 
 
 # ----------------------------------------------------------------------------- steady steps, side by side
-def measure(steps: dict[str, Callable[[], object]], floor_ratio: float, numel: int, device: torch.device,
-            rounds: int, repeats: int) -> list[dict[str, float]]:
-    """Seconds per call of every step (``fused``, the yardstick, and ``default``, the rule's step, among them) and
-    the probe's bandwidth (``a += b``: 12 bytes per element), round-robin, median of ``repeats`` per round; a round
-    in which the rule beat its own floor (``default`` ÷ ``fused`` below ``floor_ratio``: the yardstick was slowed
-    down) is left out."""
+def measure(builders: dict[str, Callable[[], torch.optim.Optimizer]], floor_ratio: float, numel: int,
+            device: torch.device, rounds: int, repeats: int) -> list[dict[str, float]]:
+    """Seconds per call of every optimizer's step (``fused``, the yardstick, and ``default``, the rule's step, among
+    them) and the probe's bandwidth (``a += b``: 12 bytes per element), round-robin, median of ``repeats`` per round.
+    Every round builds the optimizers anew (parameters, gradients, state), each round in an order rotated by one: on
+    this CPU the set of tensors allocated first steps 3–7% slower than the same step on sets allocated after it
+    (measured with three fused AdamW), so a fixed order would favour the optimizers built later. A round in which
+    the rule beat its own floor (``default`` ÷ ``fused`` below ``floor_ratio``: the yardstick was slowed down) is
+    left out."""
     a, b = torch.randn(numel, device=device), torch.randn(numel, device=device)
+    names = list(builders)
     kept = []
-    for _ in range(rounds):
+    for r in range(rounds):
+        built = {name: builders[name]() for name in names[r % len(names):] + names[:r % len(names)]}
+        steps = {name: built[name].step for name in names}
         t = time_round_robin({**steps, "probe": lambda: a.add_(b)}, device, repeats, warmup=1)
+        del built, steps
         t["bandwidth"] = 12 * numel / t.pop("probe")
         if t["default"] / t["fused"] >= floor_ratio:
             kept.append(t)
@@ -166,20 +175,18 @@ def bench_set(set_name: str, rules: list[Rule], device: torch.device, rounds: in
     shapes = PARAM_SETS[set_name]()
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
     print(f"\n### {set_name}: {numel / 1e6:.1f}M parameters in {len(shapes)} tensors, {device_name(device)}\n")
-    fused = torch.optim.AdamW(make_params(shapes, device), lr=1e-3, fused=True)
     headers = ["optimizer", "default ×fused", "goal", "floor ×fused", "BW frac", "first step s cold", "new rule", "warm",
                "reference path ×fused", "reference package", "package ×fused", "rounds kept"]
     print_table(headers, [])  # rows follow as they are measured (a slow machine shows progress)
     yardstick = []
     for rule in rules:
         cold, new_rule, warm = first_steps(rule, set_name, device) if first_step else ("-", "-", "-")
-        default = rule.ours(make_params(shapes, device), "auto")
-        default.step()  # compiles (when it will) outside the timing
-        reference = rule.ours(make_params(shapes, device), "reference")
-        package = rule.reference(make_params(shapes, device))
-        kept = measure({"fused": fused.step, "default": default.step, "reference": reference.step,
-                        "package": package.step}, rule.bytes_per_param / YARDSTICK_BYTES, numel, device, rounds,
-                       repeats)
+        rule.ours(make_params(shapes, device), "auto").step()  # compiles (when it will) outside the timing
+        builders = {"fused": lambda: torch.optim.AdamW(make_params(shapes, device), lr=1e-3, fused=True),
+                    "default": lambda: rule.ours(make_params(shapes, device), "auto"),
+                    "reference": lambda: rule.ours(make_params(shapes, device), "reference"),
+                    "package": lambda: rule.reference(make_params(shapes, device))}
+        kept = measure(builders, rule.bytes_per_param / YARDSTICK_BYTES, numel, device, rounds, repeats)
         yardstick += kept
         print_row([rule.name, f"{median_over(kept, lambda t: t['default'] / t['fused']):.2f}",
                    "-" if rule.goal is None else f"≤ {rule.goal}", f"{rule.bytes_per_param / YARDSTICK_BYTES:.2f}",
@@ -187,7 +194,6 @@ def bench_set(set_name: str, rules: list[Rule], device: torch.device, rounds: in
                    cold, new_rule, warm, f"{median_over(kept, lambda t: t['reference'] / t['fused']):.2f}",
                    rule.package,
                    f"{median_over(kept, lambda t: t['package'] / t['fused']):.2f}", f"{len(kept)}/{rounds}"])
-        del default, reference, package
     print_row(["torch AdamW fused", "1.00", "-", "1.00",
                f"{median_over(yardstick, lambda t: YARDSTICK_BYTES * numel / t['bandwidth'] / t['fused']):.2f}",
                "-", "-", "-", "-", "-", "-", "-"])
@@ -215,7 +221,7 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["vit_s", "gpt"], choices=sorted(PARAM_SETS))
     parser.add_argument("--rules", nargs="+", default=None, choices=sorted(RULES_BY_NAME), help="default: all")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=8, help="a multiple of 4 builds each optimizer first equally often")
     parser.add_argument("--repeats", type=int, default=5, help="calls of each step per round")
     parser.add_argument("--core", type=int, default=None, help="the CPU core to pin to (default: the last one)")
     parser.add_argument("--no-first-step", dest="first_step", action="store_false",

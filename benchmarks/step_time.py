@@ -152,14 +152,15 @@ def measure(builders: dict[str, Callable[[], torch.optim.Optimizer]], floor_rati
     (measured with three fused AdamW), so a fixed order would favour the optimizers built later. A round in which
     the rule beat its own floor (``default`` ÷ ``fused`` below ``floor_ratio``: the yardstick was slowed down) is
     left out."""
-    a, b = torch.randn(numel, device=device), torch.randn(numel, device=device)
     names = list(builders)
     kept = []
     for r in range(rounds):
         built = {name: builders[name]() for name in names[r % len(names):] + names[:r % len(names)]}
         steps = {name: built[name].step for name in names}
+        # the probe last, where sets stepped fastest: its bandwidth divides BW frac, which then errs low, not high
+        a, b = torch.randn(numel, device=device), torch.randn(numel, device=device)
         t = time_round_robin({**steps, "probe": lambda: a.add_(b)}, device, repeats, warmup=1)
-        del built, steps
+        del built, steps, a, b
         t["bandwidth"] = 12 * numel / t.pop("probe")
         if t["default"] / t["fused"] >= floor_ratio:
             kept.append(t)
@@ -221,7 +222,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["vit_s", "gpt"], choices=sorted(PARAM_SETS))
     parser.add_argument("--rules", nargs="+", default=None, choices=sorted(RULES_BY_NAME), help="default: all")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=8, help="a multiple of 4 builds each optimizer first equally often")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="a multiple of 4 builds each optimizer first equally often")
     parser.add_argument("--repeats", type=int, default=5, help="calls of each step per round")
     parser.add_argument("--core", type=int, default=None, help="the CPU core to pin to (default: the last one)")
     parser.add_argument("--no-first-step", dest="first_step", action="store_false",

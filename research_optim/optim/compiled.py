@@ -12,7 +12,9 @@ and no argument's container or attribute may have changed (a side effect dynamo 
 and a kind whose record does not check out keeps going through dynamo. The same call watches aot_autograd's runtime
 wrappers around inductor's code; where they only pass the inputs through and bump version counters, later calls
 skip them (:class:`_Graph`): a kernel over a large tensor leaves the caches cold, and those five Python layers then
-cost tens of µs per tensor.
+cost tens of µs per tensor. A caller that makes the same kind of call for many tensors reads a graph's inputs in
+parts (:class:`Readers`): from the arguments that stay the same between steps once, from those a step shares once
+per step, and only the gradient at every call.
 
 On a CPU, the C++ kernels of these graphs mark their one-element buffers (hyperparameters, a mask's count)
 ``__restrict__`` (:func:`restrict_scalars`), so that their loads and arithmetic leave the loop over the elements.

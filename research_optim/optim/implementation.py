@@ -222,9 +222,9 @@ def _addresses(tensors: Sequence[Any], skip: int) -> list[Any]:
 
 
 def _prepared_of(owner: Any) -> dict[int, _Prepared]:
-    """``owner``'s (an optimizer's) parameter identity → :class:`_Prepared` cache: it lives and dies with the optimizer, which
-    holds the parameters anyway (and is not pickled: ``Optimizer.__getstate__`` names what is). ``load_state_dict``
-    empties it, so that the views of the old state do not keep its memory until the next step."""
+    """``owner``'s (an optimizer's) cache of :class:`_Prepared` by parameter identity: it lives and dies with the
+    optimizer, which holds the parameters anyway (and is not pickled: ``Optimizer.__getstate__`` names what is).
+    ``load_state_dict`` empties it, so that the views of the old state do not keep its memory until the next step."""
     if "_compiled_views" not in vars(owner):
         owner._compiled_views = {}
         owner.register_load_state_dict_post_hook(lambda optimizer: optimizer._compiled_views.clear())

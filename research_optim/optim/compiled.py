@@ -128,10 +128,10 @@ class Readers:
             root = _ROOT.match(source)
             if root.group(1) == each:
                 items.append("x" + source[root.end():])
-                continue
-            part = parts["K" if root.group(1) in kept else "S"]
-            items.append(f"{'K' if part is parts['K'] else 'S'}[{len(part)}]")
-            part.append(source)
+            else:
+                part = "K" if root.group(1) in kept else "S"
+                items.append(f"{part}[{len(parts[part])}]")
+                parts[part].append(source)
         return cls(*(eval(f"lambda L: ({''.join(f'{e}, ' for e in parts[p])})", {}) for p in ("K", "S")),
                    eval(f"lambda K, S, x: [{', '.join(items)}]", {}))
 
@@ -300,9 +300,9 @@ def call(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Any:
     compiler fails (no C++ compiler, unsupported backend, ...): a warning, compilation off for the process
     (``implementation.set_compile_enabled``) and :data:`FAILED` returned — nothing was modified (compilation runs
     before the compiled code)."""
-    graph = _direct.get((fn, kind))
-    if graph is not None:
-        return graph(graph.inputs(_locals(fn, args)))
+    recorded = _direct.get((fn, kind))
+    if recorded is not None:
+        return recorded(recorded.inputs(_locals(fn, args)))
     _served.clear()
     before = _contents(args)
     try:

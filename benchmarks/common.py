@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -82,6 +82,17 @@ def time_round_robin(steps: dict[str, Callable[[], object]], device: torch.devic
             synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def build_rotated(builders: dict[str, Callable[[], Any]], round_index: int) -> dict[str, Any]:
+    """Every builder called once, starting at the ``round_index``-th (mod their number) and wrapping around: on a CPU
+    the set of tensors allocated first steps a few percent slower than sets allocated after it (three fused AdamW
+    measured against each other: 3–7%), so a benchmark that compares steps builds them anew each round in a rotated
+    order instead of once."""
+    names = list(builders)
+    start = round_index % len(names)
+    built = {name: builders[name]() for name in names[start:] + names[:start]}
+    return {name: built[name] for name in names}
 
 
 def copy_bandwidth(device: torch.device, numel: int = 1 << 25, repeats: int = 20) -> float:

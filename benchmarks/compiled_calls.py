@@ -6,11 +6,12 @@
 
 Each row steps ``--numel`` float32 elements split into N equal tensors (every one large enough for the compiled
 path under ``implementation="auto"``), with the rule's default (compiled, one call per tensor) and its foreach path,
-against torch ``AdamW(fused=True)`` on the same split, timed round-robin (medians over ``--rounds`` rounds). The
-kernels move the same bytes in every row, so what grows with N is the per-call host cost: ``µs/call`` =
-(t_N − t_first) / (N − N_first), against the first row (``--tensors`` 1 by default). ``--implementation compiled``
-compiles every tensor, however small (``"auto"`` leaves groups under 1M elements, and tensors under 65,536 without a
-cautious mask, to the eager path): the per-tensor cost of a compiled call against foreach's.
+against torch ``AdamW(fused=True)`` on the same split, timed round-robin (medians over ``--rounds`` rounds, the
+three optimizers built anew each round in a rotated order: ``common.build_rotated``). The kernels move the same
+bytes in every row, so what grows with N is the per-call cost: ``µs/call`` = (t_N − t_first) / (N − N_first),
+against the first row (``--tensors`` 1 by default). ``--implementation compiled`` compiles a group however small
+(``"auto"`` leaves groups under 1M elements to the eager path): the per-tensor cost of a compiled call against
+foreach's.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import statistics
 
 import torch
 
-from benchmarks.common import make_params, print_table, time_round_robin
+from benchmarks.common import build_rotated, make_params, print_table, time_round_robin
 from benchmarks.step_time import RULES_BY_NAME
 
 
@@ -28,7 +29,8 @@ def main() -> None:
     parser.add_argument("--rule", default="lion", choices=sorted(RULES_BY_NAME))
     parser.add_argument("--numel", type=int, default=16_000_000)
     parser.add_argument("--tensors", type=int, nargs="+", default=[1, 8, 32, 128])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="a multiple of 3 builds each optimizer first equally often")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--implementation", default="auto", choices=["auto", "compiled"],
@@ -38,11 +40,12 @@ def main() -> None:
     rows, first = [], None
     for n in args.tensors:
         shapes = [(args.numel // n,)] * n
-        steps = {"fused": torch.optim.AdamW(make_params(shapes, device), lr=1e-3, fused=True).step,
-                 "default": rule.ours(make_params(shapes, device), args.implementation).step,
-                 "foreach": rule.ours(make_params(shapes, device), "foreach").step}
-        rounds = [time_round_robin(steps, device, args.repeats) for _ in range(args.rounds)]
-        t = {k: statistics.median(r[k] for r in rounds) for k in steps}
+        builders = {"fused": lambda: torch.optim.AdamW(make_params(shapes, device), lr=1e-3, fused=True),
+                    "default": lambda: rule.ours(make_params(shapes, device), args.implementation),
+                    "foreach": lambda: rule.ours(make_params(shapes, device), "foreach")}
+        rounds = [time_round_robin({name: optimizer.step for name, optimizer in build_rotated(builders, r).items()},
+                                   device, args.repeats) for r in range(args.rounds)]
+        t = {k: statistics.median(r[k] for r in rounds) for k in builders}
         first = first or (n, t["default"])
         per_call = (t["default"] - first[1]) / (n - first[0]) * 1e6 if n != first[0] else None
         rows.append([n, f"{args.numel // n:,}", f"{t['default'] * 1e3:.2f}", f"{t['default'] / t['fused']:.2f}",

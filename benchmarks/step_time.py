@@ -37,7 +37,8 @@ from typing import Callable
 import torch
 
 from benchmarks.common import (
-    PARAM_SETS, device_name, make_params, print_row, print_table, synchronize, time_round_robin, train_mode,
+    PARAM_SETS, build_rotated, device_name, make_params, print_row, print_table, synchronize, time_round_robin,
+    train_mode,
 )
 from research_optim.optim.adafactor import Adafactor
 from research_optim.optim.adamw import AdamW, CautiousAdamW
@@ -147,16 +148,15 @@ def measure(builders: dict[str, Callable[[], torch.optim.Optimizer]], floor_rati
             device: torch.device, rounds: int, repeats: int) -> list[dict[str, float]]:
     """Seconds per call of every optimizer's step (``fused``, the yardstick, and ``default``, the rule's step, among
     them) and the probe's bandwidth (``a += b``: 12 bytes per element), round-robin, median of ``repeats`` per round.
-    Every round builds the optimizers anew (parameters, gradients, state), each round in an order rotated by one: on
-    this CPU the set of tensors allocated first steps 3–7% slower than the same step on sets allocated after it
-    (measured with three fused AdamW), so a fixed order would favour the optimizers built later. A round in which
+    Every round builds the optimizers anew (parameters, gradients, state), in an order rotated by one from round to
+    round (:func:`benchmarks.common.build_rotated`): a fixed order would favour the optimizers built later. A round in
+    which
     the rule beat its own floor (``default`` ÷ ``fused`` below ``floor_ratio``: the yardstick was slowed down) is
     left out."""
-    names = list(builders)
     kept = []
     for r in range(rounds):
-        built = {name: builders[name]() for name in names[r % len(names):] + names[:r % len(names)]}
-        steps = {name: built[name].step for name in names}
+        built = build_rotated(builders, r)
+        steps = {name: optimizer.step for name, optimizer in built.items()}
         # the probe last, where sets stepped fastest: its bandwidth divides BW frac, which then errs low, not high
         a, b = torch.randn(numel, device=device), torch.randn(numel, device=device)
         t = time_round_robin({**steps, "probe": lambda: a.add_(b)}, device, repeats, warmup=1)

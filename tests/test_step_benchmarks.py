@@ -1,0 +1,47 @@
+"""``benchmarks/step_time.py`` and ``benchmarks/compiled_calls.py`` (the README's step-time tables) run on small
+tensors and print a ratio for every row; the rotation that builds each optimizer first equally often."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import build_rotated
+
+pytestmark = pytest.mark.slow  # builds every optimizer of the table, each round
+
+
+def _table(args: list[str]) -> list[list[str]]:
+    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in done.stdout.splitlines()
+            if line.startswith("| ") and "---" not in line]
+    return rows[1:]
+
+
+def test_step_time_gives_every_rule_a_ratio_to_fused_adamw():
+    from benchmarks.step_time import RULES
+
+    rows = _table(["benchmarks.step_time", "--sets", "smoke", "--no-first-step", "--rounds", "2", "--repeats", "1"])
+    assert [row[0] for row in rows] == [rule.name for rule in RULES] + ["torch AdamW fused"]
+    assert all(float(row[1]) > 0 and float(row[8]) > 0 for row in rows[:-1])
+
+
+def test_compiled_calls_gives_every_split_a_ratio_and_a_cost_per_call():
+    rows = _table(["benchmarks.compiled_calls", "--numel", "20000", "--tensors", "1", "4", "--rounds", "3",
+                   "--repeats", "1"])
+    assert [row[0] for row in rows] == ["1", "4"]
+    assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in rows) and rows[0][6] == "-"
+    assert rows[1][6].lstrip("-").isdigit()  # µs per call against the first row (negative when a split is faster)
+
+
+def test_each_round_builds_the_optimizers_starting_one_further():
+    order: list[str] = []
+    builders = {name: (lambda name=name: order.append(name) or name.upper()) for name in "abc"}
+    for r in range(4):
+        assert list(build_rotated(builders, r).items()) == [("a", "A"), ("b", "B"), ("c", "C")]  # builders' order
+    assert order == list("abc" "bca" "cab" "abc")

@@ -1,5 +1,6 @@
-"""``benchmarks/step_time.py`` and ``benchmarks/compiled_calls.py`` (the README's step-time tables) run on small
-tensors and print a ratio for every row; the rotation that builds each optimizer first equally often."""
+"""``benchmarks/step_time.py``, ``benchmarks/compiled_calls.py`` and ``benchmarks/small_tensors.py`` (the README's
+step-time tables) run on small tensors and print a ratio for every row; the rotation that builds each optimizer
+first equally often."""
 from __future__ import annotations
 
 import os
@@ -37,6 +38,13 @@ def test_compiled_calls_gives_every_split_a_ratio_and_a_cost_per_call():
     assert [row[0] for row in rows] == ["1", "4"]
     assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in rows) and rows[0][6] == "-"
     assert rows[1][6].lstrip("-").isdigit()  # µs per call against the first row (negative when a split is faster)
+
+
+def test_small_tensors_times_both_rules_for_small_tensors():
+    rows = _table(["benchmarks.small_tensors", "--sets", "smoke", "--rules", "lion", "sf_sgd", "--below", "100",
+                   "--rounds", "3", "--repeats", "1"])
+    assert [row[2] for row in rows] == ["lion", "sf_sgd"]
+    assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in rows)
 
 
 def test_each_round_builds_the_optimizers_starting_one_further():

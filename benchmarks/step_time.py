@@ -149,10 +149,9 @@ def measure(builders: dict[str, Callable[[], torch.optim.Optimizer]], floor_rati
     """Seconds per call of every optimizer's step (``fused``, the yardstick, and ``default``, the rule's step, among
     them) and the probe's bandwidth (``a += b``: 12 bytes per element), round-robin, median of ``repeats`` per round.
     Every round builds the optimizers anew (parameters, gradients, state), in an order rotated by one from round to
-    round (:func:`benchmarks.common.build_rotated`): a fixed order would favour the optimizers built later. A round in
-    which
-    the rule beat its own floor (``default`` ÷ ``fused`` below ``floor_ratio``: the yardstick was slowed down) is
-    left out."""
+    round (:func:`benchmarks.common.build_rotated`): a fixed order would favour the optimizers built later. A round
+    in which the rule beat its own floor (``default`` ÷ ``fused`` below ``floor_ratio``: the yardstick was slowed
+    down) is left out."""
     kept = []
     for r in range(rounds):
         built = build_rotated(builders, r)

@@ -159,33 +159,33 @@ class _Prepared:
     reused while the call passes the same tensors at the same addresses (after a ``load_state_dict`` or
     ``p.data = ...`` they are made anew)."""
 
-    __slots__ = ("param", "sources", "flat", "grad_at", "kind", "kept", "graphs")
+    __slots__ = ("param", "sources", "flat", "grad_at", "kind", "kept", "grad_name", "shared_names", "graphs")
 
-    def __init__(self, param: Tensor, tensors: Sequence[Any], grad: Tensor) -> None:
+    def __init__(self, param: Tensor, tensors: Sequence[Any], grad: Tensor, names: tuple[str, ...]) -> None:
         self.param = param
         self.grad_at = next(i for i, x in enumerate(tensors) if x is grad)
         self.sources = _addresses(tensors, self.grad_at)
         self.flat = [None if i == self.grad_at else _flat(x) for i, x in enumerate(tensors)]
         self.kind = _interned((_kind(self.flat), param.numel() > REDUCTION_SPLIT))
-        self.kept: dict[str, Any] = {}  # the arguments of the flat views, by the compiled function's parameter name
+        # the compiled function's parameter names: of the flat views, of the gradient, of the shared arguments
+        self.kept = {names[i]: x for i, x in enumerate(self.flat) if i != self.grad_at}
+        self.grad_name, self.shared_names = names[self.grad_at], names[len(tensors):]
         self.graphs: dict[Any, tuple[compiled.Readers, tuple[Any, ...]]] = {}
 
     def serves(self, tensors: Sequence[Any], grad: Tensor) -> bool:
         return len(tensors) == len(self.flat) and tensors[self.grad_at] is grad \
             and _addresses(tensors, self.grad_at) == self.sources
 
-    def inputs(self, graph: Any, names: tuple[str, ...], step: _Shared, grad: Tensor) -> list[Any]:
+    def inputs(self, graph: Any, step: _Shared, grad: Tensor) -> list[Any]:
         """``graph``'s input list for this parameter, the gradient ``grad`` and the shared arguments ``step``: the
         parts read from the parameter and its state are read once, those from ``step`` once per step."""
         if graph not in self.graphs:
-            if not self.kept:
-                self.kept = {names[i]: x for i, x in enumerate(self.flat) if i != self.grad_at}
-            readers = graph.readers(tuple(self.kept), names[self.grad_at])
+            readers = graph.readers(tuple(self.kept), self.grad_name)
             self.graphs[graph] = readers, readers.kept(self.kept)
         readers, kept = self.graphs[graph]
         shared = step.read.get(graph)
         if shared is None:
-            shared = step.read[graph] = readers.shared(dict(zip(names[len(self.flat):], step.args)))
+            shared = step.read[graph] = readers.shared(dict(zip(self.shared_names, step.args)))
         return readers.merge(kept, shared, grad.view(-1) if not grad.requires_grad else grad.view(-1).detach())
 
 
@@ -259,7 +259,7 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
         if prepared is None or prepared.param is not p or not prepared.serves(tensors, grad):
             prepared = None
             if compilable(tensors):
-                prepared = cache[id(p)] = _Prepared(p, tensors, grad)
+                prepared = cache[id(p)] = _Prepared(p, tensors, grad, names)
         if prepared is None or type(grad) not in _PLAIN or not grad.is_contiguous():
             eager.append(p)
             continue
@@ -270,7 +270,7 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
         kind = (step.kind, prepared.kind, grad.dtype, grad.device)
         graph = compiled.graph(fn, kind)
         if graph is not None:
-            ready.append((p, graph, prepared.inputs(graph, names, step, grad)))
+            ready.append((p, graph, prepared.inputs(graph, step, grad)))
             continue
         flat = list(prepared.flat)
         flat[prepared.grad_at] = _flat(grad)

@@ -166,8 +166,9 @@ def measure(builders: dict[str, Callable[[], torch.optim.Optimizer]], floor_rati
     return kept
 
 
-def median_over(rounds: list[dict[str, float]], figure: Callable[[dict[str, float]], float]) -> float:
-    return statistics.median(figure(t) for t in rounds) if rounds else float("nan")
+def median_over(rounds: list[dict[str, float]], figure: Callable[[dict[str, float]], float]) -> str:
+    """The median of ``figure`` over the kept rounds, two decimals; ``-`` when every round was discarded."""
+    return f"{statistics.median(figure(t) for t in rounds):.2f}" if rounds else "-"
 
 
 def bench_set(set_name: str, rules: list[Rule], device: torch.device, rounds: int, repeats: int,
@@ -188,17 +189,17 @@ def bench_set(set_name: str, rules: list[Rule], device: torch.device, rounds: in
                     "package": lambda: rule.reference(make_params(shapes, device))}
         kept = measure(builders, rule.bytes_per_param / YARDSTICK_BYTES, numel, device, rounds, repeats)
         yardstick += kept
-        print_row([rule.name, f"{median_over(kept, lambda t: t['default'] / t['fused']):.2f}",
+        print_row([rule.name, median_over(kept, lambda t: t['default'] / t['fused']),
                    "-" if rule.goal is None else f"≤ {rule.goal}", f"{rule.bytes_per_param / YARDSTICK_BYTES:.2f}",
-                   f"{median_over(kept, lambda t: rule.bytes_per_param * numel / t['bandwidth'] / t['default']):.2f}",
-                   cold, new_rule, warm, f"{median_over(kept, lambda t: t['reference'] / t['fused']):.2f}",
+                   median_over(kept, lambda t: rule.bytes_per_param * numel / t['bandwidth'] / t['default']),
+                   cold, new_rule, warm, median_over(kept, lambda t: t['reference'] / t['fused']),
                    rule.package,
-                   f"{median_over(kept, lambda t: t['package'] / t['fused']):.2f}", f"{len(kept)}/{rounds}"])
+                   median_over(kept, lambda t: t['package'] / t['fused']), f"{len(kept)}/{rounds}"])
     print_row(["torch AdamW fused", "1.00", "-", "1.00",
-               f"{median_over(yardstick, lambda t: YARDSTICK_BYTES * numel / t['bandwidth'] / t['fused']):.2f}",
+               median_over(yardstick, lambda t: YARDSTICK_BYTES * numel / t['bandwidth'] / t['fused']),
                "-", "-", "-", "-", "-", "-", "-"])
     print(f"\nprobe bandwidth (a += b, 12 bytes/element): "
-          f"{median_over(yardstick, lambda t: t['bandwidth']) / 1e9:.1f} GB/s, median over the kept rounds")
+          f"{median_over(yardstick, lambda t: t['bandwidth'] / 1e9)} GB/s, median over the kept rounds")
 
 
 def pin(core: int | None) -> str:

@@ -162,7 +162,7 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
         args: dict[int, tuple[Any, ...]] = {}  # per step count (one, unless parameters joined late)
 
         def args_of(p: Tensor) -> tuple[Any, ...]:
-            step = self.state[p].get("step", 0) + 1
+            step = self.state[p]["step"] + 1 if rule.counts_steps else 0
             if step not in args:
                 args[step] = (rule, graph_inputs(rule.scalars(group, step)), *hyper)
             return args[step]

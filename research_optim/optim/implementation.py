@@ -49,6 +49,7 @@ tensors' kernels), so a compiled group compiles its small tensors (biases, norms
 """
 from __future__ import annotations
 
+import operator
 import os
 from typing import Any, Callable, Hashable, Sequence
 
@@ -159,12 +160,16 @@ class _Prepared:
     reused while the call passes the same tensors at the same addresses (after a ``load_state_dict`` or
     ``p.data = ...`` they are made anew)."""
 
-    __slots__ = ("param", "sources", "flat", "grad_at", "kind", "kept", "grad_name", "shared_names", "graphs")
+    __slots__ = ("param", "held", "tensors", "ptrs", "flat", "grad_at", "kind", "kept", "grad_name", "shared_names",
+                 "graphs")
 
     def __init__(self, param: Tensor, tensors: Sequence[Any], grad: Tensor, names: tuple[str, ...]) -> None:
         self.param = param
         self.grad_at = next(i for i, x in enumerate(tensors) if x is grad)
-        self.sources = _addresses(tensors, self.grad_at)
+        # what the flat views depend on: the tensors (and dict keys) but the gradient, and the tensors' addresses
+        self.held = _held(tensors, self.grad_at)
+        self.tensors = [x for x in self.held if isinstance(x, Tensor)]
+        self.ptrs = [t.data_ptr() for t in self.tensors]
         self.flat = [None if i == self.grad_at else _flat(x) for i, x in enumerate(tensors)]
         self.kind = _interned((_kind(self.flat), param.numel() > REDUCTION_SPLIT))
         # the compiled function's parameter names: of the flat views, of the gradient, of the shared arguments
@@ -173,8 +178,13 @@ class _Prepared:
         self.graphs: dict[Any, tuple[compiled.Readers, tuple[Any, ...]]] = {}
 
     def serves(self, tensors: Sequence[Any], grad: Tensor) -> bool:
-        return len(tensors) == len(self.flat) and tensors[self.grad_at] is grad \
-            and _addresses(tensors, self.grad_at) == self.sources
+        """Whether the call passes the same tensors (and keys) at the same addresses, contiguous (after ``p.data =
+        ...`` a tensor keeps its identity, not its memory)."""
+        if len(tensors) != len(self.flat) or tensors[self.grad_at] is not grad:
+            return False
+        held = _held(tensors, self.grad_at)
+        return len(held) == len(self.held) and all(map(operator.is_, held, self.held)) \
+            and list(map(Tensor.data_ptr, self.tensors)) == self.ptrs and all(map(Tensor.is_contiguous, self.tensors))
 
     def inputs(self, graph: Any, step: _Shared, grad: Tensor) -> list[Any]:
         """``graph``'s input list for this parameter, the gradient ``grad`` and the shared arguments ``step``: the
@@ -186,7 +196,8 @@ class _Prepared:
         shared = step.read.get(graph)
         if shared is None:
             shared = step.read[graph] = readers.shared(dict(zip(self.shared_names, step.args)))
-        return readers.merge(kept, shared, grad.view(-1) if not grad.requires_grad else grad.view(-1).detach())
+        flat = grad if grad.dim() == 1 and not grad.requires_grad else _flat(grad)  # a view costs ~1 µs
+        return readers.merge(kept, shared, flat)
 
 
 class _Shared:
@@ -207,17 +218,16 @@ def _interned(kind: Hashable) -> int:
     return _kinds.setdefault(kind, len(_kinds))
 
 
-def _addresses(tensors: Sequence[Any], skip: int) -> list[Any]:
-    """The tensors but the ``skip``-th (a dict's keys and tensors) as identity, data address and contiguity: what
-    the cached flat views depend on."""
+def _held(tensors: Sequence[Any], skip: int) -> list[Any]:
+    """The arguments but the ``skip``-th, a dict as its keys then its values."""
     out: list[Any] = []
     for i, x in enumerate(tensors):
         if i != skip:
             if isinstance(x, dict):
-                out += x  # its keys
-                out += [(id(t), t.data_ptr(), t.is_contiguous()) for t in x.values()]
+                out += x
+                out += x.values()
             else:
-                out.append((id(x), x.data_ptr(), x.is_contiguous()))
+                out.append(x)
     return out
 
 
@@ -250,7 +260,8 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
     # every call is bound to its graph first, then they run back to back: binding is Python over many small
     # objects, which runs ~3× slower right after a kernel has streamed a large tensor through the caches (measured:
     # 27 against 8 µs per tensor of 590k elements)
-    ready: list[tuple[Tensor, Any, list[Any]]] = []
+    bound: list[Tensor] = []
+    ready: list[tuple[Any, list[Any]]] = []  # (graph, its inputs) of each parameter in ``bound``
     cache = _prepared_of(owner)
     names = compiled.parameters(fn)
     for i, p in enumerate(params):
@@ -270,7 +281,8 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
         kind = (step.kind, prepared.kind, grad.dtype, grad.device)
         graph = compiled.graph(fn, kind)
         if graph is not None:
-            ready.append((p, graph, prepared.inputs(graph, step, grad)))
+            bound.append(p)
+            ready.append((graph, prepared.inputs(graph, step, grad)))
             continue
         flat = list(prepared.flat)
         flat[prepared.grad_at] = _flat(grad)
@@ -281,8 +293,7 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
         stepped.append(p)
         if count is not None:
             counts.append(count)
-    for p, graph, inputs in ready:
-        count = graph(inputs)
+    for p, count in zip(bound, compiled.run_all(ready)):
         stepped.append(p)
         if count is not None:
             counts.append(count)

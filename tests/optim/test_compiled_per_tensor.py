@@ -233,9 +233,9 @@ def _state_tensors(opt):
 
 @pytest.mark.parametrize("rule", ["lion", "adamw", "sf_adamw-inner-momentum"])
 def test_new_state_or_parameter_storage_mid_run_reaches_the_compiled_path(rule):
-    """The compiled path keeps each parameter's flat views from step to step: after ``p.data = ...`` (new storage)
-    and a ``load_state_dict`` (new state tensors; the old ones' views are let go at once) mid-run, it steps the new
-    tensors, equal to the reference."""
+    """The compiled path keeps each parameter's flat views from step to step: after ``p.data = ...`` (new storage),
+    a state tensor replaced or given new storage, and a ``load_state_dict`` (new state tensors; the old ones' views
+    are let go at once) mid-run, it steps the new tensors, equal to the reference."""
     make = lambda ps, impl: RULES[rule](ps, implementation=impl, **_options("indicator_mean"))
     init = make_params(MIXED, dtype=torch.float32)
     fast, slow = ([torch.nn.Parameter(t.clone()) for t in init] for _ in range(2))
@@ -249,6 +249,13 @@ def test_new_state_or_parameter_storage_mid_run_reaches_the_compiled_path(rule):
             if step == 4:
                 opt.load_state_dict(copy.deepcopy(opt.state_dict()))
                 assert not getattr(opt, "_compiled_views", None)  # the old state's views are let go at once
+            for state in opt.state.values():  # a state tensor replaced (step 3), or given new storage (step 5)
+                for key, t in list(state.items()):
+                    if isinstance(t, torch.Tensor) and t.dim() > 0 and step in (3, 5):
+                        if step == 3:
+                            state[key] = t.clone()
+                        else:
+                            t.data = t.data.clone()
         grads = [torch.randn(p.shape, generator=gen) for p in fast]
         for params, opt in zip((fast, slow), optimizers):
             for p, g in zip(params, grads):

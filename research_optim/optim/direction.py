@@ -171,7 +171,8 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
             state = self.state[p]
             return p, p.grad, {key: state[key] for key in rule.buffers if key in state}
 
-        eager, stepped, masked = compiled_each(_compiled_step, self, params, tensors_of, args_of)
+        min_numel = rule.auto_compiled_min_numel if self.implementation == "auto" else 0
+        eager, stepped, masked = compiled_each(_compiled_step, self, params, tensors_of, args_of, min_numel)
         if rule.counts_steps:
             for p in stepped:
                 self.state[p]["step"] += 1

@@ -243,8 +243,10 @@ def _prepared_of(owner: Any) -> dict[int, _Prepared]:
 
 def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
                   tensors_of: Callable[[Tensor], Sequence[Any]],
-                  args_of: Callable[[Tensor], tuple[Any, ...]]) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
-    """Step every :func:`compilable` parameter of the optimizer ``owner`` (its ``implementation``) with the compiled
+                  args_of: Callable[[Tensor], tuple[Any, ...]],
+                  min_numel: int = 0) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
+    """Step every :func:`compilable` parameter of at least ``min_numel`` elements of the optimizer ``owner`` (under
+    ``"auto"``: its rule's ``auto_compiled_min_numel``) with the compiled
     ``fn(*flat views of tensors_of(p), *args_of(p))``, one call per tensor (``compiled.call``: dynamo once per kind
     of call, the graph directly after); ``fn`` returns the tensor's masked count (a 0-dim tensor) or None.
     ``tensors_of(p)`` holds ``p.grad`` once; ``args_of`` returns the same tuple for the parameters that share their
@@ -269,7 +271,7 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
         prepared = cache.get(id(p))  # by identity: a tensor's own hash is a Python call
         if prepared is None or prepared.param is not p or not prepared.serves(tensors, grad):
             prepared = None
-            if compilable(tensors):
+            if p.numel() >= min_numel and compilable(tensors):
                 prepared = cache[id(p)] = _Prepared(p, tensors, grad, names)
         if prepared is None or type(grad) not in _PLAIN or not grad.is_contiguous():
             eager.append(p)

@@ -288,7 +288,8 @@ class _FastScheduleFree(RuleScheduleFree):
             state = self.state[y]
             return y, state["z"], y.grad, {key: state[key] for key in self.rule.buffers if key in state}
 
-        eager, stepped, masked = compiled_each(_compiled_step, self, ys, tensors_of, lambda y: args)
+        min_numel = self.rule.auto_compiled_min_numel if self.implementation == "auto" else 0
+        eager, stepped, masked = compiled_each(_compiled_step, self, ys, tensors_of, lambda y: args, min_numel)
         if masked is not None:
             self._masked.add_count(masked, sum(y.numel() for y in stepped))
         return eager

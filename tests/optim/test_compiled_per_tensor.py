@@ -227,6 +227,30 @@ def test_auto_compiles_every_tensor_of_a_big_group_and_leaves_a_small_group_eage
         assert sizes == []
 
 
+def test_a_rule_may_leave_its_small_tensors_to_foreach_under_auto_and_compiled_takes_them(monkeypatch):
+    """Schedule-Free SGD's rule (u = g) leaves tensors under ``auto_compiled_min_numel`` to the foreach path under
+    ``"auto"`` (three ops cost less host time than a compiled call there); ``"compiled"`` compiles every tensor it
+    can. Both equal to the reference."""
+    from research_optim.optim import schedule_free
+
+    sizes, original = [], schedule_free.compiled_each
+
+    def compiled_each(*args, **kwargs):
+        eager, stepped, masked = original(*args, **kwargs)
+        sizes.extend(p.numel() for p in stepped)
+        return eager, stepped, masked
+
+    monkeypatch.setattr(schedule_free, "compiled_each", compiled_each)
+    big = (COMPILE_MIN_NUMEL // 1024, 1024)
+    assert SGDScheduleFree.rule.auto_compiled_min_numel > 300 * 20 and Lion.rule.auto_compiled_min_numel <= 2
+    make = lambda impl: lambda ps: _train_mode(SGDScheduleFree(ps, lr=0.5, weight_decay=0.1, implementation=impl))
+    big_only, every = [COMPILE_MIN_NUMEL] * 2, [21, 21, 6000, 6000] + [COMPILE_MIN_NUMEL] * 2  # 2 steps each
+    for impl, stepped in (("auto", big_only), ("compiled", every)):
+        sizes.clear()
+        run_side_by_side(make(impl), make("reference"), steps=2, shapes=[big, (300, 20), (1,), (7, 3)], **MIXED_F32)
+        assert sorted(sizes) == stepped, impl
+
+
 def _state_tensors(opt):
     return [t for state in opt.state_dict()["state"].values() for t in state.values() if isinstance(t, torch.Tensor)]
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
-from tests.conftest import TINY, compose_config, free_port, read_metrics, without_measurements
+from tests.conftest import TINY, compose_config, free_port, read_metrics, spawn_ranks, without_measurements
 
 STEPS = 50
 
@@ -112,7 +111,7 @@ def _relative_error(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 @pytest.mark.timeout(900)
 def test_every_optimizer_on_fsdp_equals_ddp(tmp_path):
     out = tmp_path / "results.pt"
-    mp.spawn(_equivalence_worker, args=(free_port(), str(out)), nprocs=2, join=True)
+    spawn_ranks(_equivalence_worker, lambda attempt: (free_port(), str(out)))
     results = torch.load(out)
     for name, _ in CASES:
         ddp, sharded = results[name]["ddp"], results[name]["fsdp"]
@@ -181,8 +180,9 @@ def _trainer_worker(rank: int, ports: list[int], root: str) -> None:
 def test_a_sharded_run_resumes_bit_exact_and_falls_back_from_a_damaged_checkpoint(tmp_path):
     from research_optim import checkpoint, sharded_checkpoint
 
-    mp.spawn(_trainer_worker, args=([free_port() for _ in range(3)], str(tmp_path)), nprocs=2, join=True)
-    straight, resumed = (next((tmp_path / r).glob("default/*/")) for r in ("a", "b"))
+    _, root = spawn_ranks(_trainer_worker, lambda attempt: ([free_port() for _ in range(3)],
+                                                             str(tmp_path / f"attempt{attempt}")))
+    straight, resumed = (next(Path(root, r).glob("default/*/")) for r in ("a", "b"))
     assert without_measurements(read_metrics(resumed)) == without_measurements(read_metrics(straight))
     log = (resumed / "run.log").read_text()
     folder = resumed / "checkpoints"

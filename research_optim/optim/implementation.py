@@ -196,8 +196,8 @@ class _Prepared:
         shared = step.read.get(graph)
         if shared is None:
             shared = step.read[graph] = readers.shared(dict(zip(self.shared_names, step.args)))
-        flat = grad if grad.dim() == 1 and not grad.requires_grad else _flat(grad)  # a view costs ~1 µs
-        return readers.merge(kept, shared, flat)
+        flat = grad if grad.dim() == 1 else grad.view(-1)  # a view costs ~1 µs
+        return readers.merge(kept, shared, flat.detach() if grad.requires_grad else flat)
 
 
 class _Shared:

@@ -202,20 +202,26 @@ def test_a_call_with_side_effects_outside_its_graph_keeps_going_through_dynamo()
     torch.testing.assert_close(x, torch.full((5,), 3.0))
 
 
-def test_auto_compiles_every_tensor_of_a_big_group_and_leaves_a_small_group_eager(monkeypatch):
-    """A compiled call costs about as much host time as a small tensor's foreach step, so under ``"auto"`` a group of
-    at least ``COMPILE_MIN_NUMEL`` elements compiles its small tensors (biases, norms) too, with or without a
-    cautious mask — all but a 1-element one —, equal to the reference; a smaller group never compiles."""
-    from research_optim.optim import direction
-
-    sizes, original = [], direction.compiled_each
+def _sizes_compiled(monkeypatch, module) -> list[int]:
+    """A list that the sizes of the tensors ``module``'s optimizers step with the compiled step are appended to."""
+    sizes, original = [], module.compiled_each
 
     def compiled_each(*args, **kwargs):
         eager, stepped, masked = original(*args, **kwargs)
         sizes.extend(p.numel() for p in stepped)
         return eager, stepped, masked
 
-    monkeypatch.setattr(direction, "compiled_each", compiled_each)
+    monkeypatch.setattr(module, "compiled_each", compiled_each)
+    return sizes
+
+
+def test_auto_compiles_every_tensor_of_a_big_group_and_leaves_a_small_group_eager(monkeypatch):
+    """A compiled call costs about as much host time as a small tensor's foreach step, so under ``"auto"`` a group of
+    at least ``COMPILE_MIN_NUMEL`` elements compiles its small tensors (biases, norms) too, with or without a
+    cautious mask — all but a 1-element one —, equal to the reference; a smaller group never compiles."""
+    from research_optim.optim import direction
+
+    sizes = _sizes_compiled(monkeypatch, direction)
     big = (COMPILE_MIN_NUMEL // 1024, 1024)
     for phi in ("indicator_mean", None):
         make = lambda impl: lambda ps: Lion(ps, lr=1e-3, weight_decay=0.1, cautious=phi, implementation=impl)
@@ -233,14 +239,7 @@ def test_a_rule_may_leave_its_small_tensors_to_foreach_under_auto_and_compiled_t
     can. Both equal to the reference."""
     from research_optim.optim import schedule_free
 
-    sizes, original = [], schedule_free.compiled_each
-
-    def compiled_each(*args, **kwargs):
-        eager, stepped, masked = original(*args, **kwargs)
-        sizes.extend(p.numel() for p in stepped)
-        return eager, stepped, masked
-
-    monkeypatch.setattr(schedule_free, "compiled_each", compiled_each)
+    sizes = _sizes_compiled(monkeypatch, schedule_free)
     big = (COMPILE_MIN_NUMEL // 1024, 1024)
     assert SGDScheduleFree.rule.auto_compiled_min_numel > 300 * 20 and Lion.rule.auto_compiled_min_numel <= 2
     make = lambda impl: lambda ps: _train_mode(SGDScheduleFree(ps, lr=0.5, weight_decay=0.1, implementation=impl))

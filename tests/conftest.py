@@ -70,24 +70,42 @@ def _gloo_rank(rank: int, world: int, port: int, worker: Callable[..., Any], arg
         dist.destroy_process_group()
 
 
+def _rank_logging_stderr(rank: int, log: str, worker: Callable[..., Any], *args: Any) -> Any:
+    """``worker(rank, *args)`` with this process's stderr (fd 2: Python's and C's, a crash's stack) also kept in
+    ``log``."""
+    import faulthandler
+    import subprocess as sp
+
+    tee = sp.Popen(["tee", "-a", log], stdin=sp.PIPE, stdout=os.dup(2))
+    os.dup2(tee.stdin.fileno(), 2)
+    faulthandler.enable()  # on the new fd 2
+    return worker(rank, *args)
+
+
 def spawn_ranks(worker: Callable[..., Any], args_of: Callable[[int], tuple], nprocs: int = 2) -> tuple:
     """``torch.multiprocessing.spawn(worker, args_of(attempt), nprocs)``; the args of the attempt that completed.
 
     Once more (attempt 1, with its own args: fresh ports and directories) when a process died of a signal: on this
-    CPU, torch's gloo collectives under FSDP2 aborted a worker a few times in ~20 runs of ``test_fsdp.py``
+    CPU, torch's gloo collectives under FSDP2 aborted a worker a few times in ~25 runs of ``test_fsdp.py``
     ("malloc(): unaligned tcache chunk detected", in different tests, never reproduced alone). A worker that raises
-    (an assertion, a wrong result) or crashes twice fails the test; the retry is reported as a warning."""
+    (an assertion, a wrong result) or crashes twice fails the test; the retry is reported as a warning that ends with
+    the ranks' last lines of stderr (the crash's Python stack, from faulthandler)."""
+    import tempfile
+
     import torch.multiprocessing as mp
 
     for attempt in (0, 1):
         args = args_of(attempt)
-        try:
-            mp.spawn(worker, args=args, nprocs=nprocs, join=True)
-            return args
-        except mp.ProcessExitedException as err:
-            if attempt or err.signal_name is None:
-                raise
-            warnings.warn(f"{worker.__name__}: a spawned process died ({err}); running the ranks once more")
+        with tempfile.TemporaryDirectory() as logs:
+            try:
+                mp.spawn(_rank_logging_stderr, args=(f"{logs}/stderr", worker, *args), nprocs=nprocs, join=True)
+                return args
+            except mp.ProcessExitedException as err:
+                if attempt or err.signal_name is None:
+                    raise
+                tail = Path(logs, "stderr").read_text(errors="replace")[-3000:]
+                warnings.warn(f"{worker.__name__}: a spawned process died ({err}); running the ranks once more. "
+                              f"Its stderr ended with:\n{tail}")
     raise AssertionError("unreachable")
 
 

@@ -1,5 +1,6 @@
 """``tests.conftest.spawn_ranks``: the spawned ranks run once more when a process died of a signal (a crash inside
-torch's CPU collectives), never when a worker raised; a second crash fails."""
+torch's CPU collectives), saying so with the crash's Python stack, never when a worker raised; a second crash
+fails."""
 from __future__ import annotations
 
 import os
@@ -28,7 +29,7 @@ def _raise(rank: int, attempt: int) -> None:
 
 
 def test_a_crashed_rank_runs_once_more_with_the_next_attempts_args():
-    with pytest.warns(UserWarning, match="died.*SIGABRT.*once more"):
+    with pytest.warns(UserWarning, match=r"(?s)died.*SIGABRT.*once more.*Fatal Python error: Aborted"):
         assert spawn_ranks(_abort_on_first_attempt, lambda attempt: (attempt,)) == (1,)
 
 

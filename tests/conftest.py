@@ -94,19 +94,20 @@ def spawn_ranks(worker: Callable[..., Any], args_of: Callable[[int], tuple], npr
 
     import torch.multiprocessing as mp
 
-    for attempt in (0, 1):
-        args = args_of(attempt)
-        with tempfile.TemporaryDirectory() as logs:
-            try:
-                mp.spawn(_rank_logging_stderr, args=(f"{logs}/stderr", worker, *args), nprocs=nprocs, join=True)
-                return args
-            except mp.ProcessExitedException as err:
-                if attempt or err.signal_name is None:
-                    raise
-                tail = Path(logs, "stderr").read_text(errors="replace")[-3000:]
-                warnings.warn(f"{worker.__name__}: a spawned process died ({err}); running the ranks once more. "
-                              f"Its stderr ended with:\n{tail}")
-    raise AssertionError("unreachable")
+    args = args_of(0)
+    with tempfile.TemporaryDirectory() as logs:
+        try:
+            mp.spawn(_rank_logging_stderr, args=(f"{logs}/stderr", worker, *args), nprocs=nprocs, join=True)
+            return args
+        except mp.ProcessExitedException as err:
+            if err.signal_name is None:
+                raise
+            tail = Path(logs, "stderr").read_text(errors="replace")[-3000:]
+            warnings.warn(f"{worker.__name__}: a spawned process died ({err}); running the ranks once more. "
+                          f"Its stderr ended with:\n{tail}")
+    args = args_of(1)
+    mp.spawn(worker, args=args, nprocs=nprocs, join=True)  # a crash now fails the test (PYTHONFAULTHANDLER: its stack)
+    return args
 
 
 def on_gloo_ranks(worker: Callable[..., Any], *args: Any, world: int = 2) -> dict[int, Any]:

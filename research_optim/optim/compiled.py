@@ -54,9 +54,13 @@ class _Graph:
 
     def __call__(self, inputs: list[Any]) -> Any:
         """The graph on ``inputs`` (its input list, which inductor's code empties); its output or None."""
+        return run_all([(self, inputs)])[0]
+
+    def run(self, inputs: list[Any], bumped: list[Any]) -> Any:
+        """:meth:`__call__` leaving the version bumps of the skipped wrappers to the caller: their inputs are appended
+        to ``bumped``."""
         if self.inner is not None and not torch.compiler.is_compiling():
-            if self.bumps:
-                torch._C._increment_version([inputs[i] for i in self.bumps])
+            bumped += [inputs[i] for i in self.bumps]
             out = self.inner(inputs)
         else:
             out = self.compiled(*inputs)  # as dynamo calls it
@@ -103,19 +107,10 @@ class _Graph:
 
 
 def run_all(calls: list[tuple[_Graph, list[Any]]]) -> list[Any]:
-    """Each graph on its input list (which inductor's code empties), back to back: their outputs (None for a graph
-    without). The version counters that the skipped wrappers would bump are bumped once, after the last call."""
-    if torch.compiler.is_compiling():
-        return [graph(inputs) for graph, inputs in calls]
-    outs, bumped = [], []
-    for graph, inputs in calls:
-        if graph.inner is None:
-            outs.append(graph(inputs))
-            continue
-        if graph.bumps:
-            bumped += [inputs[i] for i in graph.bumps]
-        out = graph.inner(inputs)
-        outs.append(out[0] if graph.n_outputs else None)
+    """Each graph on its input list, back to back: their outputs (None for a graph without). The version counters
+    that the skipped wrappers would bump are bumped once, after the last call."""
+    bumped: list[Any] = []
+    outs = [graph.run(inputs, bumped) for graph, inputs in calls]
     if bumped:
         torch._C._increment_version(bumped)
     return outs

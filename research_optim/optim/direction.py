@@ -112,13 +112,12 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
                     rule.init_state(p, self.state[p], group)
             path = resolve(self.implementation, available, sum(p.numel() for p in params),
                            sharded=any(is_sharded(p) for p in params))
-            if path == "compiled":
-                params = self._compiled_group_step(group, rule, params)  # the tensors it left to the eager path
-                path = "foreach" if "foreach" in rule.paths else "reference"
-            if path == "foreach":
-                self._foreach_group_step(group, rule, params)
+            eager = self._foreach_group_step if path != "reference" and "foreach" in rule.paths \
+                else self._reference_group_step
+            if path == "compiled":  # with the eager path for the tensors it leaves
+                self._compiled_group_step(group, rule, params, lambda rest: eager(group, rule, rest))
             else:
-                self._reference_group_step(group, rule, params)
+                eager(group, rule, params)
         return loss
 
     def _reference_group_step(self, group: dict[str, Any], rule: Rule, params: list[Tensor]) -> None:
@@ -155,9 +154,10 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
             for idx in bucket_indices(bucket, sizes):  # one alpha per multi-tensor add (Muon: one per shape)
                 torch._foreach_add_([bucket[i] for i in idx], [us[i] for i in idx], alpha=-sizes[idx[0]])
 
-    def _compiled_group_step(self, group: dict[str, Any], rule: Rule, params: list[Tensor]) -> list[Tensor]:
-        """Step ``params`` one by one with the compiled step; returns those left for the eager path (the ones it
-        cannot take, see ``implementation.compilable``; all not yet stepped if compilation failed)."""
+    def _compiled_group_step(self, group: dict[str, Any], rule: Rule, params: list[Tensor],
+                             eager_step: Callable[[list[Tensor]], None]) -> None:
+        """Step ``params`` one by one with the compiled step, those it leaves with ``eager_step`` (the ones it cannot
+        take, see ``implementation.compilable``; all not yet stepped if compilation failed)."""
         hyper = scalar(group["lr"]), scalar(group["weight_decay"]), group["cautious"], float(group["cautious_factor"])
         args: dict[int, tuple[Any, ...]] = {}  # per step count (one, unless parameters joined late)
 
@@ -172,13 +172,12 @@ class DirectionOptimizer(MaskedFractionMixin, Optimizer):
             return p, p.grad, {key: state[key] for key in rule.buffers if key in state}
 
         min_numel = rule.auto_compiled_min_numel if self.implementation == "auto" else 0
-        eager, stepped, masked = compiled_each(_compiled_step, self, params, tensors_of, args_of, min_numel)
+        stepped, masked = compiled_each(_compiled_step, self, params, tensors_of, args_of, eager_step, min_numel)
         if rule.counts_steps:
             for p in stepped:
                 self.state[p]["step"] += 1
         if masked is not None:
             self._masked.add_count(masked, sum(p.numel() for p in stepped))
-        return eager
 
     # -- diagnostics ----------------------------------------------------------------------------------------------
     def diagnostics(self) -> dict[str, float]:

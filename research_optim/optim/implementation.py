@@ -245,17 +245,25 @@ def _prepared_of(owner: Any) -> dict[int, _Prepared]:
 def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
                   tensors_of: Callable[[Tensor], Sequence[Any]],
                   args_of: Callable[[Tensor], tuple[Any, ...]],
-                  min_numel: int = 0) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
+                  eager_step: Callable[[list[Tensor]], None],
+                  min_numel: int = 0) -> tuple[list[Tensor], Tensor | None]:
     """Step every :func:`compilable` parameter of at least ``min_numel`` elements of the optimizer ``owner`` (under
     ``"auto"``: its rule's ``auto_compiled_min_numel``) with the compiled
     ``fn(*flat views of tensors_of(p), *args_of(p))``, one call per tensor (``compiled.call``: dynamo once per kind
     of call, the graph directly after); ``fn`` returns the tensor's masked count (a 0-dim tensor) or None.
     ``tensors_of(p)`` holds ``p.grad`` once; ``args_of`` returns the same tuple for the parameters that share their
     arguments. The flat views of everything else are made once and kept while the same tensors come at the same
-    addresses (:class:`_Prepared`).
+    addresses (:class:`_Prepared`). ``eager_step(rest)`` steps the parameters left to the eager path — those not
+    compilable or under ``min_numel``, and every one not yet stepped if the compiler failed — before the compiled
+    calls run.
 
-    Returns (the parameters left for the eager path: those not compilable, and every one not yet stepped if the
-    compiler failed; the stepped ones; their masked count summed on the device, or None)."""
+    The small tensors run first, the eager ones then the compiled ones smallest first: host code runs ~2× slower
+    right after a kernel that streamed a large tensor (its objects left the caches), and in a model's order nearly
+    every bias or norm follows a weight. ViT-S/16's parameter set, side by side: Lion 0.87× fused AdamW in the
+    model's order, 0.82× small first; Schedule-Free SGD's foreach steps of its small tensors after the large ones
+    0.82×, before them 0.79×.
+
+    Returns (the stepped parameters, their masked count summed on the device, or None)."""
     eager: list[Tensor] = []
     stepped: list[Tensor] = []
     counts: list[Tensor] = []
@@ -296,11 +304,17 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
         stepped.append(p)
         if count is not None:
             counts.append(count)
-    for p, count in zip(bound, compiled.run_all(ready)):
+    if eager:
+        eager_step(eager)
+    order = sorted(range(len(ready)), key=[p.numel() for p in bound].__getitem__)  # smallest first
+    outs = [None] * len(ready)
+    for i, out in zip(order, compiled.run_all([ready[i] for i in order])):
+        outs[i] = out
+    for p, count in zip(bound, outs):  # in the parameters' order: the counts' sum does not depend on the sizes
         stepped.append(p)
         if count is not None:
             counts.append(count)
-    return eager, stepped, torch.stack(counts).sum() if counts else None
+    return stepped, torch.stack(counts).sum() if counts else None
 
 
 def scalar(value: float) -> Tensor:

@@ -246,13 +246,16 @@ class _FastScheduleFree(RuleScheduleFree):
                     self.rule.init_state(p, state, group)
             path = resolve(self.implementation, self.paths, sum(p.numel() for p in ys),
                            sharded=any(is_sharded(p) for p in ys))
-            if path == "compiled":
-                ys = self._compiled_group_step(group, ys, avg.t, avg.lr, avg.c)  # left to the eager path
-                path = "foreach"
-            for idx in bucket_indices(ys):
-                bucket = [ys[i] for i in idx]
-                step = self._foreach_bucket_step if path == "foreach" else self._reference_bucket_step
-                step(group, bucket, avg.t, avg.lr, avg.c)
+            bucket_step = self._reference_bucket_step if path == "reference" else self._foreach_bucket_step
+
+            def eager(rest: list[Tensor]) -> None:
+                for idx in bucket_indices(rest):
+                    bucket_step(group, [rest[i] for i in idx], avg.t, avg.lr, avg.c)
+
+            if path == "compiled":  # with the foreach path for the tensors it leaves
+                self._compiled_group_step(group, ys, avg.t, avg.lr, avg.c, eager)
+            else:
+                eager(ys)
         return loss
 
     def _reference_bucket_step(self, group: dict[str, Any], ys: list[Tensor], t: int, lr: float, c: float) -> None:
@@ -276,9 +279,9 @@ class _FastScheduleFree(RuleScheduleFree):
             us = torch._foreach_add(us, ys, alpha=group["weight_decay"])
         schedule_free_step_many_(ys, [st["z"] for st in states], us, lr, c, self._beta(group))
 
-    def _compiled_group_step(self, group: dict[str, Any], ys: list[Tensor], t: int, lr: float,
-                             c: float) -> list[Tensor]:
-        """Step ``ys`` one by one with the compiled step; returns those left for the foreach path (the ones it cannot
+    def _compiled_group_step(self, group: dict[str, Any], ys: list[Tensor], t: int, lr: float, c: float,
+                             eager_step: Callable[[list[Tensor]], None]) -> None:
+        """Step ``ys`` one by one with the compiled step, those it leaves with ``eager_step`` (the ones it cannot
         take, see ``implementation.compilable``; all not yet stepped if compilation failed)."""
         args = (self.rule, graph_inputs(self.rule.scalars(group, t)),
                 *[scalar(v) for v in (lr, c, self._beta(group), group["weight_decay"])], group["cautious"],
@@ -289,10 +292,9 @@ class _FastScheduleFree(RuleScheduleFree):
             return y, state["z"], y.grad, {key: state[key] for key in self.rule.buffers if key in state}
 
         min_numel = self.rule.auto_compiled_min_numel if self.implementation == "auto" else 0
-        eager, stepped, masked = compiled_each(_compiled_step, self, ys, tensors_of, lambda y: args, min_numel)
+        stepped, masked = compiled_each(_compiled_step, self, ys, tensors_of, lambda y: args, eager_step, min_numel)
         if masked is not None:
             self._masked.add_count(masked, sum(y.numel() for y in stepped))
-        return eager
 
 
 class AdamWScheduleFree(AdamWArguments, _FastScheduleFree):

@@ -207,9 +207,9 @@ def _sizes_compiled(monkeypatch, module) -> list[int]:
     sizes, original = [], module.compiled_each
 
     def compiled_each(*args, **kwargs):
-        eager, stepped, masked = original(*args, **kwargs)
+        stepped, masked = original(*args, **kwargs)
         sizes.extend(p.numel() for p in stepped)
-        return eager, stepped, masked
+        return stepped, masked
 
     monkeypatch.setattr(module, "compiled_each", compiled_each)
     return sizes
@@ -249,6 +249,38 @@ def test_a_rule_may_leave_its_small_tensors_to_foreach_under_auto_and_compiled_t
         run_side_by_side(make(impl), make("reference"), steps=2, shapes=[big, (300, 20), (1,), (7, 3)], **MIXED_F32)
         assert sorted(sizes) == stepped, impl
 
+
+
+@pytest.mark.parametrize("rule", ["lion", "sf_sgd"])
+def test_the_eager_tensors_step_first_then_the_compiled_ones_smallest_first(monkeypatch, rule):
+    """Host code runs ~2× slower right after a kernel that streamed a large tensor, so a step runs the tensors left
+    to the eager path first, then the compiled calls smallest first (not in the model's order, where a bias follows
+    each weight); equal to the reference, the masked count in the parameters' order."""
+    from research_optim.optim import compiled, direction, schedule_free
+
+    events = []
+    module = direction if rule in DIRECTION else schedule_free
+    original_each, original_run_all = module.compiled_each, compiled.run_all
+
+    def compiled_each(fn, owner, params, tensors_of, args_of, eager_step, *rest):
+        def logged(left):
+            events.append(("eager", [p.numel() for p in left]))
+            eager_step(left)
+        return original_each(fn, owner, params, tensors_of, args_of, logged, *rest)
+
+    def run_all(calls):
+        events.append(("compiled", [max(x.numel() for x in inputs if isinstance(x, torch.Tensor))
+                                    for _, inputs in calls]))
+        return original_run_all(calls)
+
+    monkeypatch.setattr(module, "compiled_each", compiled_each)
+    monkeypatch.setattr(compiled, "run_all", run_all)
+    shapes = [(50, 40), (30,), (600,), (1,), (7, 3), (40, 50)]
+    make = lambda impl: lambda ps: RULES[rule](ps, implementation=impl, **_options("indicator_mean" if rule in MASKED
+                                                                                   else None))
+    run_side_by_side(make("compiled"), make("reference"), steps=3, shapes=shapes, **MIXED_F32)
+    # from the second step on, every call runs through its recorded graph
+    assert events[-2:] == [("eager", [1]), ("compiled", [21, 30, 600, 2000, 2000])]
 
 def _state_tensors(opt):
     return [t for state in opt.state_dict()["state"].values() for t in state.values() if isinstance(t, torch.Tensor)]

@@ -255,13 +255,9 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
     arguments. The flat views of everything else are made once and kept while the same tensors come at the same
     addresses (:class:`_Prepared`). ``eager_step(rest)`` steps the parameters left to the eager path — those not
     compilable or under ``min_numel``, and every one not yet stepped if the compiler failed — before the compiled
-    calls run.
-
-    The small tensors run first, the eager ones then the compiled ones smallest first: host code runs ~2× slower
-    right after a kernel that streamed a large tensor (its objects left the caches), and in a model's order nearly
-    every bias or norm follows a weight. ViT-S/16's parameter set, side by side: Lion 0.87× fused AdamW in the
-    model's order, 0.82× small first; Schedule-Free SGD's foreach steps of its small tensors after the large ones
-    0.82×, before them 0.79×.
+    calls run: host code runs slower right after a kernel that streamed a large tensor (its objects left the
+    caches; ``python -m benchmarks.small_tensors``: Schedule-Free SGD's foreach step of its small tensors before
+    the compiled ones is 1.5–3% faster than after them).
 
     Returns (the stepped parameters, their masked count summed on the device, or None)."""
     eager: list[Tensor] = []
@@ -306,11 +302,7 @@ def compiled_each(fn: Callable[..., Any], owner: Any, params: Sequence[Tensor],
             counts.append(count)
     if eager:
         eager_step(eager)
-    order = sorted(range(len(ready)), key=[p.numel() for p in bound].__getitem__)  # smallest first
-    outs = [None] * len(ready)
-    for i, out in zip(order, compiled.run_all([ready[i] for i in order])):
-        outs[i] = out
-    for p, count in zip(bound, outs):  # in the parameters' order: the counts' sum does not depend on the sizes
+    for p, count in zip(bound, compiled.run_all(ready)):
         stepped.append(p)
         if count is not None:
             counts.append(count)

@@ -175,7 +175,7 @@ def _check_slurm_ranks(c: DictConfig, problems: list[str]) -> None:
 
 def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
     """The global batch must split evenly over the processes, and each process's part over its micro-batches (and
-    into the pairs of data.mix); a CUDA run on SLURM must ask for GPUs."""
+    into the pairs of data.mix); a CUDA run on SLURM must ask for GPUs; a sharded run cannot compile its model."""
     world = planned_world_size(cfg.cluster)
     batch, micro = cfg.train.batch_size, cfg.train.micro_batch_size
     if isinstance(batch, int) and batch > 0 and world > 0 and batch % world:
@@ -194,6 +194,11 @@ def _check_topology(cfg: DictConfig, problems: list[str]) -> None:
     if (cfg.cluster.launcher == "slurm" and cfg.train.device == "cuda"
             and isinstance(cfg.cluster.gpus_per_node, int) and cfg.cluster.gpus_per_node == 0):
         problems.append("train.device=cuda but cluster.gpus_per_node=0: ask for GPUs or set train.device=cpu")
+    if cfg.train.parallel == "fsdp" and cfg.train.compile_model is True and world > 1:
+        # measured: dynamo compiles no graph of the sharded model (it breaks at FSDP2's hooks, which are disabled for it)
+        problems.append("train.compile_model=true with train.parallel=fsdp: torch.compile stops at FSDP2's hooks, so "
+                        "the model would run eagerly under a compiled run's name; set train.compile_model=false or "
+                        "train.parallel=ddp")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -2,6 +2,7 @@
 ones, and a sharded run resumes bit for bit from torch.distributed.checkpoint files, damaged ones included."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -195,6 +196,51 @@ def test_a_sharded_run_resumes_bit_exact_and_falls_back_from_a_damaged_checkpoin
     assert {p.name for p in (folder / "last.dcp").glob("*.distcp")} == {"__0_0.distcp", "__1_0.distcp"}
     assert not (folder / checkpoint.LAST).exists()
 
+
+
+# the same run (c_adamw, digits) under DDP and FSDP, in bf16 autocast and in float32
+PRECISIONS = {
+    "ddp-bf16": ["train.parallel=ddp", "train.precision=bf16"],
+    "fsdp-bf16": ["train.parallel=fsdp", "train.precision=bf16"],
+    "fsdp-fp32": ["train.parallel=fsdp"],
+}
+
+
+def _precision_worker(rank: int, ports: list[int], root: str) -> None:
+    from research_optim.train import train
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+    torch.set_num_threads(1)
+    for port, (name, overrides) in zip(ports, PRECISIONS.items()):
+        os.environ["MASTER_PORT"] = str(port)
+        train(compose_config([*TINY, "optimizer=c_adamw", *overrides, f"run.root={Path(root, name)}"]))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_fsdp_in_bf16_computes_what_ddp_computes(tmp_path):
+    """bf16 autocast under FSDP: the all-gathered float32 shards are cast as DDP's replicas are, so the run's losses
+    are DDP's (and not the float32 run's: autocast was on)."""
+    _, root = spawn_ranks(_precision_worker, lambda attempt: ([free_port() for _ in PRECISIONS],
+                                                              str(tmp_path / f"attempt{attempt}")))
+    final = {name: json.loads(next(Path(root, name).glob("default/*/summary.json")).read_text())["final"]
+             for name in PRECISIONS}
+    for key in ("train_loss", "val_loss"):
+        assert final["fsdp-bf16"][key] == pytest.approx(final["ddp-bf16"][key], rel=1e-5), key
+        assert abs(final["fsdp-bf16"][key] - final["fsdp-fp32"][key]) > 1e-5, key
+
+
+def test_a_compiled_model_under_fsdp_is_refused_at_the_door():
+    """torch.compile stops at FSDP2's hooks (on 2 gloo ranks dynamo compiled no graph of the sharded model), so a run
+    named compiled would run eagerly: refused before any work, on more than one process."""
+    from research_optim.config_checks import ConfigError, validate
+
+    torchrun = ["cluster=torchrun", "cluster.nproc_per_node=2", "train.batch_size=16"]
+    with pytest.raises(ConfigError, match=r"train.compile_model=true with train.parallel=fsdp: .* set "
+                                          r"train.compile_model=false or train.parallel=ddp"):
+        validate(compose_config([*torchrun, "train.parallel=fsdp", "train.compile_model=true"]))
+    validate(compose_config([*torchrun, "train.parallel=ddp", "train.compile_model=true"]))
+    validate(compose_config(["train.parallel=fsdp", "train.compile_model=true"]))  # one process shards nothing
 
 def test_train_parallel_is_checked_at_the_door():
     from research_optim.config_checks import ConfigError, validate

@@ -250,7 +250,6 @@ def test_a_rule_may_leave_its_small_tensors_to_foreach_under_auto_and_compiled_t
         assert sorted(sizes) == stepped, impl
 
 
-
 @pytest.mark.parametrize("rule", ["lion", "sf_sgd"])
 def test_the_tensors_left_to_the_eager_path_step_before_the_compiled_ones(monkeypatch, rule):
     """Host code runs slower right after a kernel that streamed a large tensor, so a step runs the tensors left to
@@ -280,6 +279,7 @@ def test_the_tensors_left_to_the_eager_path_step_before_the_compiled_ones(monkey
     run_side_by_side(make("compiled"), make("reference"), steps=3, shapes=shapes, **MIXED_F32)
     # from the second step on, every call runs through its recorded graph
     assert events[-2:] == [("eager", [1]), ("compiled", [2000, 30, 600, 21, 2000])]
+
 
 def _state_tensors(opt):
     return [t for state in opt.state_dict()["state"].values() for t in state.values() if isinstance(t, torch.Tensor)]

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from research_optim.optim import checks
 from research_optim.optim.direction import DirectionOptimizer
+from research_optim.optim.implementation import lerp
 from research_optim.optim.moments import ema_, ema_many_
 from research_optim.optim.rule import Rule
 
@@ -44,7 +45,7 @@ class LionRule(Rule):
         return dict(beta1=beta1, beta2=beta2)
 
     def direction(self, p: Tensor, g: Tensor, state: dict[str, Any], s: dict[str, Any]) -> Tensor:
-        u = torch.lerp(state["exp_avg"], g, 1.0 - s["beta1"]).sign_()
+        u = lerp(state["exp_avg"], g, 1.0 - s["beta1"]).sign_()
         ema_(state["exp_avg"], g, s["beta2"])
         return u
 

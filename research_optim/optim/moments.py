@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from research_optim.optim.implementation import add, add_, addcmul_, div, div_
+from research_optim.optim.implementation import add, add_, addcmul_, div, div_, lerp_
 
 __all__ = [
     "EMA_ORDERS", "RMS_ORDERS", "bias_correction", "ema_", "ema_many_", "ema_square_", "ema_square_many_",
@@ -51,7 +51,7 @@ def ema_(avg: Tensor, x: Tensor, beta: Any, order: str = "torch") -> Tensor:
         return avg.mul_(beta).add_(x.mul(1.0 - beta))
     if order == "schedulefree":
         return add_(avg.mul_(beta), x, 1.0 - beta)
-    return avg.lerp_(x, 1.0 - beta)
+    return lerp_(avg, x, 1.0 - beta)
 
 
 def ema_many_(avgs: list[Tensor], xs: list[Tensor], beta: float, order: str = "torch") -> None:

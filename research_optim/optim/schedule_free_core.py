@@ -35,7 +35,7 @@ from torch.optim import Optimizer
 
 from research_optim.optim import checks
 from research_optim.optim.cautious import MaskedFractionMixin, check_phi
-from research_optim.optim.implementation import add_
+from research_optim.optim.implementation import add_, lerp_
 from research_optim.optim.rule import Rule
 
 __all__ = [
@@ -97,7 +97,7 @@ def schedule_free_step_(y: Tensor, z: Tensor, d: Tensor, lr: Any, c: Any, beta: 
     With x = lerp(y, z, 1 − 1/β), the updates z' = z − lr·d, x' = lerp(x, z', c), y' = lerp(x', z', 1 − β) give
     y' = lerp(y, z, c) + lr·(β·(1 − c) − 1)·d, which needs neither x nor z'. ``d`` is only read. Numbers, or
     0-dim tensors in a compiled step."""
-    y.lerp_(z, c)
+    lerp_(y, z, c)
     add_(y, d, lr * (beta * (1.0 - c) - 1.0))
     add_(z, d, -lr)
 

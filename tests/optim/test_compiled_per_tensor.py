@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.slow,  # compiles
 
 # compiled vs reference on tensors of thousands of elements: as F32, but some coordinate passes near 0, where one
 # rounding of the O(1) operands (an ulp of 1 is 1.2e-7) is the whole absolute difference — the φ means are summed in
-# another order (inductor's cascade vs torch's), and products are written out where the reference passes alpha=
+# another order (inductor's cascade vs torch's), products are written out where the reference passes alpha= and lerp
+# as start + w·(end − start)
 MIXED_F32 = dict(dtype=torch.float32, rtol=1e-6, atol=1e-6)
 MIXED = ((70, 70), (7,), (300, 20), (1,), (5, 3), (4097,), (2, 3, 4, 5), (64, 9))
 OTHER_MODEL = ((9, 600), (3,), (11, 13, 17), (4096,), (2,), (5000,))

@@ -1,7 +1,8 @@
 """The fast paths of Lion / AdamW / SGD (every φ, weight decay on and off) equal the per-tensor reference.
 
 foreach: bit for bit (the same ops per tensor). compiled: float32, 1e-6 relative per step (the compiled arithmetic
-differs from the reference only by rounding: products written out where the reference passes ``alpha=``). Several
+differs from the reference only by rounding: products written out where the reference passes ``alpha=``, lerp as
+start + w·(end − start) for every weight). Several
 shapes, param groups, bf16 parameters, a state_dict round trip between implementations, the masked-fraction
 diagnostic, the ``auto`` choice and the fallback when the compiler fails.
 """
@@ -14,7 +15,9 @@ import torch
 
 from research_optim.optim.adamw import AdamW
 from research_optim.optim.cautious import PHI_FUNCTIONS
-from research_optim.optim.implementation import COMPILE_MIN_NUMEL, compile_enabled, resolve, set_compile_enabled
+from research_optim.optim.implementation import (
+    COMPILE_MIN_NUMEL, compile_enabled, lerp, lerp_, resolve, set_compile_enabled,
+)
 from research_optim.optim.lion import Lion
 from research_optim.optim.sgd import SGD
 from tests.optim.harness import FAST_PATHS, make_params, run_side_by_side
@@ -38,6 +41,28 @@ def test_fast_path_equals_reference(rule, phi, weight_decay, implementation, tol
     kw = dict(weight_decay=weight_decay, cautious=phi, cautious_factor=0.3 if phi == "soft" else 0.0)
     run_side_by_side(lambda ps: RULES[rule](ps, implementation=implementation, **kw),
                      lambda ps: RULES[rule](ps, implementation="reference", **kw), steps=15, **tolerance)
+
+
+@pytest.mark.parametrize("implementation,tolerance", FAST_PATHS)
+@pytest.mark.parametrize("rule", ["lion", "adamw"])
+def test_betas_whose_lerp_weight_is_half_or_more(rule, implementation, tolerance):
+    """β ≤ 0.5: torch's lerp takes its other formula (end − (1 − w)·(end − start)), the compiled step keeps
+    start + w·(end − start) (``implementation.lerp``); β1 = 0 gives w = 1, where lerp returns ``end`` itself."""
+    make = RULES[rule]
+    run_side_by_side(lambda ps: make(ps, betas=(0.0, 0.3), implementation=implementation),
+                     lambda ps: make(ps, betas=(0.0, 0.3), implementation="reference"), steps=15, **tolerance)
+
+
+def test_lerp_writes_the_formula_out_only_for_a_tensor_weight():
+    start, end = torch.randn(1000), torch.randn(1000) * 10
+    for w in (0.0, 0.01, 0.3, 0.5, 0.7, 1.0):
+        assert torch.equal(lerp(start, end, w), torch.lerp(start, end, w))
+        assert torch.equal(lerp_(start.clone(), end, w), torch.lerp(start, end, w))
+        weight = torch.tensor(w, dtype=torch.float64)
+        written_out = start + float(w) * (end - start)
+        assert torch.equal(lerp(start, end, weight), written_out)
+        assert torch.equal(lerp_(start.clone(), end, weight), written_out)
+        torch.testing.assert_close(lerp(start, end, weight), torch.lerp(start, end, w), rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False)])

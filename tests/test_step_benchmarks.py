@@ -1,6 +1,6 @@
-"""``benchmarks/step_time.py``, ``benchmarks/compiled_calls.py`` and ``benchmarks/small_tensors.py`` (the README's
-step-time tables) run on small tensors and print a ratio for every row; the rotation that builds each optimizer
-first equally often."""
+"""``benchmarks/step_time.py``, ``benchmarks/compiled_calls.py``, ``benchmarks/small_tensors.py`` and
+``benchmarks/versus.py`` (the README's step-time tables) run on small tensors and print a ratio for every row; the
+rotation that builds each optimizer first equally often."""
 from __future__ import annotations
 
 import os
@@ -41,6 +41,19 @@ def test_compiled_calls_gives_every_split_a_ratio_and_a_cost_per_call():
     assert [row[0] for row in rows] == ["1", "4"]
     assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in rows) and rows[0][6] == "-"
     assert rows[1][6].lstrip("-").isdigit()  # µs per call against the first row (negative when a split is faster)
+
+
+def test_versus_times_this_checkout_against_another_commit_in_one_process():
+    rows = _table(["benchmarks.versus", "HEAD", "--sets", "smoke", "--rules", "lion", "sf_sgd", "--rounds", "3",
+                   "--repeats", "1"])
+    assert [row[0] for row in rows] == ["lion", "sf_sgd"]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:4]) and all(row[4] == "3" for row in rows)
+
+
+def test_versus_refuses_a_commit_that_does_not_exist_in_one_line():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.versus", "no-such-commit", "--sets", "smoke"],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode != 0 and "no-such-commit" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_small_tensors_times_every_variant_of_both_rules():

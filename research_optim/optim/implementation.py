@@ -51,7 +51,6 @@ under its rule's ``auto_compiled_min_numel`` (Schedule-Free SGD's: its foreach s
 """
 from __future__ import annotations
 
-import operator
 import os
 from typing import Any, Callable, Hashable, Sequence
 
@@ -367,8 +366,9 @@ def add_(x: Tensor, y: Tensor, alpha: Any) -> Tensor:
 def lerp(start: Tensor, end: Tensor, weight: Any) -> Tensor:
     """start + w·(end − start) as a new tensor: ``torch.lerp`` for a number w; for a 0-dim tensor w (compiled code)
     that formula written out. torch's lerp switches to end − (1 − w)·(end − start) for w ≥ 0.5, and with w an
-    input of the graph inductor computes both per element and blends them (~5% of a compiled Lion step's time on a
-    CPU core); the written-out formula equals it up to rounding, and is torch's own for w < 0.5."""
+    input of the graph inductor computes both per element and blends them (a few percent of a compiled Lion step on
+    a CPU core: benchmarks/README.md); the written-out formula equals it up to rounding, and is torch's own for
+    w < 0.5."""
     return start + weight * (end - start) if isinstance(weight, Tensor) else torch.lerp(start, end, weight)
 
 

@@ -18,8 +18,9 @@ a cautious mask adds a reduction pass reading g and the sign source = 8); ``goal
 1.15× of the floor); ``BW frac`` the rule's minimum traffic at the probe's bandwidth ÷ its measured step: the
 fraction of the measured bandwidth the step reaches. ``first step s``: the first ``step()`` in a fresh process (dynamo
 traces, inductor compiles) with an empty inductor cache (cold: it includes inductor's one-time probe of the CPU's
-vector instruction sets), with only that probe cached (``new rule``: the first compile of this rule on a machine that
-has compiled before) and with the cold run's cache (warm).
+vector instruction sets, which ``research_optim.optim.cpu_probe`` runs side by side), with only that probe cached
+(``new rule``: the first compile of this rule on a machine that has compiled before) and with the cold run's cache
+(warm). Those fresh processes run on every core the benchmark started with, as a training run does, not pinned.
 """
 from __future__ import annotations
 
@@ -122,10 +123,20 @@ def first_step_child(rule_name: str, set_name: str, device: torch.device) -> dic
     return {"first": time.perf_counter() - start}
 
 
+# the cores this process may use before it pins itself: the first-step processes run on them, as a run would
+CORES = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+
+def unpinned() -> None:
+    if CORES is not None:
+        os.sched_setaffinity(0, CORES)
+
+
 def first_step_seconds(rule: Rule, set_name: str, device: torch.device, cache_dir: str) -> float:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
     out = subprocess.run([sys.executable, "-m", "benchmarks.step_time", "--child", rule.name, "--sets", set_name,
-                          "--device", str(device)], env=env, check=True, capture_output=True, text=True)
+                          "--device", str(device)], env=env, check=True, capture_output=True, text=True,
+                         preexec_fn=unpinned)
     return json.loads(out.stdout.strip().splitlines()[-1])["first"]
 
 

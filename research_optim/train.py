@@ -34,6 +34,7 @@ from research_optim.data.base import DataSpec
 from research_optim.environment import run_environment
 from research_optim.errors import UserError
 from research_optim.lifecycle import Diverged
+from research_optim.optim import cpu_probe
 from research_optim.optim.implementation import IMPLEMENTATIONS, compilable, resolve
 from research_optim.optim.sharded import is_sharded
 from research_optim.preemption import Preempted, StopFlag
@@ -139,6 +140,8 @@ class Trainer:
         steps_per_epoch = max(1, train_size // t.batch_size) if train_size else None
         self.optimizer = build_optimizer(cfg.optimizer, self.model, t.weight_decay_norm_and_bias, steps_per_epoch,
                                          compile=t.compile_optimizer)  # true: allowed (RESEARCH_OPTIM_COMPILE=0 wins)
+        if compiles_step(self.optimizer) and env.device.type == "cpu" and not t.compile_model:
+            cpu_probe.start()  # the first compile's CPU probe, alongside the setup and the first forward and backward
         self.schedule = build_lr_schedule(cfg.schedule, self.optimizer, t.steps)
         if protocols.has_modes(self.optimizer):
             self.optimizer.train()  # Schedule-Free optimizers start in eval mode, as in the package

@@ -30,6 +30,8 @@ from typing import Any, Callable, Hashable
 
 import torch
 
+from research_optim.optim import cpu_probe
+
 __all__ = ["FAILED", "RECOMPILE_LIMIT", "Readers", "call", "graph", "parameters", "run_all"]
 
 RECOMPILE_LIMIT = 128  # per compiled function: rules × φ × flags × dtypes (× 2 size regimes); dynamo's cap is 8
@@ -262,6 +264,7 @@ def _inductor(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[.
     """The inductor backend, wrapped so that each call records the graph that served it."""
     from torch._inductor.compile_fx import compile_fx
 
+    cpu_probe.wait()
     with contextlib.nullcontext() if _writes_a_scalar(gm, example_inputs) else _scalars_restricted():
         compiled = compile_fx(gm, example_inputs)
     try:
@@ -319,9 +322,12 @@ def call(fn: Callable[..., Any], kind: Hashable, *args: Any) -> Any:
         return recorded(recorded.inputs(_locals(fn, args)))
     _served.clear()
     before = _contents(args)
+    if any(isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in args):
+        cpu_probe.start()  # side by side with dynamo's tracing; inductor waits for it
     try:
         result = _dynamo(fn)(*args)
     except torch._dynamo.exc.TorchDynamoException as err:
+        cpu_probe.wait()  # the probe outlives no call: another compile may not start while it runs
         from research_optim.optim.implementation import set_compile_enabled
 
         warnings.warn(f"research_optim: compiling {fn.__name__} failed ({type(err).__name__}: {err}); "

@@ -135,8 +135,9 @@ def unpinned() -> None:
 def first_step_seconds(rule: Rule, set_name: str, device: torch.device, cache_dir: str) -> float:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
     out = subprocess.run([sys.executable, "-m", "benchmarks.step_time", "--child", rule.name, "--sets", set_name,
-                          "--device", str(device)], env=env, check=True, capture_output=True, text=True,
-                         preexec_fn=unpinned)
+                          "--device", str(device)], env=env, capture_output=True, text=True, preexec_fn=unpinned)
+    if out.returncode != 0:
+        raise RuntimeError(f"the first-step process of {rule.name} on {set_name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])["first"]
 
 

@@ -4,9 +4,9 @@ Before inductor compiles its first C++ kernel in a process with an empty cache (
 freshly booted machine, a SLURM node with an empty /tmp), it checks every ISA the CPU reports (x86: AMX,
 AVX-512 VNNI, AVX-512, AVX2) by building and loading a test library with that ISA's flags, one ISA after another:
 10.4 s on this project's 2-core x86 machine, most of a cold first step (``benchmarks/README.md``). The checks are
-independent, so :func:`start` runs each ISA's check in a thread of its own — the builds are subprocesses and run
-side by side (5.8 s on 2 cores; the slowest ISA's 3.4 s with one core per ISA) — and as soon as it is called, so
-that they also overlap whatever the caller does next (dynamo's tracing; in a training run, the data and the first
+independent, so :func:`start` runs them in threads, one per core the process may use — the builds are
+subprocesses and run side by side (5.8 s on 2 cores; the slowest ISA's 3.4 s with one core per ISA) — and as soon as
+it is called, so that they also overlap whatever the caller does next (dynamo's tracing; in a training run, the data and the first
 forward and backward). Their results land in inductor's own caches (each ISA object's ``__bool__``, the built
 libraries on disk), which inductor then reads as if it had probed itself: what it picks does not change.
 
@@ -16,6 +16,8 @@ process that compiles through torch's own backend meanwhile (``torch.compile(mod
 """
 from __future__ import annotations
 
+import os
+import queue
 import threading
 
 __all__ = ["start", "wait"]
@@ -39,22 +41,37 @@ def _candidates() -> list[object]:
     return [isa for isa in cpu_vec_isa.supported_vec_isa_list if all(f in flags for f in str(isa).split())]
 
 
-def _check(isa: object) -> None:
-    try:
-        bool(isa)  # cached by inductor, with the library it built
-    except Exception:  # left to inductor, which checks again and reports it its way
-        pass
+def _check_all(pending: queue.SimpleQueue) -> None:
+    while True:
+        try:
+            isa = pending.get_nowait()
+        except queue.Empty:
+            return
+        try:
+            bool(isa)  # cached by inductor, with the library it built
+        except Exception:  # left to inductor, which checks again and reports it its way
+            pass
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def start() -> None:
-    """Start the checks in daemon threads (a process that exits first does not wait for them); once per process."""
+    """Start the checks in daemon threads (a process that exits first does not wait for them), as many as the process
+    has cores (on one core, a thread per ISA made a cold first step 1.7 s slower than inductor's own probe; one
+    thread matches it), the slowest ISA (inductor lists the widest first) first; once per process."""
     global _started
     with _lock:
         if _started:
             return
         _started = True
-        _threads.extend(threading.Thread(target=_check, args=(isa,), name=f"research_optim probe {isa}", daemon=True)
-                        for isa in _candidates())
+        pending: queue.SimpleQueue = queue.SimpleQueue()
+        candidates = _candidates()
+        for isa in candidates:
+            pending.put(isa)
+        _threads.extend(threading.Thread(target=_check_all, args=(pending,), name="research_optim cpu probe",
+                                         daemon=True) for _ in range(min(len(candidates), _cores())))
         for thread in _threads:
             thread.start()
 

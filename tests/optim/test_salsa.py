@@ -10,7 +10,7 @@ from torch import nn
 
 from research_optim.optim.line_search import LossEvaluator
 from research_optim.optim.salsa import SaLSA
-from tests.fixtures.make_salsa_upstream import upstream_closure
+from tests.fixtures.salsa_upstream import upstream_closure
 from research_optim.optim.sls import SLS
 
 from salsa.SaLSA import SaLSA as RefSaLSA

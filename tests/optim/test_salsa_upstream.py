@@ -1,8 +1,8 @@
-"""SaLSA against the upstream repository's newest SaLSA.py (not on PyPI), through golden trajectories.
+"""SaLSA against the upstream repository's newest SaLSA.py (not on PyPI), run beside it.
 
-``tests/fixtures/salsa_717b41c.pt`` was written once by ``tests/fixtures/make_salsa_upstream.py`` from the upstream
-file at the commit it records; here the same problems run with ``SaLSA(compat="717b41c")`` and must match every
-step's loss, step size and cadence, and the parameters at every checkpoint, exactly (float64).
+``tests/fixtures/salsa_upstream_717b41c.py`` is the upstream file verbatim at the commit it records; the problems of
+``tests/fixtures/salsa_upstream.py`` run with it and with ``SaLSA(compat="717b41c")``, which must match every step's
+loss, step size, cadence and parameters exactly (float64).
 """
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from research_optim.optim.salsa import SaLSA
-from tests.fixtures.make_salsa_upstream import COMMIT, FIXTURE, PROBLEMS, STEPS, problem, trajectory
-
-GOLDEN = torch.load(FIXTURE)  # tensors only (weights_only)
+from tests.fixtures.salsa_upstream import PROBLEMS, STEPS, problem, trajectory, upstream_trajectory
 
 
 pytestmark = pytest.mark.usefixtures("float64_default")
@@ -23,33 +21,32 @@ def ours(name: str, **kwargs) -> dict:
                       lambda opt: opt.cadence())
 
 
-def test_fixture_records_the_upstream_commit_and_covers_the_guard():
-    assert GOLDEN["commit"] == COMMIT and GOLDEN["steps"] == STEPS >= 100
-    assert set(GOLDEN["problems"]) == set(PROBLEMS)
+def test_the_problems_cover_the_guard():
+    assert STEPS >= 100
     # the "exact" problem's loss falls below the 1e-8 guard, where 0.1.0 and the newer upstream part ways
-    assert (GOLDEN["problems"]["exact"]["loss"] < 1e-8).sum() > 10
+    assert (upstream_trajectory("exact")["loss"] < 1e-8).sum() > 10
 
 
 @pytest.mark.parametrize("implementation", ["reference", "foreach"])
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_compat_717b41c_reproduces_upstream_bit_for_bit(name, implementation):
-    golden, run = dict(GOLDEN["problems"][name]), ours(name, compat="717b41c", implementation=implementation)
+    upstream, run = dict(upstream_trajectory(name)), ours(name, compat="717b41c", implementation=implementation)
     # upstream records the cadence a step used; ours (after the step) is the one the next step uses
-    run["cadence"], golden["cadence"] = run["cadence"][:-1], golden["cadence"][1:]
+    run["cadence"], upstream["cadence"] = run["cadence"][:-1], upstream["cadence"][1:]
     for key in ("loss", "step_size", "cadence"):
-        mismatch = (run[key] != golden[key]).nonzero()
+        mismatch = (run[key] != upstream[key]).nonzero()
         assert mismatch.numel() == 0, f"{key} differs from step {mismatch[0].item() + 1} on"
-    assert torch.equal(run["params"], golden["params"])
+    assert torch.equal(run["params"], upstream["params"])
 
 
 def test_the_loss_guard_is_what_separates_0_1_0_from_upstream():
-    """On the problem whose loss falls below 1e-8, compat="0.1.0" (search at any nonzero loss) leaves the golden
+    """On the problem whose loss falls below 1e-8, compat="0.1.0" (search at any nonzero loss) leaves upstream's
     trajectory at the first step below 1e-8 — and agrees with it before."""
-    golden, run = GOLDEN["problems"]["exact"], ours("exact", compat="0.1.0")
-    first_below = int((golden["loss"] < 1e-8).nonzero()[0])
-    differs = (run["step_size"] != golden["step_size"]).nonzero()
+    upstream, run = upstream_trajectory("exact"), ours("exact", compat="0.1.0")
+    first_below = int((upstream["loss"] < 1e-8).nonzero()[0])
+    differs = (run["step_size"] != upstream["step_size"]).nonzero()
     assert differs.numel() > 0 and int(differs[0]) >= first_below
-    assert torch.equal(run["loss"][:first_below + 1], golden["loss"][:first_below + 1])
+    assert torch.equal(run["loss"][:first_below + 1], upstream["loss"][:first_below + 1])
 
 
 def test_parameters_without_gradient_decay_only_in_compat_mode():

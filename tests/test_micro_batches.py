@@ -98,7 +98,9 @@ def test_four_micro_batches_train_like_one_batch(tiny_run, tmp_path, optimizer):
     micro = tiny_run(*NO_DROPOUT, *optimizer, "train.micro_batch_size=4", root=tmp_path / "micro")
     a, b = without_measurements(read_metrics(whole["run_dir"])), without_measurements(read_metrics(micro["run_dir"]))
     assert [(r["step"], r["split"], r["examples"]) for r in a] == [(r["step"], r["split"], r["examples"]) for r in b]
+    # float32 sums four micro-batches' gradients in another order than one batch's: measured gaps ≤ 1e-7 relative,
+    # but up to 1.2e-6 for SaLSA, whose step size follows the loss; a wrong scaling would be off by ≥ 1e-2
     for ra, rb in zip(a, b):
-        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-6, abs=0), (ra, rb)
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=0), (ra, rb)
     # the micro-batch size splits the same batch: the same run (id), like the number of processes
     assert whole["run_dir"].replace(str(tmp_path / "whole"), "") == micro["run_dir"].replace(str(tmp_path / "micro"), "")

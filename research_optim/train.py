@@ -345,8 +345,8 @@ class Trainer:
 
     def announce_compile(self) -> None:
         if compiles_step(self.optimizer):
-            log.info("the optimizer step is compiled with torch.compile during the first step: about 10–20 s on a "
-                     "CPU with a cold inductor cache, 3–6 s with a warm one, whatever the model's size "
+            log.info("the optimizer step is compiled with torch.compile during the first step: about 8–15 s on a "
+                     "CPU with an empty inductor cache, 2–5 s with a warm one, whatever the model's size "
                      "(benchmarks/README.md); train.compile_optimizer=false runs the eager step instead")
         if self.cfg.train.compile_model:
             log.info("the model is compiled with torch.compile during the first steps (and again for evaluation): "

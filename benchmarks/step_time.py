@@ -240,7 +240,9 @@ def main() -> None:
     parser.add_argument("--core", type=int, default=None, help="the CPU core to pin to (default: the last one)")
     parser.add_argument("--no-first-step", dest="first_step", action="store_false",
                         help="skip the first-step columns (four fresh processes per rule and set)")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", metavar="RULE", default=None,
+                        help="only RULE's first step on the first of --sets, in this process, as JSON (the inductor "
+                             "cache is TORCHINDUCTOR_CACHE_DIR's): what the first-step columns run")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.child:

@@ -2,13 +2,13 @@
 
 Before inductor compiles its first C++ kernel in a process with an empty cache (``TORCHINDUCTOR_CACHE_DIR``: a
 freshly booted machine, a SLURM node with an empty /tmp), it checks every ISA the CPU reports (x86: AMX, AVX-512
-VNNI, AVX-512, AVX2) by building and loading a test library with that ISA's flags, one ISA after another: 10.4 s on
-this project's 2-core x86 machine, most of a cold first step (``benchmarks/README.md``). The checks are independent,
-so :func:`start` runs them in threads, one per core the process may use (none on one core) — the builds are
-subprocesses and run side by side (5.8 s on 2 cores; the slowest ISA's 3.4 s with one core per ISA) — and as soon as
-it is called, so that they also overlap whatever the caller does next (dynamo's tracing; in a training run, the data
-and the first forward and backward). Their results land in inductor's own caches (each ISA object's ``__bool__``,
-the built libraries on disk), which inductor then reads as if it had probed itself: what it picks does not change.
+VNNI, AVX-512, AVX2) by building and loading a test library with that ISA's flags, one ISA after another: most of a
+cold first step. The checks are independent, so :func:`start` runs them in threads, one per core the process may use
+(none on one core) — the builds are subprocesses and run side by side — and as soon as it is called, so that they
+also overlap whatever the caller does next (dynamo's tracing; in a training run, the data and the first forward and
+backward): a cold ViT-S first step from 12.5–13.3 s to 7.7–7.8 s on 2 cores (``benchmarks/README.md``). Their
+results land in inductor's own caches (each ISA object's ``__bool__``, the built libraries on disk), which inductor
+then reads as if it had probed itself: what it picks does not change.
 
 An ISA's check changes that ISA object's compiler flags while it runs, so no compilation may start before the
 checks are over: :func:`wait` joins them (``optim.compiled`` calls it before inductor compiles a graph), and a
@@ -61,7 +61,7 @@ def start() -> None:
     """Start the checks in daemon threads (a process that exits first does not wait for them), as many as the process
     has cores, the slowest ISA (inductor lists the widest first) first; once per process. A process with one core
     starts none and leaves the checks to inductor: there, a thread per ISA made a cold first step 1.7 s slower than
-    inductor's own probe, and one thread 0.2–0.5 s (benchmarks/README.md)."""
+    inductor's own probe (3dda0a2's commit message), and one thread 0.2–0.5 s (benchmarks/README.md)."""
     global _started
     with _lock:
         if _started:

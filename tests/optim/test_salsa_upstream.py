@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from research_optim.optim.salsa import SaLSA
-from tests.fixtures.salsa_upstream import PROBLEMS, STEPS, problem, trajectory, upstream_trajectory
+from tests.fixtures import salsa_upstream_717b41c
+from tests.fixtures.salsa_upstream import COMMIT, PROBLEMS, STEPS, problem, trajectory, upstream_trajectory
 
 
 pytestmark = pytest.mark.usefixtures("float64_default")
@@ -21,7 +22,9 @@ def ours(name: str, **kwargs) -> dict:
                       lambda opt: opt.cadence())
 
 
-def test_the_problems_cover_the_guard():
+def test_the_copy_names_its_commit_and_the_problems_cover_the_guard():
+    with open(salsa_upstream_717b41c.__file__) as f:
+        assert f"at commit {COMMIT} of" in f.read()
     assert STEPS >= 100
     # the "exact" problem's loss falls below the 1e-8 guard, where 0.1.0 and the newer upstream part ways
     assert (upstream_trajectory("exact")["loss"] < 1e-8).sum() > 10

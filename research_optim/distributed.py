@@ -5,6 +5,7 @@ per GPU/process) read SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID and rendezvous at 
 """
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -87,8 +88,15 @@ def setup(device: str = "auto") -> Env:
 
 
 def teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group, and free it now with its threads: DTensor's caches hold it otherwise
+    (``fsdp.forget_meshes``)."""
+    if not dist.is_initialized():
+        return
+    dist.destroy_process_group()
+    from research_optim import fsdp
+
+    fsdp.forget_meshes()
+    gc.collect()  # a sharded model is a cycle that holds its mesh
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

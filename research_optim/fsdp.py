@@ -10,6 +10,8 @@ optimizer, ``tests/test_fsdp.py``). How each optimizer steps sharded tensors: ``
 from __future__ import annotations
 
 from contextlib import contextmanager
+from importlib import import_module
+from operator import attrgetter
 from typing import Iterator
 
 import torch
@@ -20,7 +22,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from research_optim.errors import UserError
 from research_optim.protocols import has_batch_norm
 
-__all__ = ["shard", "no_gradient_sync"]
+__all__ = ["shard", "no_gradient_sync", "forget_meshes"]
 
 
 def shard(model: nn.Module, device: torch.device, world_size: int) -> None:
@@ -44,3 +46,25 @@ def no_gradient_sync(model: FSDPModule) -> Iterator[None]:
         yield
     finally:
         model.set_requires_gradient_sync(True)
+
+
+# DTensor's caches of sharding decisions, keyed by (or holding) the meshes they saw: (module, what clears it)
+_MESH_CACHES = [("torch.distributed.tensor.debug", "_clear_sharding_prop_cache"),
+                ("torch.distributed.tensor._redistribute", "clear_redistribute_planner_cache"),
+                ("torch.distributed.tensor._redistribute", "_gen_transform_infos.cache_clear"),
+                ("torch.distributed.tensor._collective_utils", "MeshTopoInfo.build_from_mesh.cache_clear")]
+
+
+def forget_meshes() -> None:
+    """Clear DTensor's caches, which hold every mesh they saw, and through it the process group, for the life of the
+    process. Called once the group is destroyed: the group and its threads (gloo's work loops, its TCP loop, the
+    store's server) then end with the run, not in the interpreter's shutdown, where a thread still alive aborted a
+    rank whose run had finished ("terminate called without an active exception", SIGABRT). DTensor has no public
+    call for this; where a torch lacks one of these caches, or has another, the group may outlive the run again,
+    which ``tests/test_fsdp.py`` detects (no process-group thread outlives a sharded run)."""
+    for module, name in _MESH_CACHES:
+        try:
+            clear = attrgetter(name)(import_module(module))
+        except (ImportError, AttributeError):
+            continue
+        clear()

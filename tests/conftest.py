@@ -62,12 +62,14 @@ def free_port() -> int:
 def _gloo_rank(rank: int, world: int, port: int, worker: Callable[..., Any], args: tuple, results: dict) -> None:
     import torch.distributed as dist
 
+    from research_optim import distributed
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         results[rank] = worker(rank, *args)
     finally:
-        dist.destroy_process_group()
+        distributed.teardown()  # frees the group too, threads and all
 
 
 def _rank_logging_stderr(rank: int, log: str, worker: Callable[..., Any], *args: Any) -> Any:
@@ -86,8 +88,10 @@ def spawn_ranks(worker: Callable[..., Any], args_of: Callable[[int], tuple], npr
     """``torch.multiprocessing.spawn(worker, args_of(attempt), nprocs)``; the args of the attempt that completed.
 
     Once more (attempt 1, with its own args: fresh ports and directories) when a process died of a signal: on this
-    CPU, torch's gloo collectives under FSDP2 aborted a worker a few times in ~25 runs of ``test_fsdp.py``
-    ("malloc(): unaligned tcache chunk detected", in different tests, never reproduced alone). A worker that raises
+    CPU, workers under FSDP2 aborted a few times in ~25 runs of ``test_fsdp.py`` ("malloc(): unaligned tcache chunk
+    detected", in different tests, never reproduced alone), and twice in a row in one CI run, at exit ("terminate
+    called without an active exception"). DTensor's caches kept the gloo group and its threads alive into the
+    interpreter's shutdown; ``distributed.teardown`` now frees them with the run. A worker that raises
     (an assertion, a wrong result) or crashes twice fails the test; the retry is reported as a warning that ends with
     the ranks' last lines of stderr (the crash's Python stack, from faulthandler)."""
     import tempfile

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from research_optim import distributed
 from tests.conftest import TINY, compose_config, free_port, read_metrics, spawn_ranks, without_measurements
 
 STEPS = 50
@@ -101,7 +102,7 @@ def _equivalence_worker(rank: int, port: int, out: str) -> None:
         if rank == 0:
             torch.save(results, out)
     finally:
-        dist.destroy_process_group()
+        distributed.teardown()  # frees the group too, threads and all
 
 
 def _relative_error(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -230,6 +231,40 @@ def test_fsdp_in_bf16_computes_what_ddp_computes(tmp_path):
         assert abs(final["fsdp-bf16"][key] - final["fsdp-fp32"][key]) > 1e-5, key
 
 
+# torch's names for the threads of a gloo process group: its work loops, its TCP loop, the store's server (rank 0)
+PROCESS_GROUP_THREADS = {"pt_gloo_runloop", "gloo_tcp_loop", "pt_tcpstore_uv"}
+
+
+def _thread_names() -> set[str]:
+    return {Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task")}
+
+
+def _threads_worker(rank: int, port: int, root: str) -> None:
+    from research_optim.train import train
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")  # the run joins this group and destroys it
+    dist.barrier()  # the work loops start with the first collective
+    during = _thread_names()
+    train(compose_config([*TINY, "train.steps=4", "optimizer=c_adamw", "train.parallel=fsdp", f"run.root={root}"]))
+    Path(root, f"threads{rank}.json").write_text(json.dumps({"during": sorted(during),
+                                                             "after": sorted(_thread_names())}))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_a_sharded_run_leaves_no_process_group_thread_behind(tmp_path):
+    """DTensor's caches held the mesh, and so the gloo group with its threads, until the interpreter's shutdown,
+    where a rank whose run had finished was aborted (SIGABRT, CI): the group ends with the run."""
+    _, root = spawn_ranks(_threads_worker, lambda attempt: (free_port(), str(tmp_path / f"attempt{attempt}")))
+    for rank in (0, 1):
+        threads = json.loads(Path(root, f"threads{rank}.json").read_text())
+        assert {"pt_gloo_runloop", "gloo_tcp_loop"} <= set(threads["during"]), threads  # the names are torch's
+        assert PROCESS_GROUP_THREADS.isdisjoint(threads["after"]), threads
+
+
 def test_a_compiled_model_under_fsdp_is_refused_at_the_door():
     """torch.compile stops at FSDP2's hooks (on 2 gloo ranks dynamo compiled no graph of the sharded model), so a run
     named compiled would run eagerly: refused before any work, on more than one process."""
@@ -274,7 +309,7 @@ def one_rank_mesh():
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     yield init_device_mesh("cpu", (1,))
-    dist.destroy_process_group()
+    distributed.teardown()  # frees the group too, threads and all
 
 
 def test_muon_and_adafactor_gather_a_sharded_matrix(one_rank_mesh):

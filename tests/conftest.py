@@ -69,7 +69,7 @@ def _gloo_rank(rank: int, world: int, port: int, worker: Callable[..., Any], arg
     try:
         results[rank] = worker(rank, *args)
     finally:
-        distributed.teardown()  # frees the group too, threads and all
+        distributed.teardown()  # as a run leaves its group
 
 
 def _rank_logging_stderr(rank: int, log: str, worker: Callable[..., Any], *args: Any) -> Any:

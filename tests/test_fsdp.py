@@ -102,7 +102,7 @@ def _equivalence_worker(rank: int, port: int, out: str) -> None:
         if rank == 0:
             torch.save(results, out)
     finally:
-        distributed.teardown()  # frees the group too, threads and all
+        distributed.teardown()  # as a run leaves its group
 
 
 def _relative_error(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -309,7 +309,7 @@ def one_rank_mesh():
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     yield init_device_mesh("cpu", (1,))
-    distributed.teardown()  # frees the group too, threads and all
+    distributed.teardown()  # as a run leaves its group
 
 
 def test_muon_and_adafactor_gather_a_sharded_matrix(one_rank_mesh):
